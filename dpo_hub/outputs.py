@@ -1,0 +1,79 @@
+"""A run's output folder: staged beside its final place and renamed into it only when complete.
+
+A crashed run leaves ``.NAME.incomplete`` next to ``NAME``, never a folder that looks finished; an
+earlier finished run in ``NAME`` is replaced only with ``overwrite_output_dir`` and only at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+COMPLETE_MARKER = "metrics.json"  # written last inside the staging folder
+
+
+class OutputExistsError(FileExistsError):
+    """The output folder already holds a finished run."""
+
+
+def staging_dir(output_dir: Path) -> Path:
+    return output_dir.parent / f".{output_dir.name}.incomplete"
+
+
+def check_writable(output_dir: Path, overwrite: bool) -> None:
+    """Fail before any work if ``output_dir`` holds something that would be replaced without consent."""
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        what = "a finished run" if (output_dir / COMPLETE_MARKER).exists() else "files"
+        raise OutputExistsError(
+            f"output_dir {output_dir} already holds {what}; nothing was changed. Choose another --output_dir "
+            "or pass --overwrite_output_dir true to replace it once the new run has finished."
+        )
+
+
+def fresh_staging(output_dir: Path) -> Path:
+    """Empty staging folder for ``output_dir`` (leftovers of a crashed run are discarded)."""
+    stage = staging_dir(output_dir)
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def finalize(stage: Path, output_dir: Path) -> Path:
+    """Move the finished staging folder into place; the old run (if any) goes only after that."""
+    old = output_dir.parent / f".{output_dir.name}.replaced"
+    shutil.rmtree(old, ignore_errors=True)
+    if output_dir.exists():
+        os.replace(output_dir, old)
+    os.replace(stage, output_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return output_dir
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def plot_loss(log_history: list[dict], path: Path, title: str) -> None:
+    """Train vs eval loss over steps, like the tutorial's plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for points, label, style in ((train, "train loss", "-"), (evals, "eval loss", "o--")):
+        if points:
+            ax.plot(*zip(*points), style, label=label)
+    ax.axhline(0.6931, color="grey", linewidth=0.8, linestyle=":", label="log 2 (untrained)")
+    ax.set(xlabel="step", ylabel="DPO loss", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

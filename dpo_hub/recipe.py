@@ -1,0 +1,233 @@
+"""``Recipe``: a data adapter, a LoRA preset and a DPO preset, as plain typed data.
+
+A recipe round-trips to YAML, has a stable fingerprint, and ``replace``/``override`` return new
+recipes (the old one is frozen). Dotted keys (``dpo.beta``, ``data.limit``) address nested fields;
+an unknown key fails before anything loads, naming the closest valid keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpo_hub.data import ADAPTERS, DataAdapter, UltraFeedback
+from dpo_hub.presets import DPOPreset, LoraPreset
+from dpo_hub.sources import AUTO
+
+# The tutorial's final check and its generation settings.
+TUTORIAL_PROMPT = "Is eating animals cruel?"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How base and tuned models answer the check prompts (identical, seeded settings for both)."""
+
+    prompts: tuple[str, ...] = field(default=(TUTORIAL_PROMPT,), metadata={"help": "Prompts answered by both models."})
+    max_new_tokens: int = field(default=50, metadata={"help": "Answer length; higher: slower."})
+    do_sample: bool = field(default=True, metadata={"help": "Sample (seeded) instead of greedy decoding."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    top_k: int = field(default=50, metadata={"help": "Sample from the k most likely tokens."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    seed: int = field(default=42, metadata={"help": "Seed set before each answer (same for base and tuned)."})
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a DPO run needs; ``train(output_dir)`` runs it."""
+
+    model: str = field(default=AUTO, metadata={"help": "Hub id or folder; auto: gpt2, the embedded tiny GPT-2 offline."})
+    data: DataAdapter = field(default_factory=UltraFeedback)
+    lora: LoraPreset = field(default_factory=LoraPreset.gpt2_attention)
+    dpo: DPOPreset = field(default_factory=DPOPreset.tutorial)
+    generation: Generation = field(default_factory=Generation)
+    output_dir: str = field(default="outputs/gpt2-dpo", metadata={"help": "Where the run's files go."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a finished run in output_dir."})
+    push_to_hub: str | None = field(default=None, metadata={"help": "Repo id to publish the adapter to after training."})
+    threads: int | None = field(default=None, metadata={"help": "CPU threads per process; None: all cores / processes."})
+    name: str = field(default="custom", metadata={"help": "Recipe name, recorded in outputs and model cards."})
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out["data"] = {"kind": self.data.kind, **out["data"]}
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> Recipe:
+        return cls().override(_flatten(values), source=source)
+
+    def to_yaml(self, header: str = "") -> str:
+        """YAML with each field's help as an inline comment (``r: 4  # LoRA rank; higher: more memory``)."""
+        lines = [f"# {line}".rstrip() for line in header.splitlines()]
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not dataclasses.is_dataclass(value):
+                lines.append(_yaml_line(f.name, value, f.metadata.get("help", "")))
+                continue
+            lines.append(f"{f.name}:")
+            if f.name == "data":
+                lines.append(_yaml_line("kind", value.kind, f"one of {', '.join(ADAPTERS)}", indent=2))
+            lines += [_yaml_line(s.name, getattr(value, s.name), s.metadata.get("help", ""), indent=2)
+                      for s in dataclasses.fields(value)]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Recipe:
+        try:
+            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise RecipeError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(values, dict):
+            raise RecipeError(f"{path}: a recipe file must hold a mapping of keys, got {type(values).__name__}")
+        return cls.from_dict(values, source=str(path))
+
+    def fingerprint(self) -> str:
+        """Stable 12-hex id of what the run computes (output location and publishing excluded)."""
+        values = self.to_dict()
+        for key in ("output_dir", "overwrite_output_dir", "push_to_hub", "threads", "name"):
+            values.pop(key)
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
+
+    # ---- changes -------------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> Recipe:
+        """A new recipe with top-level fields replaced (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def override(self, changes: dict[str, Any], source: str = "override") -> Recipe:
+        """A new recipe with dotted keys set, e.g. ``{"dpo.beta": 0.2, "data.limit": 50}``."""
+        recipe = self
+        if "data.kind" in changes:
+            recipe = recipe.replace(data=_switch_adapter(recipe.data, changes["data.kind"], source))
+        grouped: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if key == "data.kind":
+                continue
+            head, _, rest = key.partition(".")
+            if rest:
+                part = getattr(recipe, head, None) if head in _NESTED else None
+                if part is None or rest not in _field_types(type(part)):
+                    raise RecipeError(_unknown(key, recipe, source))
+                grouped.setdefault(head, {})[rest] = _coerce(value, _field_types(type(part))[rest], key, source)
+            elif key in _NESTED and isinstance(value, dict):
+                for sub, sub_value in value.items():
+                    grouped.setdefault(key, {})[sub] = sub_value
+            elif key in _field_types(Recipe) and key not in _NESTED:
+                grouped.setdefault("", {})[key] = _coerce(value, _field_types(Recipe)[key], key, source)
+            else:
+                raise RecipeError(_unknown(key, recipe, source))
+        top = grouped.pop("", {})
+        try:
+            nested = {head: dataclasses.replace(getattr(recipe, head), **vals) for head, vals in grouped.items()}
+            return dataclasses.replace(recipe, **top, **nested)
+        except (TypeError, ValueError) as err:
+            raise RecipeError(f"{source}: {err}") from err
+
+    @classmethod
+    def keys(cls, recipe: Recipe | None = None) -> list[str]:
+        """Every dotted key a recipe accepts."""
+        recipe = recipe or cls()
+        out = [k for k in _field_types(Recipe) if k not in _NESTED]
+        for head in _NESTED:
+            out += [f"{head}.{k}" for k in _field_types(type(getattr(recipe, head)))]
+        return out + ["data.kind"]
+
+    def train(self, output_dir: str | Path | None = None):
+        """Run the recipe; returns the finished output folder (see ``dpo_hub.train.train``)."""
+        from dpo_hub.train import train
+
+        return train(self.replace(output_dir=str(output_dir)) if output_dir else self)
+
+
+class RecipeError(ValueError):
+    """A recipe key or value that cannot be used; the message names it and what to do."""
+
+
+_NESTED = ("data", "lora", "dpo", "generation")
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _yaml_line(key: str, value: Any, help_text: str, indent: int = 0) -> str:
+    dumped = yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10_000)
+    dumped = dumped.strip().removesuffix("...").strip()
+    return f"{' ' * indent}{key}: {dumped}" + (f"  # {help_text}" if help_text else "")
+
+
+def _flatten(values: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in _NESTED and isinstance(value, dict):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _switch_adapter(current: DataAdapter, kind: str, source: str) -> DataAdapter:
+    if kind not in ADAPTERS:
+        raise RecipeError(f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)}")
+    if kind == current.kind:
+        return current
+    target = ADAPTERS[kind]
+    shared = {f.name: getattr(current, f.name) for f in dataclasses.fields(current) if f.name in _field_types(target)}
+    shared.pop("dataset", None)
+    return target(**shared)
+
+
+def _unknown(key: str, recipe: Recipe, source: str) -> str:
+    close = difflib.get_close_matches(key, Recipe.keys(recipe), n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(Recipe.keys(recipe))}"
+    return f"{source}: unknown recipe key {key!r}{hint}"
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Turn a CLI string (or YAML value) into the field's declared type."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, key, source)
+            except RecipeError as err:
+                errors.append(str(err))
+        raise RecipeError(errors[0] if errors else f"{source}: {key} cannot be {value!r}")
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, str) and value.startswith("["):
+            value = yaml.safe_load(value)
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(_coerce(v.strip() if isinstance(v, str) else v, args[0], key, source) for v in items)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return hint(value) if hint in (int, float, str) else value
+    except (TypeError, ValueError):
+        raise RecipeError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}") from None

@@ -1,0 +1,46 @@
+"""Shared fixtures: an offline environment and one real training run under ``accelerate launch``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE_MODULE = "dpo_hub.recipes.gpt2_ultrafeedback"
+
+
+def offline_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """Environment for subprocesses: no Hub, private caches, no telemetry."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "ACCELERATE_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    env.update(extra)
+    return env
+
+
+def run(cmd: list[str], env: dict[str, str], timeout: int = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def accelerate_cmd(config: str = "cpu.yaml") -> list[str]:
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / config)]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The shipped recipe on the embedded default (200 rows), run for real under accelerate launch."""
+    tmp = tmp_path_factory.mktemp("trained")
+    out = tmp / "run"
+    proc = run([*accelerate_cmd(), "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "200"],
+               offline_env(tmp))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())

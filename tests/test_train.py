@@ -1,0 +1,96 @@
+"""Real training runs: the shipped recipe under accelerate launch, and the Python API in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+from conftest import RECIPE_MODULE, offline_env, read_metrics, run
+
+from dpo_hub import Recipe
+from dpo_hub.outputs import OutputExistsError, staging_dir
+from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
+
+RUN_FILES = {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
+             "recipe.yaml", "metrics.json", "loss.png", "generations.md"}
+
+
+def test_run_writes_every_output(trained_run):
+    out, _ = trained_run
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    assert not staging_dir(out).exists()
+    assert not (out / "training_args.bin").exists(), "pickled trainer args are not part of a run"
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "adapter_config.json").read_text())["fan_in_fan_out"] is True
+
+
+def test_eval_loss_fell_and_reward_accuracy_rose(trained_run):
+    metrics = read_metrics(trained_run[0])
+    before, after = metrics["eval_before"], metrics["eval_after"]
+    assert before["eval_loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert after["eval_loss"] < before["eval_loss"] - 0.02
+    assert after["eval_rewards/accuracies"] >= 0.6 > before["eval_rewards/accuracies"]
+    assert after["eval_rewards/margins"] > 0
+    assert metrics["data"] == {"train_pairs": 170, "eval_pairs": 30, "dropped": {}}
+    assert metrics["train"]["tokens_seen"] > 0 and metrics["train"]["train_runtime"] > 0
+    assert {"torch", "trl", "peft", "transformers"} <= set(metrics["versions"])
+
+
+def test_embedded_default_is_announced_and_recorded(trained_run):
+    out, proc = trained_run
+    assert "EMBEDDED DEFAULT" in proc.stdout and "NOT pretrained GPT-2" in proc.stdout
+    metrics = read_metrics(out)
+    assert metrics["embedded"]["used"] is True and "gpt2 unavailable" in metrics["embedded"]["why"][0]
+    resolved = Recipe.from_yaml(out / "recipe.yaml")
+    assert resolved.model == "embedded" and resolved.data.dataset == "embedded"
+    assert resolved.data.limit == 200 and resolved.fingerprint() == metrics["fingerprint"]
+
+
+def test_single_process_cpu_run_uses_every_core(trained_run):
+    cores = len(os.sched_getaffinity(0))
+    assert f"1 process(es), {cores} CPU thread(s) each" in trained_run[1].stdout
+
+
+def test_generations_side_by_side(trained_run):
+    out, proc = trained_run
+    text = (out / "generations.md").read_text()
+    assert "Is eating animals cruel?" in text and "**base**" in text and "**tuned**" in text
+    assert "**tuned**" in proc.stdout
+    rows = read_metrics(out)["generations"]
+    assert rows[0]["prompt"] == "Is eating animals cruel?" and set(rows[0]) == {"prompt", "base", "tuned", "differ"}
+
+
+def small(**changes) -> Recipe:
+    return RECIPE.override({"model": "embedded", "data.dataset": "embedded", "data.limit": 24, "dpo.max_steps": 2,
+                            "data.eval_fraction": 0.25, **changes})
+
+
+def test_python_api_and_output_protection(tmp_path):
+    out = tmp_path / "api"
+    assert small().train(out) == out.resolve()
+    first = (out / "adapter_model.safetensors").read_bytes()
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    with pytest.raises(OutputExistsError, match="already holds a finished run"):
+        small(**{"dpo.seed": 7}).train(out)
+    assert (out / "adapter_model.safetensors").read_bytes() == first, "a refused run must not touch the old one"
+    small(**{"dpo.seed": 7, "overwrite_output_dir": True}).train(out)
+    assert (out / "adapter_model.safetensors").read_bytes() != first
+    assert Recipe.from_yaml(out / "recipe.yaml").dpo.seed == 7
+
+
+def test_failed_run_never_looks_complete(tmp_path):
+    out = tmp_path / "crash"
+    proc = run([sys.executable, "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "20",
+                "--lora.target_modules", "no_such_layer"], offline_env(tmp_path))
+    assert proc.returncode != 0 and "no_such_layer" in proc.stderr
+    assert not out.exists()
+    assert not (staging_dir(out) / "metrics.json").exists()
+
+
+def test_explicitly_named_model_is_never_replaced(tmp_path):
+    proc = run([sys.executable, "-m", RECIPE_MODULE, "--model", "gpt2", "--output_dir", str(tmp_path / "o")],
+               offline_env(tmp_path))
+    assert proc.returncode != 0 and "'gpt2'" in proc.stderr
+    assert "EMBEDDED DEFAULT" not in proc.stdout and not (tmp_path / "o").exists()

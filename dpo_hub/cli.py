@@ -34,8 +34,14 @@ def parse_overrides(argv: Sequence[str]) -> tuple[str | None, dict[str, str]]:
 
 def recipe_from_argv(base: Recipe, argv: Sequence[str]) -> Recipe:
     """``base`` (or ``--config``'s file) with the command line's overrides applied."""
+    from dpo_hub.accelerate_config import accelerate_config_path, recipe_settings_from_accelerate_config
+
     config, changes = parse_overrides(argv)
     recipe = Recipe.from_yaml(config) if config else base
+    accelerate_config = accelerate_config_path()
+    if accelerate_config:  # the settings its '# dpo_hub:' line names; the command line still wins
+        settings = recipe_settings_from_accelerate_config(accelerate_config)
+        recipe = recipe.override(settings, source=f"{accelerate_config} ('# dpo_hub:' line)")
     return recipe.override(changes, source="command line")
 
 
@@ -58,17 +64,23 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         recipe = recipe_from_argv(base, argv)
-    except RecipeError as err:
+    except (RecipeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    output_dir = recipe.train()
-    if recipe.push_to_hub:
+    from dpo_hub.data import DataError
+    from dpo_hub.hub import HubError, push_adapter
+    from dpo_hub.outputs import OutputExistsError
+    from dpo_hub.sources import SourceUnavailableError
+
+    try:
+        output_dir = recipe.train()
         from accelerate import PartialState
 
-        if PartialState().is_main_process:
-            from dpo_hub.hub import push_adapter
-
-            print(push_adapter(output_dir, recipe.push_to_hub))
+        if recipe.push_to_hub and PartialState().is_main_process:
+            print(f"pushed to {push_adapter(output_dir, recipe.push_to_hub)}", flush=True)
+    except (DataError, HubError, OutputExistsError, SourceUnavailableError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -10,8 +10,6 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers.pytorch_utils import Conv1D
-
 # Loss types trl 1.x's DPOTrainer accepts (``DPOConfig.loss_type``).
 LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
@@ -68,6 +66,8 @@ class LoraPreset:
 
 def uses_conv1d(model: Any, target_modules: tuple[str, ...]) -> bool:
     """True when a targeted module of ``model`` is a transformers ``Conv1D`` (GPT-2 style)."""
+    from transformers.pytorch_utils import Conv1D
+
     everything = target_modules == ("all-linear",)
     return any(
         isinstance(module, Conv1D) and (everything or name.rsplit(".", 1)[-1] in target_modules)

@@ -72,8 +72,12 @@ def load_model(name: str, dtype=None):
         raise _unavailable(name, err) from err
 
 
+class SourceUnavailableError(OSError):
+    """An explicitly named model or dataset that cannot be fetched (never silently replaced)."""
+
+
 def _unavailable(name: str, err: Exception) -> OSError:
-    return OSError(
+    return SourceUnavailableError(
         f"model {name!r} could not be loaded ({str(err).splitlines()[0]}). Check the name and your network, "
         "or use --model auto (the embedded default when offline) or --model embedded."
     )

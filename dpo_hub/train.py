@@ -7,33 +7,28 @@ trains; only the main process writes, and the folder appears only once it is com
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
-import os
 import platform
-import sys
+import shutil
 import time
+from collections import Counter
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from trl import DPOTrainer
+
 from dpo_hub import embedded, outputs
 from dpo_hub.compare import format_side_by_side, side_by_side
-from dpo_hub.data import prepare
+from dpo_hub.data import PreferenceData, prepare
 from dpo_hub.recipe import Recipe
+from dpo_hub.runtime import setup_logging, use_all_cores, wants_cpu
 from dpo_hub.sources import DEFAULT_DATASET, DEFAULT_MODEL, load_model, load_tokenizer, resolve
 
 log = logging.getLogger("dpo_hub")
 LIBRARIES = ("dpo_hub", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub")
 EVAL_KEYS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected")
-
-
-def setup_logging(is_main: bool) -> None:
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.setFormatter(logging.Formatter("[dpo_hub] %(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-    log.setLevel(logging.INFO if is_main else logging.ERROR)
 
 
 def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
@@ -44,32 +39,18 @@ def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
     return recipe.replace(model=model, data=dataclasses.replace(recipe.data, dataset=dataset)), notes
 
 
-def use_all_cores(threads: int | None, state: Any) -> int:
-    """CPU threads for this process: all cores split between local processes (accelerate sets 1)."""
-    import torch
-
-    if state.device.type != "cpu":
-        return torch.get_num_threads()
-    n = threads or int(os.environ.get("DPO_HUB_NUM_THREADS", 0)) or max(
-        1, len(os.sched_getaffinity(0)) // max(1, state.num_processes // max(1, _num_machines())))
-    torch.set_num_threads(n)
-    return n
-
-
-def _num_machines() -> int:
-    return int(os.environ.get("ACCELERATE_NUM_MACHINES", os.environ.get("NNODES", 1)) or 1)
-
-
 def train(recipe: Recipe) -> Path:
     """Run ``recipe`` and return its finished output folder."""
     from accelerate import PartialState
+    from transformers import set_seed
 
     started = time.time()
-    state = PartialState()
+    state = PartialState(cpu=wants_cpu())
     setup_logging(state.is_main_process)
     output_dir = Path(recipe.output_dir).resolve()
     outputs.check_writable(output_dir, recipe.overwrite_output_dir)
-    recipe, notes = resolve_recipe(recipe)
+    with state.main_process_first():  # one process probes the Hub (and downloads) first
+        recipe, notes = resolve_recipe(recipe)
     using_embedded = embedded.EMBEDDED in (recipe.model, recipe.data.dataset)
     if notes:
         log.warning("=" * 78 + "\nEMBEDDED DEFAULT: %s.\nRunning on the embedded default instead: %s.\n" + "=" * 78,
@@ -79,21 +60,27 @@ def train(recipe: Recipe) -> Path:
              recipe.name, recipe.fingerprint(), recipe.model, recipe.data.kind, recipe.data.dataset,
              state.num_processes, threads)
 
-    with state.main_process_first():
-        tokenizer = load_tokenizer(recipe.model)
-        data = prepare(recipe.data, tokenizer)
-        model = load_model(recipe.model)
-    log.info("data: %d train / %d eval pairs (%d dropped)", len(data.train), len(data.eval or []),
-             sum(data.dropped.values()))
-
     stage = outputs.staging_dir(output_dir)
     if state.is_main_process:
         outputs.fresh_staging(output_dir)
     state.wait_for_everyone()
-    trainer = _trainer(recipe, model, tokenizer, data, stage, state)
-    effective_batch = recipe.dpo.per_device_train_batch_size * state.num_processes * trainer.args.gradient_accumulation_steps
+    with state.main_process_first():
+        tokenizer = load_tokenizer(recipe.model)
+    data = _prepare_once(recipe, tokenizer, state, stage / "prepared")
+    log.info("data: %d train / %d eval pairs (%d dropped)", len(data.train), len(data.eval or []),
+             sum(data.dropped.values()))
+    args = recipe.dpo.to_dpo_config(  # before the model loads: ZeRO-3 init hooks into from_pretrained
+        str(stage / "checkpoints"), num_processes=state.num_processes, use_cpu=state.device.type == "cpu",
+        eval_strategy=recipe.dpo.eval_strategy if data.eval is not None else "no", ddp_find_unused_parameters=False,
+    )
+    with state.main_process_first():
+        model = load_model(recipe.model)
+    set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                         processing_class=tokenizer, peft_config=recipe.lora.to_peft_config(model))
+    effective_batch = recipe.dpo.per_device_train_batch_size * state.num_processes * args.gradient_accumulation_steps
     log.info("training: effective batch %d (per device %d x %d process(es) x accumulation %d)", effective_batch,
-             recipe.dpo.per_device_train_batch_size, state.num_processes, trainer.args.gradient_accumulation_steps)
+             recipe.dpo.per_device_train_batch_size, state.num_processes, args.gradient_accumulation_steps)
     before = _pick(trainer.evaluate()) if data.eval is not None else {}
     log.info("eval before training: %s", before)
     train_result = trainer.train()
@@ -102,16 +89,18 @@ def train(recipe: Recipe) -> Path:
 
     trainer.save_model(str(stage))  # collective under FSDP/DeepSpeed; writes on the main process only
     if state.is_main_process:
-        model = trainer.accelerator.unwrap_model(trainer.model)
+        model = _model_for_generation(trainer, recipe, stage)
         generations = side_by_side(model, tokenizer, recipe.generation)
         print("\n" + format_side_by_side(generations), flush=True)
         metrics = {
             "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model,
-            "embedded": {"used": using_embedded, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
+            "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
             "eval_before": before, "eval_after": after,
             "train": {**train_result.metrics, "tokens_seen": _tokens_seen(trainer.state.log_history)},
             "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped)},
             "processes": state.num_processes, "effective_batch_size": effective_batch,
+            "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "generations": generations, "log_history": trainer.state.log_history,
             "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
             "wall_time_s": round(time.time() - started, 1),
@@ -125,20 +114,36 @@ def train(recipe: Recipe) -> Path:
     return output_dir
 
 
-def _trainer(recipe: Recipe, model: Any, tokenizer: Any, data: Any, stage: Path, state: Any):
-    from trl import DPOTrainer
+def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> PreferenceData:
+    """The main process prepares the splits and saves them; every rank then reads the same files."""
+    import datasets
 
-    args = recipe.dpo.to_dpo_config(
-        str(stage / "checkpoints"), num_processes=state.num_processes, use_cpu=state.device.type == "cpu",
-        eval_strategy=recipe.dpo.eval_strategy if data.eval is not None else "no",
-    )
-    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                      processing_class=tokenizer, peft_config=recipe.lora.to_peft_config(model))
+    if state.is_main_process:
+        data = prepare(recipe.data, tokenizer)
+        for name, split in (("train", data.train), ("eval", data.eval)):
+            if split is not None:
+                split.save_to_disk(str(folder / name))
+        outputs.write_json(folder / "info.json", {"source": data.source, "dropped": dict(data.dropped)})
+    state.wait_for_everyone()
+    info = json.loads((folder / "info.json").read_text())
+    splits = {n: datasets.load_from_disk(str(folder / n)) if (folder / n).exists() else None for n in ("train", "eval")}
+    return PreferenceData(splits["train"], splits["eval"], info["source"], Counter(info["dropped"]))
+
+
+def _model_for_generation(trainer: Any, recipe: Recipe, stage: Path) -> Any:
+    """The tuned model on the main process; sharded runs (FSDP, ZeRO-3) reload base + saved adapter."""
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    if trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(load_model(recipe.model), str(stage))
+    return trainer.accelerator.unwrap_model(trainer.model)
 
 
 def _write_run_files(stage: Path, recipe: Recipe, metrics: dict, generations: list[dict]) -> None:
     for leftover in ("training_args.bin", "README.md"):  # pickle args and peft's stub card are not published
         (stage / leftover).unlink(missing_ok=True)
+    shutil.rmtree(stage / "prepared", ignore_errors=True)
     checkpoints = stage / "checkpoints"
     if checkpoints.is_dir() and not any(checkpoints.iterdir()):
         checkpoints.rmdir()

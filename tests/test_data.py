@@ -7,8 +7,7 @@ import json
 import datasets
 import pytest
 
-from dpo_hub import HHRLHF, DataError, Preferences, UltraFeedback, prepare
-from dpo_hub import embedded
+from dpo_hub import HHRLHF, DataError, Preferences, UltraFeedback, embedded, prepare
 from dpo_hub.data import convert
 from dpo_hub.embedded import make_sample
 

@@ -6,9 +6,9 @@ import sys
 import time
 
 import pytest
-from conftest import REPO, RECIPE_MODULE, offline_env, run
+from conftest import RECIPE_MODULE, REPO, offline_env, run
 
-from dpo_hub import DPOPreset, HHRLHF, Recipe, RecipeError, UltraFeedback
+from dpo_hub import HHRLHF, DPOPreset, Recipe, RecipeError, UltraFeedback
 from dpo_hub.cli import parse_overrides, recipe_from_argv
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE, YAML_HEADER
 

@@ -44,7 +44,7 @@ def build_model():
     model.config.name_or_path = EMBEDDED_MODEL_ID
     model.name_or_path = EMBEDDED_MODEL_ID
     model.generation_config.pad_token_id = 50256
-    return model
+    return model.eval()  # like from_pretrained
 
 
 def hub_seed() -> list[tuple[str, str, dict[str, bytes]]]:

@@ -1,0 +1,88 @@
+"""Recipe-side settings an accelerate config asks for, from its ``# dpo_hub: {key: value}`` lines.
+
+accelerate's loader rejects unknown keys, so the settings live in a comment. ``accelerate launch``
+exports no variable naming its config file, so the file is found from the launching process's
+command line (or ``$DPO_HUB_ACCELERATE_CONFIG`` for launchers whose workers it does not start).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_DIRECTIVE = re.compile(r"^\s*#\s*dpo_hub\s*:(.*)$")
+
+
+def recipe_settings_from_accelerate_config(path: str | Path) -> dict[str, str]:
+    """Overrides named by the file's ``# dpo_hub:`` lines, as strings for ``Recipe.override``."""
+    settings: dict[str, str] = {}
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        match = _DIRECTIVE.match(line)
+        body = match.group(1).strip() if match else ""
+        if not body:
+            continue
+        try:
+            values = yaml.safe_load(body if body.startswith("{") else "{" + body + "}")
+        except yaml.YAMLError:
+            values = None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}:{number}: a '# dpo_hub:' line needs a mapping such as {{dpo.precision: bf16}}; "
+                             f"got {body!r}")
+        settings.update({str(key): _as_text(value) for key, value in values.items()})
+    return settings
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    return json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+
+
+def accelerate_config_path() -> str | None:
+    """``$DPO_HUB_ACCELERATE_CONFIG``, else the config of the ``accelerate launch`` this process descends from."""
+    if os.environ.get("DPO_HUB_ACCELERATE_CONFIG"):
+        return os.environ["DPO_HUB_ACCELERATE_CONFIG"]
+    try:
+        import psutil
+
+        process = psutil.Process().parent()
+        for _ in range(4):
+            if process is None:
+                return None
+            launch_args = _launch_args(process.cmdline())
+            if launch_args is not None:
+                return _config_file(launch_args, process.cwd())
+            process = process.parent()
+    except Exception:  # psutil errors, permissions, exotic launchers: no settings, never a crash
+        return None
+    return None
+
+
+def _launch_args(argv: list[str]) -> list[str] | None:
+    for i, token in enumerate(argv):
+        name = os.path.basename(token)
+        if name == "accelerate" and argv[i + 1:i + 2] == ["launch"]:
+            return argv[i + 2:]
+        if name == "accelerate-launch" or token == "accelerate.commands.launch":
+            return argv[i + 1:]
+    return None
+
+
+def _config_file(launch_args: list[str], cwd: str) -> str | None:
+    from accelerate.commands.config import default_config_file
+    from accelerate.commands.launch import launch_command_parser
+
+    try:
+        config_file = launch_command_parser().parse_args(launch_args).config_file
+    except SystemExit:
+        return None
+    if config_file is None:
+        return default_config_file if os.path.isfile(default_config_file) else None
+    return os.path.join(cwd, config_file)

@@ -1,0 +1,1 @@
+"""Testing utilities for ``dpo_hub`` (offline Hugging Face Hub server, fixtures)."""

@@ -1,0 +1,194 @@
+"""The shipped accelerate configs: each loads with accelerate's own loader, says how to run it, has the
+fields its strategy needs; cpu_ddp.yaml really starts 2 gloo ranks (a real `accelerate launch`, no mocks)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+from accelerate.utils import DistributedType
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "accelerate_configs"
+RECIPE = "-m dpo_hub.recipes.gpt2_ultrafeedback"
+
+# name -> (distributed_type, num_processes, num_machines, use_cpu, mixed_precision)
+EXPECTED = {
+    "cpu.yaml": (DistributedType.NO, 1, 1, True, "no"),
+    "cpu_ddp.yaml": (DistributedType.MULTI_GPU, 2, 1, True, "no"),
+    "single_gpu.yaml": (DistributedType.NO, 1, 1, False, "bf16"),
+    "multi_gpu.yaml": (DistributedType.MULTI_GPU, 2, 1, False, "bf16"),
+    "fsdp.yaml": (DistributedType.FSDP, 2, 1, False, "bf16"),
+    "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, 2, 1, False, "bf16"),
+    "deepspeed_zero3.yaml": (DistributedType.DEEPSPEED, 2, 1, False, "bf16"),
+    "multi_node.yaml": (DistributedType.MULTI_GPU, 16, 2, False, "bf16"),
+}
+CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def test_every_config_is_listed():
+    assert CONFIGS == sorted(EXPECTED), "a config was added or removed: update EXPECTED and the README"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_loads_with_accelerates_loader(name):
+    path = str(CONFIG_DIR / name)
+    config = load_config_from_file(path)
+    assert isinstance(config, ClusterConfig)
+    assert ClusterConfig.from_yaml_file(path).to_dict() == config.to_dict()
+    distributed_type, processes, machines, use_cpu, precision = EXPECTED[name]
+    assert config.distributed_type == distributed_type
+    assert config.num_processes == processes
+    assert config.num_machines == machines
+    assert config.use_cpu is use_cpu
+    assert config.mixed_precision == precision
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_header_says_when_and_how(name):
+    text = (CONFIG_DIR / name).read_text(encoding="utf-8")
+    header = text.split("\ncompute_environment:")[0]
+    assert all(line.startswith("#") for line in header.splitlines()), "the header is one comment block"
+    assert "Use when" in header
+    assert f"accelerate launch --config_file accelerate_configs/{name}" in header
+    assert RECIPE in header
+    directives = [line for line in header.splitlines() if re.match(r"#\s*dpo_hub\s*:", line)]
+    assert len(directives) == 1, "one '# dpo_hub: {...}' line with the recipe-side settings"
+    settings = yaml.safe_load(directives[0].split(":", 1)[1])
+    expected_precision = "fp32" if EXPECTED[name][4] == "no" else EXPECTED[name][4]
+    assert settings["dpo.precision"] == expected_precision, "recipe precision matches mixed_precision"
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_readme_has_a_section(name):
+    readme = (CONFIG_DIR / "README.md").read_text(encoding="utf-8")
+    assert f"## {name}" in readme
+
+
+def test_fsdp_is_fsdp2_and_lora_aware():
+    fsdp = load_config_from_file(str(CONFIG_DIR / "fsdp.yaml")).fsdp_config
+    assert fsdp["fsdp_version"] == 2
+    assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert fsdp["fsdp_transformer_layer_cls_to_wrap"] == "GPT2Block"
+    assert fsdp["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # SHARDED: Trainer.save_model writes no adapter
+    assert fsdp["fsdp_cpu_ram_efficient_loading"] is True
+    assert fsdp["fsdp_reshard_after_forward"] is True  # FSDP2 wants a bool, not FULL_SHARD
+    assert fsdp["fsdp_activation_checkpointing"] is False  # never together with dpo.gradient_checkpointing
+    for obsolete in ("fsdp_use_orig_params", "fsdp_sync_module_states", "fsdp_sharding_strategy",
+                     "fsdp_backward_prefetch", "fsdp_forward_prefetch"):
+        assert obsolete not in fsdp, f"{obsolete} is FSDP1-only (accelerate warns or fails with FSDP2)"
+
+
+def test_gpt2block_is_the_class_to_wrap():
+    from transformers.models.gpt2.modeling_gpt2 import GPT2Block, GPT2LMHeadModel
+
+    assert GPT2Block.__name__ in GPT2LMHeadModel._no_split_modules
+
+
+@pytest.mark.parametrize("name, stage", [("deepspeed_zero2.yaml", 2), ("deepspeed_zero3.yaml", 3)])
+def test_deepspeed_stages(name, stage):
+    ds = load_config_from_file(str(CONFIG_DIR / name)).deepspeed_config
+    assert ds["zero_stage"] == stage
+    assert ds["offload_optimizer_device"] == ds["offload_param_device"] == "none"
+    if stage == 3:  # LoRA + ZeRO-3: shard at load time, and gather the adapter to save it
+        assert ds["zero3_init_flag"] is True
+        assert ds["zero3_save_16bit_model"] is True
+    else:
+        assert ds["zero3_init_flag"] is False
+    for left_to_recipe in ("gradient_accumulation_steps", "gradient_clipping"):
+        assert left_to_recipe not in ds
+
+
+def test_multi_node_fields_to_fill():
+    config = load_config_from_file(str(CONFIG_DIR / "multi_node.yaml"))
+    assert (config.num_machines, config.machine_rank) == (2, 0)
+    assert config.main_process_ip == "FILL_IN_MAIN_MACHINE_IP"
+    assert isinstance(config.main_process_port, int)
+    assert config.num_processes % config.num_machines == 0
+
+
+def test_accelerate_rejects_unknown_top_level_keys(tmp_path):
+    """Why recipe-side settings ride in a '# dpo_hub:' comment and not in a key of their own."""
+    bad = tmp_path / "with_key.yaml"
+    bad.write_text((CONFIG_DIR / "cpu.yaml").read_text() + "dpo_hub: {dpo.precision: fp32}\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_config_from_file(str(bad))
+
+
+@pytest.mark.parametrize("name, launcher", [
+    ("cpu.yaml", "simple"), ("cpu_ddp.yaml", "multi_gpu"), ("single_gpu.yaml", "simple"),
+    ("multi_gpu.yaml", "multi_gpu"), ("fsdp.yaml", "fsdp"), ("deepspeed_zero2.yaml", "deepspeed"),
+    ("deepspeed_zero3.yaml", "deepspeed"), ("multi_node.yaml", "multi_gpu"),
+])
+def test_launcher_that_accelerate_picks(name, launcher):
+    """What `accelerate launch --config_file X` does with the file (its own argument validation, nothing run).
+
+    cpu_ddp.yaml must reach the torchrun launcher: MULTI_CPU would start one process without mpirun.
+    """
+    from accelerate.commands import launch
+
+    validate = getattr(launch, "_validate_launch_command", None)
+    if validate is None:
+        pytest.skip("accelerate renamed _validate_launch_command")
+    args = launch.launch_command_parser().parse_args(["--config_file", str(CONFIG_DIR / name), "train.py"])
+    args, _, _ = validate(args)
+    picked = ("deepspeed" if args.use_deepspeed else "fsdp" if args.use_fsdp
+              else "multi_gpu" if args.multi_gpu and not args.cpu else "simple")
+    assert picked == launcher
+    assert args.num_processes == EXPECTED[name][1]
+
+
+PROBE = textwrap.dedent("""
+    import os, torch
+    from accelerate import PartialState
+    state = PartialState(cpu=True)  # what the recipe asks for when no accelerator is present
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    total = torch.tensor([state.process_index + 1.0])
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    print(f"PROBE rank={state.process_index} num_processes={state.num_processes} world={world} "
+          f"env_rank={os.environ.get('RANK')} env_world={os.environ.get('WORLD_SIZE')} backend={state.backend} "
+          f"device={state.device.type} sum={total.item():g} omp={os.environ.get('OMP_NUM_THREADS')}", flush=True)
+    if world > 1:
+        torch.distributed.destroy_process_group()
+""")
+
+
+def _launch(config: str, tmp_path: Path) -> list[dict[str, str]]:
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU ranks even on a machine with GPUs
+    env.pop("OMP_NUM_THREADS", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG_DIR / config), str(probe)],
+        capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
+    return [dict(item.split("=", 1) for item in line.split()[1:]) for line in lines]
+
+
+def test_cpu_ddp_starts_two_real_gloo_ranks(tmp_path):
+    ranks = _launch("cpu_ddp.yaml", tmp_path)
+    assert len(ranks) == 2, ranks
+    assert sorted(r["rank"] for r in ranks) == ["0", "1"]
+    assert sorted(r["env_rank"] for r in ranks) == ["0", "1"]
+    for r in ranks:
+        assert r["num_processes"] == r["world"] == r["env_world"] == "2"
+        assert (r["backend"], r["device"]) == ("gloo", "cpu")
+        assert r["sum"] == "3"  # a real all-reduce over both ranks: 1 + 2
+
+
+def test_cpu_starts_one_process(tmp_path):
+    (rank,) = _launch("cpu.yaml", tmp_path)
+    assert (rank["rank"], rank["num_processes"], rank["world"], rank["device"]) == ("0", "1", "1", "cpu")
+    import psutil
+
+    # accelerate exports OMP_NUM_THREADS = physical cores / local processes (use_cpu: true), at least 1
+    assert int(rank["omp"]) == max(1, psutil.cpu_count(logical=False) or 1)

@@ -104,6 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp.add_argument("--pairs", default=None, help="preference file or dataset (default: the run's eval split)")
     cmp.add_argument("--judge", default=None, help="reward model id for a win rate")
     cmp.add_argument("--output", default=None, help="folder for comparison.json/md/png")
+    cmp.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo")
     if argv[:1] == ["train"]:
         from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
@@ -120,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "compare":
         from dpo_hub.compare import compare_cli
 
-        compare_cli(args)
+        return compare_cli(args)
     return 0
 
 

@@ -186,7 +186,7 @@ def _context_length(model: Any) -> int | None:
 # ---- judge ---------------------------------------------------------------------------------------
 @torch.inference_mode()
 def judge_generations(judge: str, generations: list[dict[str, Any]]) -> dict[str, Any]:
-    """Win rate of tuned over base under reward model ``judge`` (one output; ties count half)."""
+    """Reward of each prompt + answer, base and tuned, under reward model ``judge`` (a single-output classifier)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     reward_model = AutoModelForSequenceClassification.from_pretrained(judge, trust_remote_code=False).eval()

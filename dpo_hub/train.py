@@ -20,7 +20,7 @@ from typing import Any
 from trl import DPOTrainer
 
 from dpo_hub import embedded, outputs
-from dpo_hub.compare import format_side_by_side, side_by_side
+from dpo_hub.compare import Comparison, compare_after_training, format_side_by_side, format_table, side_by_side
 from dpo_hub.data import PreferenceData, prepare
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import setup_logging, use_all_cores, wants_cpu
@@ -56,6 +56,8 @@ def train(recipe: Recipe) -> Path:
         log.warning("=" * 78 + "\nEMBEDDED DEFAULT: %s.\nRunning on the embedded default instead: %s.\n" + "=" * 78,
                     "; ".join(notes), _describe_embedded(recipe))
     threads = use_all_cores(recipe.threads, state)
+    print(f"[dpo_hub] rank {state.process_index} of world size {state.num_processes} ready "
+          f"({state.distributed_type.value}, {state.backend or 'no backend'}, {state.device})", flush=True)
     log.info("recipe %s (fingerprint %s): model %s, data %s:%s; %d process(es), %d CPU thread(s) each",
              recipe.name, recipe.fingerprint(), recipe.model, recipe.data.kind, recipe.data.dataset,
              state.num_processes, threads)
@@ -92,6 +94,12 @@ def train(recipe: Recipe) -> Path:
         model = _model_for_generation(trainer, recipe, stage)
         generations = side_by_side(model, tokenizer, recipe.generation)
         print("\n" + format_side_by_side(generations), flush=True)
+        comparison = None
+        if data.eval is not None:
+            log.info("comparing base and tuned on the %d eval pairs", len(data.eval))
+            comparison = compare_after_training(model, tokenizer, data.eval, recipe, output_dir=stage,
+                                                generations=generations)
+            print(format_table(Comparison(**comparison)), flush=True)
         metrics = {
             "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model,
             "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
@@ -101,6 +109,7 @@ def train(recipe: Recipe) -> Path:
             "processes": state.num_processes, "effective_batch_size": effective_batch,
             "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "comparison": comparison and comparison["preference"],
             "generations": generations, "log_history": trainer.state.log_history,
             "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
             "wall_time_s": round(time.time() - started, 1),

@@ -110,7 +110,8 @@ def test_card_validates_and_round_trips_its_metrics(hub, trained_run, tmp_path):
     assert res["results"]["loss"] == pytest.approx(metrics["eval_loss"], abs=1e-4)
     assert res["results"]["rewards/accuracies"] == pytest.approx(metrics["eval_rewards/accuracies"], abs=1e-4)
     assert res["results"]["rewards/margins"] == pytest.approx(metrics["eval_rewards/margins"], abs=1e-4)
-    for needle in ("AutoPeftModelForCausalLM", "pull_adapter(", "loss.png", "model: embedded", "Is eating animals"):
+    for needle in ("AutoPeftModelForCausalLM", "pull_adapter(", "loss.png", "model: embedded", "Is eating animals",
+                   "preference accuracy"):
         assert needle in res["text"]
 
 
@@ -245,3 +246,18 @@ def test_recipe_trains_from_the_seeded_hub_and_pushes(hub, tmp_path):
     assert metrics["model"] == "dpo-hub/tiny-gpt2-embedded" and metrics["embedded"] is None
     assert metrics["data"]["train_pairs"] + metrics["data"]["eval_pairs"] == 40
     assert "/tester/trained-from-hub/commit/" in proc.stdout
+
+
+def test_pulled_repo_compares_the_same_as_its_folder(hub, trained_run, tmp_path):
+    out, _ = trained_run
+    client(hub, "from dpo_hub import push_adapter; push_adapter(sys.argv[1], 'tester/compare-me')", tmp_path, args=[out])
+    res = client(hub, """
+    from dpo_hub.compare import compare
+    remote = compare("tester/compare-me", prompts=[]).to_dict()["preference"]
+    local = compare(sys.argv[1], prompts=[]).to_dict()["preference"]
+    out(remote=remote, local=local)
+    """, tmp_path, args=[out])
+    assert res["remote"] == res["local"] and res["local"]["n_pairs"] == 30
+    proc = cli(hub, ["compare", "tester/compare-me", "--output", tmp_path / "cmp", "--prompt", "Hi?"], tmp_path)
+    assert proc.returncode == 0 and "preference accuracy" in proc.stdout, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "cmp" / "comparison.json").read_text())["preference"]["n_pairs"] == 30

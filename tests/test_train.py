@@ -38,6 +38,17 @@ def test_eval_loss_fell_and_reward_accuracy_rose(trained_run):
     assert {"torch", "trl", "peft", "transformers"} <= set(metrics["versions"])
 
 
+def test_run_compares_base_and_tuned_on_its_eval_split(trained_run):
+    out, proc = trained_run
+    preference = read_metrics(out)["comparison"]
+    assert preference["n_pairs"] == 30
+    per_token = preference["accuracy"]["per_token"]
+    assert per_token["tuned"]["value"] > per_token["base"]["value"], "DPO must raise held-out preference accuracy"
+    assert preference["reward_margin"]["mean"] > 0 and preference["kl_per_token_chosen"] > 0
+    assert {"comparison.json", "comparison.md", "comparison.png"} <= {p.name for p in out.iterdir()}
+    assert "preference accuracy" in proc.stdout
+
+
 def test_embedded_default_is_announced_and_recorded(trained_run):
     out, proc = trained_run
     assert "EMBEDDED DEFAULT" in proc.stdout and "NOT pretrained GPT-2" in proc.stdout

@@ -1,0 +1,192 @@
+"""Base vs tuned comparison (``dpo_hub.compare``): real tiny models and files, nothing mocked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dpo_hub import embedded
+from dpo_hub.compare import compare, compare_after_training, compare_cli, compare_model, load_pairs, score_pairs
+from dpo_hub.compare_report import format_table, wilson
+from dpo_hub.data import DataError, UltraFeedback, prepare
+from dpo_hub.recipe import Generation, Recipe
+
+SHORT = Generation(max_new_tokens=4)  # sampling over GPT-2's vocabulary is the slow part on CPU
+TWO_PROMPTS = ("Is eating animals cruel?", "How do I bake bread?")
+
+
+def lora_model(seed: int) -> Any:
+    """The embedded tiny GPT-2 with a random (non-zero) LoRA adapter; dropout on, to check eval mode is used."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["c_attn", "c_proj"],
+                        fan_in_fan_out=True, init_lora_weights=False, task_type="CAUSAL_LM")
+    return get_peft_model(embedded.build_model(), config)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    return embedded.load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tuned() -> Any:
+    return lora_model(0)
+
+
+@pytest.fixture(scope="module")
+def pairs(tokenizer) -> list[dict[str, str]]:
+    adapter = UltraFeedback(dataset=embedded.EMBEDDED)
+    return [adapter.to_pair(row, tokenizer) for row in embedded.sample_rows()[:5]]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tuned, tokenizer) -> Path:
+    """A finished-run folder as train writes it: adapter, tokenizer, recipe.yaml (40 rows -> 6 eval pairs)."""
+    folder = tmp_path_factory.mktemp("run") / "run"
+    tuned.save_pretrained(folder, save_embedding_layers=False)  # "auto" would look the base up online
+    tokenizer.save_pretrained(folder)
+    recipe = Recipe(model=embedded.EMBEDDED, data=UltraFeedback(dataset=embedded.EMBEDDED, limit=40),
+                    generation=SHORT, output_dir=str(folder))
+    (folder / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+    return folder
+
+
+def reference_logps(model: Any, tokenizer: Any, prompt: str, response: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-softmax at each ``response + eos`` position after ``prompt`` and its target ids: one plain forward."""
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    ids = tokenizer(prompt + response + tokenizer.eos_token)["input_ids"]
+    assert ids[:len(prompt_ids)] == prompt_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+    return torch.log_softmax(logits, -1)[len(prompt_ids) - 1:], torch.tensor(ids[len(prompt_ids):])
+
+
+def test_scores_match_a_one_sequence_reference(tuned, tokenizer, pairs):
+    base = embedded.build_model().eval()  # the real base model, not the adapter switched off
+    tuned.eval()
+    scores = score_pairs(tuned, tokenizer, pairs, batch_size=2)  # several padded batches
+    assert tuned.training is False and scores.skipped == 0
+    for i, pair in enumerate(pairs):
+        for side in ("rejected", "chosen"):
+            lp_tuned, targets = reference_logps(tuned, tokenizer, pair["prompt"], pair[side])
+            lp_base, _ = reference_logps(base, tokenizer, pair["prompt"], pair[side])
+            pick = torch.arange(len(targets)), targets
+            assert getattr(scores, f"tuned_{side}")[i] == pytest.approx(float(lp_tuned[pick].sum()), abs=1e-3)
+            assert getattr(scores, f"base_{side}")[i] == pytest.approx(float(lp_base[pick].sum()), abs=1e-3)
+            assert getattr(scores, f"{side}_tokens")[i] == len(targets)
+        kl = (lp_tuned.exp() * (lp_tuned - lp_base)).sum()  # full-vocab KL(tuned || base), chosen side
+        assert scores.chosen_kl[i] == pytest.approx(float(kl), abs=1e-4) and scores.chosen_kl[i] > 0
+    tuned.train()
+
+
+def test_other_adapter_other_scores_same_base(tuned, tokenizer, pairs):
+    mine, other = score_pairs(tuned, tokenizer, pairs[:3]), score_pairs(lora_model(1), tokenizer, pairs[:3])
+    assert mine.base_chosen == pytest.approx(other.base_chosen, abs=1e-5)
+    assert all(abs(a - b) > 1e-3 for a, b in zip(mine.tuned_chosen, other.tuned_chosen, strict=True))
+
+
+def test_same_seed_same_generations(tuned, tokenizer):
+    first = compare_model(tuned, tokenizer, generation=SHORT).generations
+    again = compare_model(tuned, tokenizer, generation=SHORT).generations
+    assert first == again and len(first) == 1
+    assert all(row["differ"] == (row["base"] != row["tuned"]) for row in first)
+
+
+@pytest.mark.parametrize("hits,n", [(0, 10), (5, 10), (10, 10), (1, 3), (37, 60)])
+def test_wilson_interval(hits, n):
+    lo, hi = wilson(hits, n)
+    assert 0.0 <= lo <= hits / n <= hi <= 1.0
+    if (hits, n) == (5, 10):
+        assert (lo, hi) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+
+
+def test_judge_win_rate(tmp_path, tuned, tokenizer):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    torch.manual_seed(0)
+    judge = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_head=2, n_embd=16, num_labels=1, pad_token_id=50256))
+    judge.save_pretrained(tmp_path / "rm")
+    tokenizer.save_pretrained(tmp_path / "rm")
+    comparison = compare((tuned, tokenizer), prompts=TWO_PROMPTS, judge=str(tmp_path / "rm"), generation=SHORT)
+    result = comparison.judge
+    assert result["wins"] + result["ties"] + result["losses"] == 2
+    assert result["win_rate"]["value"] == (result["wins"] + result["ties"] / 2) / 2
+    text = comparison.generations[1]["prompt"] + comparison.generations[1]["tuned"]
+    with torch.no_grad():
+        direct = judge.eval()(**tokenizer(text, return_tensors="pt")).logits[0, 0]
+    assert result["scores"][1]["tuned"] == pytest.approx(float(direct), abs=1e-5)
+    assert "judge win rate" in format_table(comparison)
+
+
+def test_run_folder_default_pairs_and_outputs(run_dir, tuned, tokenizer, capsys):
+    compare_cli(argparse.Namespace(source=str(run_dir), prompt=None, pairs=None, judge=None, output=None))
+    table = capsys.readouterr().out
+    assert "preference accuracy (summed log-prob)" in table and "implicit reward margin" in table
+    result = json.loads((run_dir / "comparison.json").read_text())
+    assert result["preference"]["n_pairs"] == 6 and result["settings"]["beta"] == 0.1
+    assert "preference accuracy" in (run_dir / "comparison.md").read_text()
+    assert (run_dir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    # the saved adapter scores exactly like the in-memory one on the run's own eval split
+    eval_pairs = prepare(Recipe.from_yaml(run_dir / "recipe.yaml").data, tokenizer).eval
+    direct = score_pairs(tuned, tokenizer, load_pairs(eval_pairs))
+    assert [r["tuned_chosen"] for r in result["per_pair"]] == pytest.approx(direct.tuned_chosen, abs=1e-4)
+
+
+def test_compare_after_training_writes_files(tmp_path, tuned, tokenizer, pairs):
+    recipe = Recipe(generation=SHORT, output_dir=str(tmp_path))
+    result = compare_after_training(tuned, tokenizer, pairs, recipe, output_dir=tmp_path)
+    assert json.loads(json.dumps(result)) == result
+    assert {p.name for p in tmp_path.iterdir()} >= {"comparison.json", "comparison.md", "comparison.png"}
+    acc = result["preference"]["accuracy"]["per_token"]["tuned"]
+    assert acc["ci95"][0] <= acc["value"] <= acc["ci95"][1]
+    print(format_table(compare_model(tuned, tokenizer, pairs, prompts=[])))
+
+
+def test_bad_inputs_fail_clearly(tmp_path, tuned, tokenizer, pairs):
+    with pytest.raises(ValueError, match="nothing to compare"):
+        compare_model(tuned, tokenizer, pairs=None, prompts=[])
+    with pytest.raises(ValueError, match="not a PEFT model"):
+        compare_model(embedded.build_model(), tokenizer, pairs)
+    bad = tmp_path / "prefs.jsonl"
+    bad.write_text("".join(json.dumps({"prompt": p["prompt"], "chosen": p["chosen"], "worse": p["rejected"]}) + "\n"
+                           for p in pairs), encoding="utf-8")
+    with pytest.raises(DataError, match=r"prefs\.jsonl: missing column\(s\) \['rejected'\]; found"):
+        compare_model(tuned, tokenizer, pairs=str(bad), prompts=[])
+    with pytest.raises(DataError, match=r"\['rejected'\]"):
+        compare_model(tuned, tokenizer, pairs=[{"prompt": "a", "chosen": "b"}], prompts=[])
+    good = tmp_path / "prefs.csv"
+    good.write_text("prompt,chosen,rejected\nHi,Hello there.,Go away.\nWhy?,Because.,No.\n", encoding="utf-8")
+    assert len(load_pairs(str(good), tokenizer)) == 2
+
+
+def test_hub_repo_id_via_cli(tmp_path, run_dir):
+    """A pushed run compared by repo id: adapter and recipe come from the (local, offline) Hub."""
+    import subprocess
+    import sys
+
+    from dpo_hub.testing.hub import LocalHub, Store, seed
+
+    files = {p.name: p.read_bytes() for p in run_dir.iterdir() if not p.name.startswith("comparison")}
+    seed(Store(tmp_path / "hub"), [("model", "tester/tiny-dpo", files)])
+    with LocalHub(tmp_path / "hub") as hub:
+        proc = subprocess.run([sys.executable, "-m", "dpo_hub", "compare", "tester/tiny-dpo"], cwd=tmp_path,
+                              env=hub.client_env(hf_home=tmp_path / "hf"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Base vs tuned: tester/tiny-dpo; 6 pairs (the run's eval split of embedded)" in proc.stdout
+    assert json.loads((tmp_path / "comparison-tiny-dpo" / "comparison.json").read_text())["preference"]["n_pairs"] == 6
+
+
+def test_one_pair_and_skipped_pairs_keep_their_index(tuned, tokenizer, pairs):
+    long = {**pairs[0], "prompt": "word " * 600}  # longer than max_length 512: nothing of the answer is left
+    comparison = compare_model(tuned, tokenizer, [long, pairs[1]], prompts=[], max_length=512)
+    assert comparison.preference["skipped"] == 1 and comparison.per_pair[0]["index"] == 1
+    assert comparison.preference["reward_margin"]["ci95"] is None  # no spread from one pair; still valid JSON
+    json.dumps(comparison.to_dict(), allow_nan=False)
+    assert "implicit reward margin" in format_table(comparison)

@@ -1,0 +1,68 @@
+"""Real multi-process runs under accelerate launch (gloo on CPU), and seeded reproducibility."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import RECIPE_MODULE, REPO, accelerate_cmd, offline_env, read_metrics, run
+from test_train import RUN_FILES, small
+
+from dpo_hub.accelerate_config import recipe_settings_from_accelerate_config
+from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same 200 pairs: 2 processes x batch 1, and 1 process x batch 2 (the same effective batch)."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    results = {}
+    for name, config, extra in (("ddp", "cpu_ddp.yaml", []), ("single", "cpu.yaml", ["--dpo.per_device_train_batch_size", "2"])):
+        out = tmp / name
+        proc = run([*accelerate_cmd(config), "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "200", *extra],
+                   offline_env(tmp))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        results[name] = (out, proc)
+    return results
+
+
+def test_two_real_ranks_each_log_world_size_2(runs):
+    stdout = runs["ddp"][1].stdout
+    for rank in (0, 1):
+        assert f"rank {rank} of world size 2 ready (MULTI_CPU, gloo, cpu" in stdout
+
+
+def test_outputs_complete_and_logs_not_duplicated(runs):
+    out, proc = runs["ddp"]
+    assert RUN_FILES <= {p.name for p in out.iterdir()}
+    assert not (out.parent / f".{out.name}.incomplete").exists()
+    for line in ("[dpo_hub] data: 170 train / 30 eval pairs", "[dpo_hub] saved", "EMBEDDED DEFAULT", "**tuned**"):
+        assert proc.stdout.count(line) == 1, f"{line!r} printed {proc.stdout.count(line)} times"
+    assert read_metrics(out)["processes"] == 2
+
+
+def test_effective_batch_doubles_and_metrics_match_single_process(runs, trained_run):
+    ddp, single, one = (read_metrics(r) for r in (runs["ddp"][0], runs["single"][0], trained_run[0]))
+    assert one["effective_batch_size"] == 1 and ddp["effective_batch_size"] == 2 == single["effective_batch_size"]
+    assert "effective batch 2 (per device 1 x 2 process(es) x accumulation 1)" in runs["ddp"][1].stdout
+    steps = [max(e.get("step", 0) for e in m["log_history"]) for m in (ddp, single)]
+    assert steps == [85, 85]
+    for key in ("eval_loss", "eval_rewards/margins"):
+        assert ddp["eval_after"][key] == pytest.approx(single["eval_after"][key], abs=0.02), key
+    assert ddp["eval_after"]["eval_rewards/accuracies"] >= 0.6
+
+
+def test_effective_batch_size_adapts_accumulation():
+    recipe = RECIPE.override({"dpo.effective_batch_size": 4})
+    assert recipe.dpo.accumulation_for(1) == 4 and recipe.dpo.accumulation_for(2) == 2
+
+
+def test_same_seed_same_metrics(tmp_path):
+    first, second = (read_metrics(small().train(tmp_path / name)) for name in ("a", "b"))
+    assert first["eval_after"] == second["eval_after"]
+    assert first["train"]["train_loss"] == second["train"]["train_loss"]
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "accelerate_configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_config_settings_are_valid_recipe_overrides(config):
+    settings = recipe_settings_from_accelerate_config(config)
+    assert settings, f"{config.name} names no recipe-side settings"
+    RECIPE.override(settings, source=config.name)

@@ -170,8 +170,9 @@ def _launch(config: str, tmp_path: Path) -> list[dict[str, str]]:
         capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    lines = [line for line in result.stdout.splitlines() if line.startswith("PROBE ")]
-    return [dict(item.split("=", 1) for item in line.split()[1:]) for line in lines]
+    # ranks share one pipe and print writes the text and its newline separately: records can run together
+    records = [chunk.split("\n", 1)[0] for chunk in result.stdout.split("PROBE ")[1:]]
+    return [dict(item.split("=", 1) for item in record.split()) for record in records]
 
 
 def test_cpu_ddp_starts_two_real_gloo_ranks(tmp_path):

@@ -180,8 +180,14 @@ def test_pull_refuses_pickles_and_mismatched_base(hub, tmp_path):
     api.upload_file(path_or_fileobj=cfg, path_in_repo="adapter_config.json", repo_id="tester/mismatch")
     api.upload_file(path_or_fileobj=b"x", path_in_repo="adapter_model.safetensors", repo_id="tester/mismatch")
     api.upload_file(path_or_fileobj=b"---\\nbase_model: gpt2\\n---\\n", path_in_repo="README.md", repo_id="tester/mismatch")
-    out(pickled=pickled, mismatch=error(pull_adapter, "tester/mismatch"), missing=error(pull_adapter, "tester/nope"))
+    api.create_repo("tester/no-base")
+    cfg = json.dumps({"base_model_name_or_path": "tester/missing-base", "peft_type": "LORA"}).encode()
+    api.upload_file(path_or_fileobj=cfg, path_in_repo="adapter_config.json", repo_id="tester/no-base")
+    api.upload_file(path_or_fileobj=b"x", path_in_repo="adapter_model.safetensors", repo_id="tester/no-base")
+    out(pickled=pickled, mismatch=error(pull_adapter, "tester/mismatch"), missing=error(pull_adapter, "tester/nope"),
+        no_base=error(pull_adapter, "tester/no-base"))
     """, tmp_path)
+    assert "HubError" in res["no_base"] and "'tester/missing-base'" in res["no_base"]
     assert "pickle" in res["pickled"] and "adapter_model.bin" in res["pickled"]
     assert "'gpt2'" in res["mismatch"] and "does not match" in res["mismatch"]
     assert "tester/nope" in res["missing"]

@@ -1,35 +1,26 @@
 """Base vs tuned, side by side: one model in memory, the adapter toggled on and off.
 
-Pairs are scored like trl's ``DPOTrainer``: ``prompt``, ``prompt + chosen + eos`` and ``prompt +
-rejected + eos`` are tokenised with the tokenizer's defaults; the response is what follows their
-common prefix with the prompt; a sequence keeps its first ``max_length`` tokens; only response
-tokens count (prompt and padding are masked). Each sequence gets one forward per model.
+Generations, preference accuracy on held-out pairs (``compare_scoring``), an optional reward-model
+judge, and the report files (``compare_report``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import inspect
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from dpo_hub.compare_report import Comparison, format_table, summarize, summarize_judge, write_outputs
+from dpo_hub.compare_scoring import adapter_off, context_length, score_pairs
 from dpo_hub.data import ADAPTERS, DataError, Pair, Preferences, convert, load_rows, prepare
 from dpo_hub.recipe import Generation, Recipe
 
 log = logging.getLogger("dpo_hub")
 __all__ = ["Comparison", "compare", "compare_after_training", "compare_cli", "compare_model", "format_table"]
-
-
-def adapter_off(model: Any):
-    """Context in which a PEFT model runs as its base model (no second copy of the weights)."""
-    return model.disable_adapter() if hasattr(model, "disable_adapter") else contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -70,119 +61,6 @@ def format_side_by_side(rows: list[dict[str, Any]], width: int = 100) -> str:
     return "\n".join(line[:width * 4] for line in lines)
 
 
-# ---- scoring -------------------------------------------------------------------------------------
-@dataclass
-class PairScores:
-    """Summed response log-probs per pair under each model, response lengths, KL on chosen responses."""
-
-    tuned_chosen: list[float]
-    tuned_rejected: list[float]
-    base_chosen: list[float]
-    base_rejected: list[float]
-    chosen_tokens: list[int]
-    rejected_tokens: list[int]
-    chosen_kl: list[float]  # KL(tuned || base) summed over each chosen response's tokens
-    skipped: int = 0  # pairs whose response was cut off entirely by max_length
-    index: list[int] = field(default_factory=list)  # position of each scored pair in the input
-
-
-def encode_pair(tokenizer: Any, pair: Pair, max_length: int | None = None) -> list[tuple[list[int], int]]:
-    """``[(chosen ids, response start), (rejected ids, response start)]``, tokenised as trl does."""
-    eos = tokenizer.eos_token or ""
-    prompt = tokenizer(pair["prompt"])["input_ids"]
-    full = [tokenizer(pair["prompt"] + r + ("" if r.endswith(eos) else eos))["input_ids"]
-            for r in (pair["chosen"], pair["rejected"])]
-    start = min(_common_prefix(prompt, ids) for ids in full)
-    return [(ids[:max_length] if max_length else ids, start) for ids in full]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-@torch.inference_mode()
-def score_pairs(model: Any, tokenizer: Any, pairs: Iterable[Pair], batch_size: int = 16,
-                max_length: int | None = None, max_tokens: int = 4096) -> PairScores:
-    """Score every pair under the tuned model and its base (adapter off), batched and right-padded.
-
-    A forward holds up to ``batch_size`` pairs' sequences (chosen and rejected sorted together by length)
-    and at most ``max_tokens`` padded tokens; ``max_length`` defaults to the model's context length.
-    """
-    max_length = max_length or _context_length(model)
-    encoded = [encode_pair(tokenizer, p, max_length) for p in pairs]
-    index = [i for i, e in enumerate(encoded) if all(start < len(ids) for ids, start in e)]
-    kept = [encoded[i] for i in index]
-    seqs = [e[0] for e in kept] + [e[1] for e in kept]
-    out = torch.zeros(4, len(seqs), dtype=torch.float64)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in _batches([len(ids) for ids, _ in seqs], 2 * batch_size, max_tokens):
-            out[:, batch] = _score_batch(model, [seqs[j] for j in batch], pad_id)
-    finally:
-        model.train(was_training)
-    n = len(kept)
-    t, b, tokens, kl = out.tolist()
-    return PairScores(t[:n], t[n:], b[:n], b[n:], [int(x) for x in tokens[:n]], [int(x) for x in tokens[n:]],
-                      kl[:n], skipped=len(encoded) - n, index=index)
-
-
-def _batches(lengths: list[int], size: int, max_tokens: int) -> list[list[int]]:
-    """Indices grouped by length (less padding): at most ``size`` sequences and ``max_tokens`` padded tokens."""
-    batches: list[list[int]] = []
-    for j in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if batches and len(batches[-1]) < size and (len(batches[-1]) + 1) * lengths[j] <= max_tokens:
-            batches[-1].append(j)
-        else:
-            batches.append([j])
-    return batches
-
-
-def _score_batch(model: Any, seqs: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
-    """Rows: tuned log-prob sum, base log-prob sum, response tokens, KL(tuned||base) sum; one column a sequence."""
-    device = next(model.parameters()).device
-    ids = torch.full((len(seqs), max(len(s) for s, _ in seqs)), pad_id, dtype=torch.long)
-    mask, response = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool)
-    for row, (seq, start) in enumerate(seqs):
-        ids[row, :len(seq)], mask[row, :len(seq)], response[row, start:len(seq)] = torch.tensor(seq), 1, True
-    width = ids.shape[1]
-    keep = min(width, width - min(start for _, start in seqs) + 1)  # the first scored position onwards
-    kwargs = {"logits_to_keep": keep} if _accepts_logits_to_keep(model) else {}
-    offset = width - keep if kwargs else 0
-    ids, mask, scored = ids.to(device), mask.to(device), response[:, 1:].to(device)  # logits at t predict t+1
-
-    def logprobs() -> torch.Tensor:
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs).logits[:, :-1]
-        return torch.log_softmax(logits[scored[:, offset:]].float(), dim=-1)  # scored positions: (tokens, vocab)
-
-    tuned = logprobs()
-    with adapter_off(model):
-        base = logprobs()
-    targets = ids[:, 1:][scored].unsqueeze(-1)
-    rows = scored.nonzero()[:, 0]
-    values = [tuned.gather(-1, targets)[:, 0], base.gather(-1, targets)[:, 0], torch.ones_like(rows, dtype=torch.float),
-              torch.linalg.vecdot(tuned.exp(), tuned - base)]  # KL(tuned || base) at each scored position
-    out = torch.zeros(4, len(seqs), dtype=torch.float64, device=device)
-    for k, value in enumerate(values):
-        out[k].index_add_(0, rows, value.double())
-    return out.cpu()
-
-
-def _accepts_logits_to_keep(model: Any) -> bool:
-    """Whether the causal LM under any PEFT wrapper can skip the head on prompt positions."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
-
-
-def _context_length(model: Any) -> int | None:
-    config = model.config
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
-
-
 # ---- judge ---------------------------------------------------------------------------------------
 @torch.inference_mode()
 def judge_generations(judge: str, generations: list[dict[str, Any]]) -> dict[str, Any]:
@@ -193,7 +71,7 @@ def judge_generations(judge: str, generations: list[dict[str, Any]]) -> dict[str
     if reward_model.config.num_labels != 1:
         raise ValueError(f"judge {judge!r} has {reward_model.config.num_labels} outputs; a reward model has 1")
     tokenizer = AutoTokenizer.from_pretrained(judge)
-    limit = _context_length(reward_model)
+    limit = context_length(reward_model)
 
     def reward(prompt: str, answer: str) -> float:
         inputs = tokenizer(prompt + answer, return_tensors="pt", truncation=bool(limit), max_length=limit)
@@ -230,7 +108,7 @@ def compare_model(model: Any, tokenizer: Any, pairs: Any = None, prompts: Iterab
         source=source, generations=generations, preference=preference, per_pair=per_pair,
         judge=summarize_judge(judge_generations(judge, generations)) if judge and generations else None,
         settings={"generation": dataclasses.asdict(generation), "beta": beta, "batch_size": batch_size,
-                  "max_length": max_length or _context_length(model), "pairs": _describe(pairs),
+                  "max_length": max_length or context_length(model), "pairs": _describe(pairs),
                   "scoring": "trl DPOTrainer style: response = completion + eos after the prompt; prompt and "
                              "padding masked; adapter on = tuned, off = base"},
     )
@@ -322,13 +200,13 @@ def _describe(pairs: Any) -> str | None:
 # ---- entry points --------------------------------------------------------------------------------
 def compare_after_training(model: Any, tokenizer: Any, eval_pairs: Any, recipe: Recipe,
                            output_dir: str | Path | None = None,
-                           generations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                           generations: list[dict[str, Any]] | None = None) -> Comparison:
     """In-process comparison at the end of a run; writes comparison.json/.md/.png when ``output_dir`` is set."""
     comparison = compare_model(model, tokenizer, eval_pairs, generation=recipe.generation, beta=recipe.dpo.beta,
                                max_length=recipe.dpo.max_length, source=recipe.output_dir, generations=generations)
     if output_dir is not None:
         write_outputs(comparison, Path(output_dir))
-    return comparison.to_dict()
+    return comparison
 
 
 def compare_cli(args: Any) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from dpo_hub.compare import PairScores
+    from dpo_hub.compare_scoring import PairScores
 
 Z95 = 1.959964
 

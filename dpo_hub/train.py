@@ -20,7 +20,7 @@ from typing import Any
 from trl import DPOTrainer
 
 from dpo_hub import embedded, outputs
-from dpo_hub.compare import Comparison, compare_after_training, format_side_by_side, format_table, side_by_side
+from dpo_hub.compare import compare_after_training, format_side_by_side, format_table, side_by_side
 from dpo_hub.data import PreferenceData, prepare
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import setup_logging, use_all_cores, wants_cpu
@@ -99,7 +99,7 @@ def train(recipe: Recipe) -> Path:
             log.info("comparing base and tuned on the %d eval pairs", len(data.eval))
             comparison = compare_after_training(model, tokenizer, data.eval, recipe, output_dir=stage,
                                                 generations=generations)
-            print(format_table(Comparison(**comparison)), flush=True)
+            print(format_table(comparison), flush=True)
         metrics = {
             "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model,
             "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
@@ -109,7 +109,7 @@ def train(recipe: Recipe) -> Path:
             "processes": state.num_processes, "effective_batch_size": effective_batch,
             "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
-            "comparison": comparison and comparison["preference"],
+            "comparison": comparison.preference if comparison else None,
             "generations": generations, "log_history": trainer.state.log_history,
             "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
             "wall_time_s": round(time.time() - started, 1),

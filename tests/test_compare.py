@@ -141,7 +141,7 @@ def test_run_folder_default_pairs_and_outputs(run_dir, tuned, tokenizer, capsys)
 
 def test_compare_after_training_writes_files(tmp_path, tuned, tokenizer, pairs):
     recipe = Recipe(generation=SHORT, output_dir=str(tmp_path))
-    result = compare_after_training(tuned, tokenizer, pairs, recipe, output_dir=tmp_path)
+    result = compare_after_training(tuned, tokenizer, pairs, recipe, output_dir=tmp_path).to_dict()
     assert json.loads(json.dumps(result)) == result
     assert {p.name for p in tmp_path.iterdir()} >= {"comparison.json", "comparison.md", "comparison.png"}
     acc = result["preference"]["accuracy"]["per_token"]["tuned"]

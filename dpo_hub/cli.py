@@ -94,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     push.add_argument("repo_id")
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision", default=None, help="branch to push to (created if needed)")
+    push.add_argument("--license", default=None, help="licence for the card (default: the base model's, else other)")
     pull = sub.add_parser("pull", help="download an adapter and load it onto its base model")
     pull.add_argument("repo_id")
     pull.add_argument("--revision", default=None)
@@ -113,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "push":
         from dpo_hub.hub import push_adapter
 
-        print(push_adapter(args.output_dir, args.repo_id, private=args.private, revision=args.revision))
+        print(push_adapter(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
+                           license=args.license))
     elif args.command == "pull":
         from dpo_hub.hub import pull_cli
 

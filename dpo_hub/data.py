@@ -43,6 +43,11 @@ class UltraFeedback(_Selection):
     )
     format: str = field(default="text", metadata={"help": "text: last assistant message; chat: chat template."})
 
+    @classmethod
+    def tutorial(cls, dataset: str = AUTO) -> UltraFeedback:
+        """The tutorial's selection: the first 50 rows as plain text, 90/10 train/eval."""
+        return cls(dataset=dataset, limit=50, eval_fraction=0.1)
+
     def to_pair(self, row: dict, tokenizer: Any) -> Pair:
         if self.format == "chat":
             return _chat_pair(row["chosen"], row["rejected"], tokenizer)

@@ -123,7 +123,7 @@ def test_split_is_seeded(tmp_path, tokenizer):
 
 
 def test_limit_takes_the_first_rows_like_the_tutorial(tokenizer):
-    data = prepare(UltraFeedback(dataset="embedded", limit=50, eval_fraction=0.1), tokenizer)
+    data = prepare(UltraFeedback.tutorial(dataset="embedded"), tokenizer)
     assert (len(data.train), len(data.eval)) == (45, 5)
     first_50 = {r["prompt"] for r in embedded.sample_rows()[:50]}
     assert set(data.train["prompt"]) | set(data.eval["prompt"]) == first_50

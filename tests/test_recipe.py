@@ -10,14 +10,21 @@ from conftest import RECIPE_MODULE, REPO, offline_env, run
 
 from dpo_hub import HHRLHF, DPOPreset, Recipe, RecipeError, UltraFeedback
 from dpo_hub.cli import parse_overrides, recipe_from_argv
-from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE, YAML_HEADER
+from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE, SHIPPED, TUTORIAL
 
 
-def test_shipped_yaml_is_the_recipe_and_round_trips():
-    shipped = REPO / "recipes" / "gpt2_ultrafeedback.yaml"
-    assert shipped.read_text() == RECIPE.to_yaml(YAML_HEADER), "regenerate recipes/gpt2_ultrafeedback.yaml"
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_yaml_is_the_recipe_and_round_trips(name):
+    recipe, header = SHIPPED[name]
+    shipped = REPO / "recipes" / f"{name}.yaml"
+    assert shipped.read_text() == recipe.to_yaml(header), "regenerate with gpt2_ultrafeedback.write_yaml_files()"
     assert "accelerate launch" in shipped.read_text().splitlines()[1]
-    assert Recipe.from_yaml(shipped) == RECIPE
+    assert Recipe.from_yaml(shipped) == recipe
+
+
+def test_tutorial_preset_is_the_tutorials_selection():
+    assert (TUTORIAL.data.limit, TUTORIAL.data.eval_fraction, TUTORIAL.data.format) == (50, 0.1, "text")
+    assert TUTORIAL.dpo == RECIPE.dpo and TUTORIAL.lora == RECIPE.lora
 
 
 @pytest.mark.parametrize("recipe", [

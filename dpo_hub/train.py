@@ -49,8 +49,12 @@ def train(recipe: Recipe) -> Path:
     setup_logging(state.is_main_process)
     output_dir = Path(recipe.output_dir).resolve()
     outputs.check_writable(output_dir, recipe.overwrite_output_dir)
-    with state.main_process_first():  # one process probes the Hub (and downloads) first
-        recipe, notes = resolve_recipe(recipe)
+    resolved = [resolve_recipe(recipe) if state.is_main_process else None]  # one process probes the Hub
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(resolved)  # every rank runs what the main process resolved
+    recipe, notes = resolved[0]
     using_embedded = embedded.EMBEDDED in (recipe.model, recipe.data.dataset)
     if notes:
         log.warning("=" * 78 + "\nEMBEDDED DEFAULT: %s.\nRunning on the embedded default instead: %s.\n" + "=" * 78,

@@ -410,9 +410,8 @@ def test_hf_cli_download(hub: LocalHub, tmp_path: Path) -> None:
 
 
 def test_seed_flag_with_embedded_assets(tmp_path: Path) -> None:
-    embedded = pytest.importorskip("dpo_hub.embedded")
-    if not hasattr(embedded, "hub_seed"):
-        pytest.skip("dpo_hub.embedded.hub_seed not available yet")
+    from dpo_hub import embedded
+
     with LocalHub(tmp_path / "root", seed=True) as server:
         repos = [(t, r) for t, r, _ in embedded.hub_seed()]
         for repo_type, repo_id in repos:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from dpo_hub.recipe import Recipe, RecipeError
 
@@ -111,6 +112,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_recipe(RECIPE, argv[1:])
     args = parser.parse_args(argv)
+    from dpo_hub.data import DataError
+    from dpo_hub.hub import HubError
+
+    try:
+        return _dispatch(args)
+    except (DataError, HubError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    source = getattr(args, "source", None) or getattr(args, "output_dir", None)
+    if source and source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().is_dir():
+        raise FileNotFoundError(f"{source}: no such run folder")
     if args.command == "push":
         from dpo_hub.hub import push_adapter
 
@@ -125,7 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return compare_cli(args)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -106,3 +106,12 @@ def test_explicitly_named_model_is_never_replaced(tmp_path):
     assert proc.returncode != 0 and "'gpt2'" in proc.stderr
     assert "error: model 'gpt2' could not be loaded" in proc.stderr and "Traceback" not in proc.stderr
     assert "gpt2 unavailable" not in proc.stdout and not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["push", "{tmp}", "tester/x"], "is not a finished dpo_hub run: metrics.json is missing"),
+    (["compare", "{tmp}/missing"], "no such run folder"),
+])
+def test_cli_errors_are_one_clear_line(tmp_path, args, message):
+    proc = run([sys.executable, "-m", "dpo_hub", *(a.format(tmp=tmp_path) for a in args)], offline_env(tmp_path))
+    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -156,14 +156,12 @@ def load_run(folder: Path) -> tuple[Any, Any, Recipe | None]:
     """A finished run folder: (base model with its adapter attached, tokenizer, recipe or None)."""
     from peft import PeftConfig, PeftModel
 
-    from dpo_hub import embedded
     from dpo_hub.sources import load_model, load_tokenizer
 
     if not (folder / "adapter_config.json").exists():
         raise FileNotFoundError(f"{folder}: no adapter_config.json; not a finished dpo_hub run folder")
     recipe = Recipe.from_yaml(folder / "recipe.yaml") if (folder / "recipe.yaml").exists() else None
     base = recipe.model if recipe else PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
-    base = embedded.EMBEDDED if base == embedded.EMBEDDED_MODEL_ID else base
     tokenizer = load_tokenizer(str(folder) if (folder / "tokenizer_config.json").exists() else base)
     return PeftModel.from_pretrained(load_model(base), str(folder)), tokenizer, recipe
 

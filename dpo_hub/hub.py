@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dpo_hub import embedded
 from dpo_hub.card import base_model_id, build_card
 from dpo_hub.outputs import COMPLETE_MARKER
+from dpo_hub.sources import SourceUnavailableError, load_model
 
 PUBLISHED = ("adapter_model.safetensors", "adapter_config.json", "recipe.yaml", "metrics.json", "loss.png",
              "generations.md", "comparison.json", "comparison.md", "comparison.png", "tokenizer.json",
@@ -62,18 +62,6 @@ def download_adapter(repo_id: str, revision: str | None = None, token: str | Non
     return Path(snapshot_download(repo_id, revision=revision, token=token, allow_patterns=SAFE_PATTERNS))
 
 
-def load_base_model(base: str, token: str | None = None):
-    """The base model named by an adapter; the embedded tiny GPT-2 is rebuilt locally if not on the Hub."""
-    from transformers import AutoModelForCausalLM
-
-    try:
-        return AutoModelForCausalLM.from_pretrained(base, trust_remote_code=False, use_safetensors=True, token=token)
-    except OSError as err:
-        if base == embedded.EMBEDDED_MODEL_ID:
-            return embedded.build_model()  # seeded: the same weights the adapter was trained on
-        raise HubError(f"base model {base!r} named by the adapter could not be loaded: {str(err).splitlines()[0]}") from err
-
-
 def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> tuple[Any, Any]:
     """Download ``repo_id``, load its base model, attach the adapter; return (model, tokenizer) in eval mode."""
     from huggingface_hub import ModelCard
@@ -86,7 +74,11 @@ def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = 
         carded = ModelCard.load(folder / "README.md").data.base_model
         if carded and carded != base:
             raise HubError(f"{repo_id}: the card's base_model {carded!r} does not match adapter_config.json's {base!r}")
-    model = PeftModel.from_pretrained(load_base_model(base, token), folder, is_trainable=False)
+    try:
+        base_model = load_model(base, token=token)
+    except SourceUnavailableError as err:
+        raise HubError(f"{repo_id}: base model {base!r} named by the adapter could not be loaded: {err}") from err
+    model = PeftModel.from_pretrained(base_model, folder, is_trainable=False)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -54,21 +54,30 @@ def load_tokenizer(name: str):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
     except OSError as err:
+        if name == embedded.EMBEDDED_MODEL_ID:
+            return embedded.load_tokenizer()
         raise _unavailable(name, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(name: str, dtype=None):
-    """Causal LM for ``name``; safetensors only and never remote code."""
+def load_model(name: str, dtype=None, token: str | None = None):
+    """Causal LM for ``name``; safetensors only and never remote code.
+
+    ``embedded`` (and its Hub id, when the Hub does not have it) is the seeded tiny GPT-2, rebuilt
+    locally with the same weights every time.
+    """
     if name == embedded.EMBEDDED:
         return embedded.build_model()
     from transformers import AutoModelForCausalLM
 
     try:
-        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=False, use_safetensors=True)
+        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=False, use_safetensors=True,
+                                                    token=token)
     except OSError as err:
+        if name == embedded.EMBEDDED_MODEL_ID:
+            return embedded.build_model()
         raise _unavailable(name, err) from err
 
 

@@ -114,7 +114,8 @@ def train(recipe: Recipe) -> Path:
             "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
             "gradient_accumulation_steps": args.gradient_accumulation_steps,
             "comparison": comparison.preference if comparison else None,
-            "generations": generations, "log_history": trainer.state.log_history,
+            "generations": generations,  # trainer.train() resets the state: keep the eval before training
+            "log_history": ([{"step": 0, **before}] if before else []) + trainer.state.log_history,
             "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
             "wall_time_s": round(time.time() - started, 1),
         }

@@ -129,11 +129,12 @@ def compare(source: Any, prompts: Iterable[str] | None = None, pairs: Any = None
         model, tokenizer, recipe = load_run(Path(source))
         name = str(source)
     else:
-        from dpo_hub.hub import download_adapter, pull_adapter
+        from dpo_hub.hub import download_adapter, load_adapter
 
-        model, tokenizer = pull_adapter(source, revision)
+        folder = download_adapter(source, revision)  # once: the adapter and the recipe pushed with it
+        model, tokenizer = load_adapter(folder, source)
         name = f"{source}@{revision}" if revision else str(source)
-        pushed = download_adapter(source, revision) / "recipe.yaml"  # cached snapshot; dpo-hub push includes it
+        pushed = folder / "recipe.yaml"
         recipe = Recipe.from_yaml(pushed) if pushed.is_file() else None
     label = None
     if pairs is None and recipe is not None:

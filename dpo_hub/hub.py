@@ -12,7 +12,7 @@ from typing import Any
 
 from dpo_hub.card import base_model_id, build_card
 from dpo_hub.outputs import COMPLETE_MARKER
-from dpo_hub.sources import SourceUnavailableError, load_model
+from dpo_hub.sources import SourceUnavailableError, load_model, load_tokenizer
 
 PUBLISHED = ("adapter_model.safetensors", "adapter_config.json", "recipe.yaml", "metrics.json", "loss.png",
              "generations.md", "comparison.json", "comparison.md", "comparison.png", "tokenizer.json",
@@ -64,11 +64,14 @@ def download_adapter(repo_id: str, revision: str | None = None, token: str | Non
 
 def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> tuple[Any, Any]:
     """Download ``repo_id``, load its base model, attach the adapter; return (model, tokenizer) in eval mode."""
+    return load_adapter(download_adapter(repo_id, revision, token), repo_id, token)
+
+
+def load_adapter(folder: Path, repo_id: str, token: str | None = None) -> tuple[Any, Any]:
+    """The downloaded adapter in ``folder`` on the base model its config names; (model, tokenizer)."""
     from huggingface_hub import ModelCard
     from peft import PeftModel
-    from transformers import AutoTokenizer
 
-    folder = download_adapter(repo_id, revision, token)
     base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
     if (folder / "README.md").exists():
         carded = ModelCard.load(folder / "README.md").data.base_model
@@ -79,10 +82,7 @@ def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = 
     except SourceUnavailableError as err:
         raise HubError(f"{repo_id}: base model {base!r} named by the adapter could not be loaded: {err}") from err
     model = PeftModel.from_pretrained(base_model, folder, is_trainable=False)
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model.eval(), tokenizer
+    return model.eval(), load_tokenizer(str(folder))
 
 
 def pull_cli(repo_id: str, revision: str | None, prompts: list[str] | None) -> None:

@@ -13,14 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from dpo_hub import embedded
+from dpo_hub.errors import DataError
 from dpo_hub.sources import AUTO, DEFAULT_DATASET, is_local
 
 log = logging.getLogger("dpo_hub")
 Pair = dict[str, str]
-
-
-class DataError(ValueError):
-    """A preference source that cannot be used as asked; the message says what to change."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,37 @@
+"""One error base for everything dpo_hub refuses: catch ``DpoHubError`` to catch them all.
+
+Each subclass also derives from the built-in exception a caller would expect (``ValueError`` for bad
+values, ``OSError`` for files and sources, ``RuntimeError`` for the Hub), so existing ``except`` clauses
+keep working. Messages name the key, file, row or repo at fault and what to do; the CLI prints them as
+one ``error: ...`` line.
+"""
+
+from __future__ import annotations
+
+
+class DpoHubError(Exception):
+    """Base of every error dpo_hub raises on purpose."""
+
+
+class RecipeError(DpoHubError, ValueError):
+    """A recipe key or value that cannot be used; the message names it and what to do."""
+
+
+class DataError(DpoHubError, ValueError):
+    """A preference source that cannot be used as asked; the message says what to change."""
+
+
+class SourceUnavailableError(DpoHubError, OSError):
+    """An explicitly named model, tokenizer or dataset that cannot be fetched (never silently replaced)."""
+
+
+class OutputError(DpoHubError, OSError):
+    """An output folder that cannot be written as asked."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """The output folder already holds a finished run."""
+
+
+class HubError(DpoHubError, RuntimeError):
+    """A push or pull that cannot proceed; the message says why and what to do."""

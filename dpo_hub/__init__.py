@@ -1,13 +1,41 @@
-"""dpo_hub: composable, reproducible DPO recipes that publish to the Hugging Face Hub."""
+"""dpo_hub: composable, reproducible DPO recipes that publish to the Hugging Face Hub.
+
+Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
+
+0. ``errors``, ``embedded``, ``outputs``, ``plots``, ``runtime``, ``accelerate_config``: no dpo_hub imports
+   but ``errors``/``embedded``
+1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data``
+2. ``recipe``: pure data (schema, YAML, overrides, fingerprint)
+3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
+4. ``card``, ``hub``: the model card; push and download
+5. ``training`` (``train``: recipe -> run folder), ``runs`` (a run folder or Hub repo back as model + recipe)
+6. ``launch`` (argv -> recipe -> train -> push), ``cli``, ``recipes.*``
+"""
 
 from dpo_hub.card import build_card
-from dpo_hub.data import HHRLHF, DataError, Preferences, UltraFeedback, prepare
-from dpo_hub.hub import HubError, pull_adapter, push_adapter
-from dpo_hub.presets import DPOPreset, LoraPreset
-from dpo_hub.recipe import Generation, Recipe, RecipeError
+from dpo_hub.compare import compare_model
+from dpo_hub.compare_report import Comparison
+from dpo_hub.data import HHRLHF, Preferences, UltraFeedback, prepare
+from dpo_hub.errors import (
+    CompareError,
+    DataError,
+    DpoHubError,
+    HubError,
+    OutputError,
+    OutputExistsError,
+    RecipeError,
+    SourceUnavailableError,
+)
+from dpo_hub.hub import download_adapter, push_adapter
+from dpo_hub.presets import DPOPreset, Generation, LoraPreset
+from dpo_hub.recipe import Recipe
+from dpo_hub.runs import Run, compare_run, open_run, pull_adapter
+from dpo_hub.training import train
 
 __version__ = "0.1.0"
 __all__ = [
-    "DPOPreset", "DataError", "Generation", "HHRLHF", "HubError", "LoraPreset", "Preferences", "Recipe",
-    "RecipeError", "UltraFeedback", "build_card", "prepare", "pull_adapter", "push_adapter",
+    "HHRLHF", "CompareError", "Comparison", "DPOPreset", "DataError", "DpoHubError", "Generation", "HubError",
+    "LoraPreset", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError", "Run",
+    "SourceUnavailableError", "UltraFeedback", "build_card", "compare_model", "compare_run", "download_adapter",
+    "open_run", "prepare", "pull_adapter", "push_adapter", "train",
 ]

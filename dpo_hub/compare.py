@@ -1,7 +1,8 @@
-"""Base vs tuned, side by side: one model in memory, the adapter toggled on and off.
+"""Base vs tuned, side by side: one loaded PEFT model, the adapter toggled on and off.
 
 Generations, preference accuracy on held-out pairs (``compare_scoring``), an optional reward-model
-judge, and the report files (``compare_report``).
+judge; the numbers and files are ``compare_report``'s. Every setting is an explicit parameter: loading
+a run folder or Hub repo (and its recipe) is ``dpo_hub.runs``'s job.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import Any
 
 import torch
 
-from dpo_hub.compare_report import Comparison, format_table, summarize, summarize_judge, write_outputs
+from dpo_hub.compare_report import Comparison, summarize, summarize_judge
 from dpo_hub.compare_scoring import adapter_off, context_length, score_pairs
-from dpo_hub.data import ADAPTERS, DataError, Pair, Preferences, convert, load_rows, prepare
-from dpo_hub.recipe import Generation, Recipe
+from dpo_hub.data import ADAPTERS, Pair, Preferences, convert, load_rows
+from dpo_hub.errors import CompareError, DataError
+from dpo_hub.presets import Generation
 
 log = logging.getLogger("dpo_hub")
-__all__ = ["Comparison", "compare", "compare_after_training", "compare_cli", "compare_model", "format_table"]
+__all__ = ["Comparison", "compare_model", "generate", "judge_generations", "load_pairs", "side_by_side"]
 
 
 @torch.no_grad()
@@ -51,16 +53,6 @@ def side_by_side(model: Any, tokenizer: Any, settings: Any) -> list[dict[str, An
     return rows
 
 
-def format_side_by_side(rows: list[dict[str, Any]], width: int = 100) -> str:
-    """Plain-text view of ``side_by_side`` rows for the terminal and ``generations.md``."""
-    lines = []
-    for row in rows:
-        lines += [f"### {row['prompt']}", "", "**base**:", "", row["base"].strip() or "(empty)", "",
-                  "**tuned**:", "", row["tuned"].strip() or "(empty)", "",
-                  f"_answers differ: {'yes' if row['differ'] else 'no'}_", ""]
-    return "\n".join(line[:width * 4] for line in lines)
-
-
 # ---- judge ---------------------------------------------------------------------------------------
 @torch.inference_mode()
 def judge_generations(judge: str, generations: list[dict[str, Any]]) -> dict[str, Any]:
@@ -69,7 +61,7 @@ def judge_generations(judge: str, generations: list[dict[str, Any]]) -> dict[str
 
     reward_model = AutoModelForSequenceClassification.from_pretrained(judge, trust_remote_code=False).eval()
     if reward_model.config.num_labels != 1:
-        raise ValueError(f"judge {judge!r} has {reward_model.config.num_labels} outputs; a reward model has 1")
+        raise CompareError(f"judge {judge!r} has {reward_model.config.num_labels} outputs; a reward model has 1")
     tokenizer = AutoTokenizer.from_pretrained(judge)
     limit = context_length(reward_model)
 
@@ -93,13 +85,13 @@ def compare_model(model: Any, tokenizer: Any, pairs: Any = None, prompts: Iterab
     ``generations``: rows already made by ``side_by_side``, reused instead of generating again.
     """
     if not hasattr(model, "disable_adapter"):
-        raise ValueError(f"{source}: not a PEFT model with an adapter, so there is no base/tuned difference")
+        raise CompareError(f"{source}: not a PEFT model with an adapter, so there is no base/tuned difference")
     generation = generation or Generation()
     if prompts is not None:
         generation = dataclasses.replace(generation, prompts=tuple(prompts))
     pair_rows = load_pairs(pairs, tokenizer)
     if not generation.prompts and not pair_rows:
-        raise ValueError(f"{source}: nothing to compare; give at least one prompt or some preference pairs")
+        raise CompareError(f"{source}: nothing to compare; give at least one prompt or some preference pairs")
     if generations is None:
         generations = side_by_side(model, tokenizer, generation) if generation.prompts else []
     preference, per_pair = (summarize(score_pairs(model, tokenizer, pair_rows, batch_size, max_length), beta)
@@ -112,59 +104,6 @@ def compare_model(model: Any, tokenizer: Any, pairs: Any = None, prompts: Iterab
                   "scoring": "trl DPOTrainer style: response = completion + eos after the prompt; prompt and "
                              "padding masked; adapter on = tuned, off = base"},
     )
-
-
-def compare(source: Any, prompts: Iterable[str] | None = None, pairs: Any = None, judge: str | None = None,
-            output_dir: str | Path | None = None, revision: str | None = None, batch_size: int = 16,
-            generation: Generation | None = None) -> Comparison:
-    """Compare base and tuned for a run folder, a Hub repo id, or a loaded ``(peft_model, tokenizer)``.
-
-    A run's recipe (its folder's, or the one pushed with it) gives the default ``pairs`` (its eval split),
-    ``generation`` settings, beta and max_length; with ``output_dir`` comparison.json/.md/.png go there.
-    """
-    recipe = None
-    if isinstance(source, tuple):
-        (model, tokenizer), name = source, "model"
-    elif Path(source).is_dir():
-        model, tokenizer, recipe = load_run(Path(source))
-        name = str(source)
-    else:
-        from dpo_hub.hub import download_adapter, load_adapter
-
-        folder = download_adapter(source, revision)  # once: the adapter and the recipe pushed with it
-        model, tokenizer = load_adapter(folder, source)
-        name = f"{source}@{revision}" if revision else str(source)
-        pushed = folder / "recipe.yaml"
-        recipe = Recipe.from_yaml(pushed) if pushed.is_file() else None
-    label = None
-    if pairs is None and recipe is not None:
-        try:
-            pairs, label = prepare(recipe.data, tokenizer).eval, f"the run's eval split of {recipe.data.dataset}"
-        except Exception as err:
-            raise DataError(f"{name}: cannot rebuild the run's eval split from {recipe.data.dataset} ({err}); "
-                            "pass pairs (--pairs FILE)") from err
-    comparison = compare_model(
-        model, tokenizer, pairs, prompts, generation or (recipe.generation if recipe else None), judge,
-        beta=recipe.dpo.beta if recipe else 0.1, max_length=recipe.dpo.max_length if recipe else None,
-        batch_size=batch_size, source=name)
-    comparison.settings["pairs"] = label or comparison.settings["pairs"]
-    if output_dir is not None:
-        write_outputs(comparison, Path(output_dir))
-    return comparison
-
-
-def load_run(folder: Path) -> tuple[Any, Any, Recipe | None]:
-    """A finished run folder: (base model with its adapter attached, tokenizer, recipe or None)."""
-    from peft import PeftConfig, PeftModel
-
-    from dpo_hub.sources import load_model, load_tokenizer
-
-    if not (folder / "adapter_config.json").exists():
-        raise FileNotFoundError(f"{folder}: no adapter_config.json; not a finished dpo_hub run folder")
-    recipe = Recipe.from_yaml(folder / "recipe.yaml") if (folder / "recipe.yaml").exists() else None
-    base = recipe.model if recipe else PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
-    tokenizer = load_tokenizer(str(folder) if (folder / "tokenizer_config.json").exists() else base)
-    return PeftModel.from_pretrained(load_model(base), str(folder)), tokenizer, recipe
 
 
 def load_pairs(pairs: Any, tokenizer: Any = None) -> list[Pair]:
@@ -194,31 +133,3 @@ def _describe(pairs: Any) -> str | None:
     if pairs is None or isinstance(pairs, (str, Path)):
         return None if pairs is None else str(pairs)
     return getattr(pairs, "dataset", None) or f"{type(pairs).__name__} of {len(pairs)} rows"
-
-
-# ---- entry points --------------------------------------------------------------------------------
-def compare_after_training(model: Any, tokenizer: Any, eval_pairs: Any, recipe: Recipe,
-                           output_dir: str | Path | None = None,
-                           generations: list[dict[str, Any]] | None = None) -> Comparison:
-    """In-process comparison at the end of a run; writes comparison.json/.md/.png when ``output_dir`` is set."""
-    comparison = compare_model(model, tokenizer, eval_pairs, generation=recipe.generation, beta=recipe.dpo.beta,
-                               max_length=recipe.dpo.max_length, source=recipe.output_dir, generations=generations)
-    if output_dir is not None:
-        write_outputs(comparison, Path(output_dir))
-    return comparison
-
-
-def compare_cli(args: Any) -> int:
-    """``dpo-hub compare SOURCE [--prompt P ...] [--pairs FILE] [--judge RM] [--output DIR]``."""
-    from dpo_hub.hub import HubError
-
-    local = Path(args.source).is_dir()
-    output = Path(args.output or (args.source if local else f"comparison-{args.source.rstrip('/').split('/')[-1]}"))
-    try:
-        comparison = compare(args.source, prompts=args.prompt, pairs=args.pairs, judge=args.judge,
-                             output_dir=output, revision=getattr(args, "revision", None))
-    except (ValueError, OSError, HubError) as err:  # DataError is a ValueError
-        raise SystemExit(f"error: {err}") from None
-    print(format_table(comparison))
-    print(f"\nwrote {output / 'comparison.json'}, comparison.md, comparison.png")
-    return 0

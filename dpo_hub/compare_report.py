@@ -1,4 +1,7 @@
-"""Numbers and views of a base-vs-tuned comparison: statistics, terminal table, comparison.json/.md/.png."""
+"""Numbers and views of a base-vs-tuned comparison: statistics, terminal table, comparison.json/.md/.png.
+
+Pure: it computes and formats what ``compare_scoring`` and ``compare`` measured; it loads no model.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,10 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from dpo_hub.errors import CompareError
+from dpo_hub.outputs import write_json
+from dpo_hub.plots import comparison_figure
 
 if TYPE_CHECKING:
     from dpo_hub.compare_scoring import PairScores
@@ -59,7 +66,7 @@ def summarize(scores: PairScores, beta: float) -> tuple[dict[str, Any], list[dic
     """Summary statistics and per-pair rows from ``PairScores`` (ties count as not higher)."""
     s, n = scores, len(scores.tuned_chosen)
     if n == 0:
-        raise ValueError(f"no pair left to score ({s.skipped} cut off entirely by max_length)")
+        raise CompareError(f"no pair left to score ({s.skipped} cut off entirely by max_length)")
     per_pair = []
     for i in range(n):
         tc, tr, bc, br, nc, nr = (s.tuned_chosen[i], s.tuned_rejected[i], s.base_chosen[i], s.base_rejected[i],
@@ -145,10 +152,18 @@ def format_table(c: Comparison) -> str:
     return "\n".join(lines)
 
 
+def format_side_by_side(rows: list[dict[str, Any]], width: int = 100) -> str:
+    """Plain-text view of base vs tuned answers for the terminal and ``generations.md``."""
+    lines = []
+    for row in rows:
+        lines += [f"### {row['prompt']}", "", "**base**:", "", row["base"].strip() or "(empty)", "",
+                  "**tuned**:", "", row["tuned"].strip() or "(empty)", "",
+                  f"_answers differ: {'yes' if row['differ'] else 'no'}_", ""]
+    return "\n".join(line[:width * 4] for line in lines)
+
+
 def format_markdown(c: Comparison) -> str:
     """comparison.md: the table, then the generations side by side."""
-    from dpo_hub.compare import format_side_by_side
-
     lines = [f"# {_title(c)}", "", "| metric | base | tuned | change |", "|---|---|---|---|"]
     lines += [f"| {' | '.join(cell.replace('|', '&#124;') for cell in row)} |" for row in table_rows(c)]
     if c.preference:
@@ -161,48 +176,11 @@ def format_markdown(c: Comparison) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(c: Comparison, path: Path) -> None:
-    """Accuracy bars (base vs tuned, Wilson 95% error bars) and a histogram of per-pair reward margins."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (bars, hist) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    if p := c.preference:
-        for offset, model in ((-0.2, "base"), (0.2, "tuned")):
-            shares = [p["accuracy"][kind][model] for kind in ("summed", "per_token")]
-            values = [s["value"] for s in shares]
-            errors = [[s["value"] - s["ci95"][0] for s in shares], [s["ci95"][1] - s["value"] for s in shares]]
-            drawn = bars.bar([i + offset for i in range(2)], values, 0.4, yerr=errors, capsize=4, label=model)
-            for rect, value in zip(drawn, values, strict=True):  # at the foot of the bar: visible even at 0
-                bars.text(rect.get_x() + rect.get_width() / 2, 0.02, f"{value:.2f}", ha="center", va="bottom",
-                          bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
-        bars.axhline(0.5, color="grey", linewidth=0.8, linestyle=":", label="chance")
-        bars.set(xticks=[0, 1], xticklabels=["summed log-prob", "per-token log-prob"], ylim=(0, 1),
-                 ylabel="preference accuracy", title=f"Chosen > rejected on {p['n_pairs']} pairs")
-        bars.legend()
-        hist.hist([r["margin"] for r in c.per_pair], bins=min(30, max(5, len(c.per_pair) // 3)))
-        hist.axvline(0, color="grey", linewidth=0.8, linestyle=":")
-        hist.axvline(p["reward_margin"]["mean"], color="red", linewidth=1, label="mean")
-        hist.set(xlabel="implicit reward margin", ylabel="pairs", title=f"DPO reward margin (beta {p['beta']:g})")
-        hist.legend()
-    else:
-        for ax in (bars, hist):
-            ax.text(0.5, 0.5, "no preference pairs", ha="center", va="center")
-            ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def write_outputs(c: Comparison, output_dir: Path) -> list[Path]:
     """Write comparison.json, comparison.md and comparison.png into ``output_dir``; return their paths."""
-    from dpo_hub.outputs import write_json
-
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = [output_dir / f"comparison.{ext}" for ext in ("json", "md", "png")]
     write_json(paths[0], c.to_dict())
     paths[1].write_text(format_markdown(c), encoding="utf-8")
-    plot(c, paths[2])
+    comparison_figure(c.preference, [r["margin"] for r in c.per_pair], paths[2])
     return paths

@@ -33,5 +33,9 @@ class OutputExistsError(OutputError, FileExistsError):
     """The output folder already holds a finished run."""
 
 
+class CompareError(DpoHubError, ValueError):
+    """A comparison that cannot be made as asked (no adapter, nothing to compare, a judge that is no reward model)."""
+
+
 class HubError(DpoHubError, RuntimeError):
     """A push or pull that cannot proceed; the message says why and what to do."""

@@ -12,11 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from dpo_hub.errors import OutputExistsError
+
 COMPLETE_MARKER = "metrics.json"  # written last inside the staging folder
-
-
-class OutputExistsError(FileExistsError):
-    """The output folder already holds a finished run."""
 
 
 def staging_dir(output_dir: Path) -> Path:
@@ -56,24 +54,3 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
-
-
-def plot_loss(log_history: list[dict], path: Path, title: str) -> None:
-    """Train vs eval loss over steps, like the tutorial's plot."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
-    evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for points, label, style in ((train, "train loss", "-"), (evals, "eval loss", "o--")):
-        if points:
-            ax.plot(*zip(*points), style, label=label)
-    ax.axhline(0.6931, color="grey", linewidth=0.8, linestyle=":", label="log 2 (untrained)")
-    ax.set(xlabel="step", ylabel="DPO loss", title=title)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)

@@ -1,4 +1,4 @@
-"""LoRA and DPO presets: typed, frozen settings whose field help is the documentation.
+"""LoRA, DPO and generation presets: typed, frozen settings whose field help is the documentation.
 
 Each preset turns into the library object it configures (``peft.LoraConfig``, ``trl.DPOConfig``);
 the presets state every default that differs between trl releases instead of inheriting it.
@@ -7,15 +7,54 @@ the presets state every default that differs between trl releases instead of inh
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-# Loss types trl 1.x's DPOTrainer accepts (``DPOConfig.loss_type``).
-LOSS_TYPES = (
+# trl 1.x's losses; ``trl_loss_types()`` reads the installed trl's own list when it can.
+_KNOWN_LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
     "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 )
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+TUTORIAL_PROMPT = "Is eating animals cruel?"  # the tutorial's final check
+
+
+@functools.cache
+def trl_loss_types() -> tuple[str, ...]:
+    """The loss types the installed trl's ``DPOTrainer`` implements (``DPOConfig`` accepts any string).
+
+    Read from the branches of the trainer's loss code; falls back to trl 1.x's list if that code moved.
+    """
+    from trl import DPOTrainer
+
+    try:
+        source = inspect.getsource(DPOTrainer)
+    except (OSError, TypeError):
+        return _KNOWN_LOSS_TYPES
+    found = tuple(dict.fromkeys(re.findall(r'loss_type == "([a-z_]+)"', source)))
+    return found if "sigmoid" in found else _KNOWN_LOSS_TYPES
+
+
+def untrained_loss(loss_type: str, beta: float, label_smoothing: float = 0.0, discopop_tau: float = 0.05) -> float | None:
+    """The loss when policy and reference agree (every log-ratio 0), i.e. at step 0 of a LoRA run.
+
+    ``None`` where it depends on the model (``sft``, the chosen answers' NLL) or is unknown.
+    Used for the reference line of the loss plot; the values follow each loss's paper at zero margin.
+    """
+    half = math.log(2)  # -log sigmoid(0)
+    eps = label_smoothing
+    values = {
+        "sigmoid": half, "robust": half, "aot": half, "aot_unpaired": half, "sigmoid_norm": half,
+        "hinge": 1.0, "apo_zero": 1.0, "apo_down": 1.0,
+        "ipo": (1 / (2 * beta)) ** 2, "sppo_hard": 2 * (0.5 / beta) ** 2,
+        "nca_pair": 2 * half, "bco_pair": 2 * half, "discopop": (half + 1.0) / 2,
+        "exo_pair": (0.5 * (math.log(0.5) - math.log1p(-eps)) + 0.5 * (math.log(0.5) - math.log(eps))) if eps > 0 else None,
+    }
+    return values.get(loss_type)
 
 
 @dataclass(frozen=True)
@@ -80,7 +119,7 @@ class DPOPreset:
     """DPO hyperparameters, with the costs they carry noted in the help text."""
 
     beta: float = field(default=0.1, metadata={"help": "Strength of the pull towards the reference model."})
-    loss_type: str = field(default="sigmoid", metadata={"help": f"trl loss: one of {', '.join(LOSS_TYPES)}."})
+    loss_type: str = field(default="sigmoid", metadata={"help": f"trl loss: one of {', '.join(_KNOWN_LOSS_TYPES)}."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Label noise for the robust/exo losses."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the adapter."})
     lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
@@ -110,8 +149,9 @@ class DPOPreset:
         return cls()
 
     def __post_init__(self) -> None:
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"dpo.loss_type={self.loss_type!r} is not a trl loss; use one of: {', '.join(LOSS_TYPES)}")
+        if self.loss_type != "sigmoid" and self.loss_type not in trl_loss_types():  # importing trl takes seconds
+            raise ValueError(f"dpo.loss_type={self.loss_type!r} is not a loss the installed trl implements; "
+                             f"use one of: {', '.join(trl_loss_types())}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"dpo.precision={self.precision!r}; use one of: {', '.join(PRECISIONS)}")
 
@@ -148,3 +188,16 @@ def _precision_flags(precision: str, use_cpu: bool) -> tuple[bool, bool]:
     if precision == "auto":
         precision = "bf16" if not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
     return precision == "bf16", precision == "fp16"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """How base and tuned models answer the check prompts (identical, seeded settings for both)."""
+
+    prompts: tuple[str, ...] = field(default=(TUTORIAL_PROMPT,), metadata={"help": "Prompts answered by both models."})
+    max_new_tokens: int = field(default=50, metadata={"help": "Answer length; higher: slower."})
+    do_sample: bool = field(default=True, metadata={"help": "Sample (seeded) instead of greedy decoding."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
+    top_k: int = field(default=50, metadata={"help": "Sample from the k most likely tokens."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    seed: int = field(default=42, metadata={"help": "Seed set before each answer (same for base and tuned)."})

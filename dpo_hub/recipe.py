@@ -1,4 +1,4 @@
-"""``Recipe``: a data adapter, a LoRA preset and a DPO preset, as plain typed data.
+"""``Recipe``: a data adapter, a LoRA preset and a DPO preset, as plain typed data (it runs nothing).
 
 A recipe round-trips to YAML, has a stable fingerprint, and ``replace``/``override`` return new
 recipes (the old one is frozen). Dotted keys (``dpo.beta``, ``data.limit``) address nested fields;
@@ -20,29 +20,14 @@ from typing import Any
 import yaml
 
 from dpo_hub.data import ADAPTERS, DataAdapter, UltraFeedback
-from dpo_hub.presets import DPOPreset, LoraPreset
+from dpo_hub.errors import RecipeError
+from dpo_hub.presets import DPOPreset, Generation, LoraPreset
 from dpo_hub.sources import AUTO
-
-# The tutorial's final check and its generation settings.
-TUTORIAL_PROMPT = "Is eating animals cruel?"
-
-
-@dataclass(frozen=True)
-class Generation:
-    """How base and tuned models answer the check prompts (identical, seeded settings for both)."""
-
-    prompts: tuple[str, ...] = field(default=(TUTORIAL_PROMPT,), metadata={"help": "Prompts answered by both models."})
-    max_new_tokens: int = field(default=50, metadata={"help": "Answer length; higher: slower."})
-    do_sample: bool = field(default=True, metadata={"help": "Sample (seeded) instead of greedy decoding."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
-    top_k: int = field(default=50, metadata={"help": "Sample from the k most likely tokens."})
-    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
-    seed: int = field(default=42, metadata={"help": "Seed set before each answer (same for base and tuned)."})
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything a DPO run needs; ``train(output_dir)`` runs it."""
+    """Everything a DPO run needs, as plain data; ``dpo_hub.train(recipe)`` runs it."""
 
     model: str = field(default=AUTO, metadata={"help": "Hub id or folder; auto: gpt2, the embedded tiny GPT-2 offline."})
     data: DataAdapter = field(default_factory=UltraFeedback)
@@ -86,6 +71,8 @@ class Recipe:
             values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise RecipeError(f"{path}: not valid YAML ({err})") from err
+        except (OSError, UnicodeDecodeError) as err:
+            raise RecipeError(f"{path}: cannot read the recipe file ({type(err).__name__}: {err}); check the path") from err
         if not isinstance(values, dict):
             raise RecipeError(f"{path}: a recipe file must hold a mapping of keys, got {type(values).__name__}")
         return cls.from_dict(values, source=str(path))
@@ -104,7 +91,7 @@ class Recipe:
 
     def override(self, changes: dict[str, Any], source: str = "override") -> Recipe:
         """A new recipe with dotted keys set, e.g. ``{"dpo.beta": 0.2, "data.limit": 50}``."""
-        recipe = self
+        recipe, changes = self, _flatten(changes)  # {"dpo": {"beta": "0.2"}} is "dpo.beta": "0.2", converted alike
         if "data.kind" in changes:
             recipe = recipe.replace(data=_switch_adapter(recipe.data, changes["data.kind"], source))
         grouped: dict[str, dict[str, Any]] = {}
@@ -117,9 +104,6 @@ class Recipe:
                 if part is None or rest not in _field_types(type(part)):
                     raise RecipeError(_unknown(key, recipe, source))
                 grouped.setdefault(head, {})[rest] = _coerce(value, _field_types(type(part))[rest], key, source)
-            elif key in _NESTED and isinstance(value, dict):
-                for sub, sub_value in value.items():
-                    grouped.setdefault(key, {})[sub] = sub_value
             elif key in _field_types(Recipe) and key not in _NESTED:
                 grouped.setdefault("", {})[key] = _coerce(value, _field_types(Recipe)[key], key, source)
             else:
@@ -139,16 +123,6 @@ class Recipe:
         for head in _NESTED:
             out += [f"{head}.{k}" for k in _field_types(type(getattr(recipe, head)))]
         return out + ["data.kind"]
-
-    def train(self, output_dir: str | Path | None = None):
-        """Run the recipe; returns the finished output folder (see ``dpo_hub.train.train``)."""
-        from dpo_hub.train import train
-
-        return train(self.replace(output_dir=str(output_dir)) if output_dir else self)
-
-
-class RecipeError(ValueError):
-    """A recipe key or value that cannot be used; the message names it and what to do."""
 
 
 _NESTED = ("data", "lora", "dpo", "generation")

@@ -1,8 +1,8 @@
-"""Where models, tokenizers and datasets come from: the Hub, a local path, or the embedded default.
+"""Where models, tokenizers, adapters and datasets come from: the Hub, a local path, or the embedded default.
 
 ``"auto"`` means the real thing from the Hub when it can be had (or is cached) and the embedded
 default otherwise. Any other name is taken literally: if it cannot be fetched, that is an error,
-never silently replaced.
+never silently replaced. ``load_adapter_model`` is the one loader of "base model + LoRA adapter".
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from dpo_hub import embedded
+from dpo_hub.errors import SourceUnavailableError
 
 AUTO = "auto"
 DEFAULT_MODEL = "gpt2"
@@ -81,11 +82,22 @@ def load_model(name: str, dtype=None, token: str | None = None):
         raise _unavailable(name, err) from err
 
 
-class SourceUnavailableError(OSError):
-    """An explicitly named model or dataset that cannot be fetched (never silently replaced)."""
+def load_adapter_model(folder: str | Path, base: str | None = None, token: str | None = None, trainable: bool = False):
+    """The LoRA adapter saved in ``folder`` on its base model (``base``, else the one its config names).
+
+    Safetensors only, never remote code; in eval mode unless ``trainable``.
+    """
+    from peft import PeftConfig, PeftModel
+
+    folder = Path(folder)
+    if not (folder / "adapter_config.json").is_file():
+        raise SourceUnavailableError(f"{folder}: no adapter_config.json; not a LoRA adapter folder")
+    base = base or PeftConfig.from_pretrained(str(folder)).base_model_name_or_path
+    model = PeftModel.from_pretrained(load_model(base, token=token), str(folder), is_trainable=trainable)
+    return model if trainable else model.eval()
 
 
-def _unavailable(name: str, err: Exception) -> OSError:
+def _unavailable(name: str, err: Exception) -> SourceUnavailableError:
     return SourceUnavailableError(
         f"model {name!r} could not be loaded ({str(err).splitlines()[0]}). Check the name and your network, "
         "or use --model auto (the embedded default when offline) or --model embedded."

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["dpo_hub.testing.hub.fixtures"]  # the local_hub and hub_env fixtures the README offers
 REPO = Path(__file__).resolve().parents[1]
 RECIPE_MODULE = "dpo_hub.recipes.gpt2_ultrafeedback"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -10,11 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from dpo_hub import embedded
-from dpo_hub.compare import compare, compare_after_training, compare_cli, compare_model, load_pairs, score_pairs
-from dpo_hub.compare_report import format_table, wilson
-from dpo_hub.data import DataError, UltraFeedback, prepare
-from dpo_hub.recipe import Generation, Recipe
+from dpo_hub import CompareError, DataError, Generation, Recipe, UltraFeedback, cli, embedded, prepare
+from dpo_hub.compare import compare_model, generate, load_pairs, side_by_side
+from dpo_hub.compare_report import format_table, summarize_judge, wilson, write_outputs
+from dpo_hub.compare_scoring import score_pairs
 
 SHORT = Generation(max_new_tokens=4)  # sampling over GPT-2's vocabulary is the slow part on CPU
 TWO_PROMPTS = ("Is eating animals cruel?", "How do I bake bread?")
@@ -96,7 +94,35 @@ def test_same_seed_same_generations(tuned, tokenizer):
     first = compare_model(tuned, tokenizer, generation=SHORT).generations
     again = compare_model(tuned, tokenizer, generation=SHORT).generations
     assert first == again and len(first) == 1
-    assert all(row["differ"] == (row["base"] != row["tuned"]) for row in first)
+
+
+def test_a_changed_adapter_changes_the_answers_and_a_zero_one_does_not(tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    settings = Generation(max_new_tokens=8)
+    base_answer = generate(embedded.build_model(), tokenizer, settings.prompts[0], settings)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, task_type="CAUSAL_LM")
+    model = get_peft_model(embedded.build_model(), config)  # lora_B starts at 0: tuned == base
+    zero = side_by_side(model, tokenizer, settings)[0]
+    assert zero["base"] == zero["tuned"] == base_answer and zero["differ"] is False
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 1.0)  # the weights changed on purpose
+    changed = side_by_side(model, tokenizer, settings)[0]
+    assert changed["base"] == base_answer, "adapter off must be the plain base model"
+    assert changed["tuned"] != base_answer and changed["differ"] is True
+
+
+def test_judge_summary_counts_wins_ties_and_losses():
+    scores = [{"prompt": "a", "base": 1.0, "tuned": 2.0}, {"prompt": "b", "base": 3.0, "tuned": 3.0},
+              {"prompt": "c", "base": 5.0, "tuned": 4.0}, {"prompt": "d", "base": 0.0, "tuned": 1.0}]
+    summary = summarize_judge({"judge": "rm", "scores": scores})
+    assert (summary["wins"], summary["ties"], summary["losses"]) == (2, 1, 1)
+    assert summary["win_rate"]["value"] == 0.625  # (2 wins + half of 1 tie) / 4, worked out by hand
+    assert summary["mean_reward"] == {"base": 2.25, "tuned": 2.5}
+    flipped = summarize_judge({"judge": "rm", "scores": [{**r, "base": r["tuned"], "tuned": r["base"]} for r in scores]})
+    assert (flipped["wins"], flipped["losses"], flipped["win_rate"]["value"]) == (1, 2, 0.375)
 
 
 @pytest.mark.parametrize("hits,n", [(0, 10), (5, 10), (10, 10), (1, 3), (37, 60)])
@@ -114,10 +140,8 @@ def test_judge_win_rate(tmp_path, tuned, tokenizer):
     judge = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_head=2, n_embd=16, num_labels=1, pad_token_id=50256))
     judge.save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
-    comparison = compare((tuned, tokenizer), prompts=TWO_PROMPTS, judge=str(tmp_path / "rm"), generation=SHORT)
+    comparison = compare_model(tuned, tokenizer, prompts=TWO_PROMPTS, judge=str(tmp_path / "rm"), generation=SHORT)
     result = comparison.judge
-    assert result["wins"] + result["ties"] + result["losses"] == 2
-    assert result["win_rate"]["value"] == (result["wins"] + result["ties"] / 2) / 2
     text = comparison.generations[1]["prompt"] + comparison.generations[1]["tuned"]
     with torch.no_grad():
         direct = judge.eval()(**tokenizer(text, return_tensors="pt")).logits[0, 0]
@@ -126,7 +150,7 @@ def test_judge_win_rate(tmp_path, tuned, tokenizer):
 
 
 def test_run_folder_default_pairs_and_outputs(run_dir, tuned, tokenizer, capsys):
-    compare_cli(argparse.Namespace(source=str(run_dir), prompt=None, pairs=None, judge=None, output=None))
+    assert cli.main(["compare", str(run_dir)]) == 0
     table = capsys.readouterr().out
     assert "preference accuracy (summed log-prob)" in table and "implicit reward margin" in table
     result = json.loads((run_dir / "comparison.json").read_text())
@@ -139,9 +163,10 @@ def test_run_folder_default_pairs_and_outputs(run_dir, tuned, tokenizer, capsys)
     assert [r["tuned_chosen"] for r in result["per_pair"]] == pytest.approx(direct.tuned_chosen, abs=1e-4)
 
 
-def test_compare_after_training_writes_files(tmp_path, tuned, tokenizer, pairs):
-    recipe = Recipe(generation=SHORT, output_dir=str(tmp_path))
-    result = compare_after_training(tuned, tokenizer, pairs, recipe, output_dir=tmp_path).to_dict()
+def test_comparison_writes_files(tmp_path, tuned, tokenizer, pairs):
+    comparison = compare_model(tuned, tokenizer, pairs, generation=SHORT)
+    write_outputs(comparison, tmp_path)
+    result = comparison.to_dict()
     assert json.loads(json.dumps(result)) == result
     assert {p.name for p in tmp_path.iterdir()} >= {"comparison.json", "comparison.md", "comparison.png"}
     acc = result["preference"]["accuracy"]["per_token"]["tuned"]
@@ -150,9 +175,9 @@ def test_compare_after_training_writes_files(tmp_path, tuned, tokenizer, pairs):
 
 
 def test_bad_inputs_fail_clearly(tmp_path, tuned, tokenizer, pairs):
-    with pytest.raises(ValueError, match="nothing to compare"):
+    with pytest.raises(CompareError, match="nothing to compare"):
         compare_model(tuned, tokenizer, pairs=None, prompts=[])
-    with pytest.raises(ValueError, match="not a PEFT model"):
+    with pytest.raises(CompareError, match="not a PEFT model"):
         compare_model(embedded.build_model(), tokenizer, pairs)
     bad = tmp_path / "prefs.jsonl"
     bad.write_text("".join(json.dumps({"prompt": p["prompt"], "chosen": p["chosen"], "worse": p["rejected"]}) + "\n"

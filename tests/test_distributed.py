@@ -6,6 +6,7 @@ import pytest
 from conftest import RECIPE_MODULE, REPO, accelerate_cmd, offline_env, read_metrics, run
 from test_train import RUN_FILES, small
 
+from dpo_hub import train
 from dpo_hub.accelerate_config import recipe_settings_from_accelerate_config
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
@@ -56,7 +57,7 @@ def test_effective_batch_size_adapts_accumulation():
 
 
 def test_same_seed_same_metrics(tmp_path):
-    first, second = (read_metrics(small().train(tmp_path / name)) for name in ("a", "b"))
+    first, second = (read_metrics(train(small(), tmp_path / name)) for name in ("a", "b"))
     assert first["eval_after"] == second["eval_after"]
     assert first["train"]["train_loss"] == second["train"]["train_loss"]
 

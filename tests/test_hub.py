@@ -97,12 +97,18 @@ def test_card_validates_and_round_trips_its_metrics(hub, trained_run, tmp_path):
     from huggingface_hub import ModelCard
     from dpo_hub import push_adapter
     push_adapter(sys.argv[1], "tester/card-check")
+    from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
     card = ModelCard.load("tester/card-check")
-    card.validate()
     d = card.data
+    index = d.to_dict()["model-index"]  # the Hub's own parser of the model-index, not our server's validator
+    name, parsed = model_index_to_eval_results(index)
     out(base=d.base_model, lib=d.library_name, tag=d.pipeline_tag, lic=d.license, datasets=d.datasets, tags=d.tags,
-        results={r.metric_type: r.metric_value for r in d.eval_results}, text=card.text)
+        results={r.metric_type: r.metric_value for r in d.eval_results}, text=card.text, name=name,
+        round_trip=eval_results_to_model_index(name, parsed) == index,
+        tasks=sorted({r.task_type for r in parsed}), splits=sorted({r.dataset_split for r in parsed}))
     """, tmp_path, args=[out])
+    assert res["name"] == "tester/card-check" and res["round_trip"] is True
+    assert res["tasks"] == ["text-generation"] and res["splits"] == ["eval"]
     metrics = read_metrics(out)["eval_after"]
     assert res["base"] == "dpo-hub/tiny-gpt2-embedded" and res["lib"] == "peft" and res["tag"] == "text-generation"
     assert res["lic"] == "mit" and res["datasets"] == ["dpo-hub/ultrafeedback-sample"]
@@ -258,9 +264,9 @@ def test_pulled_repo_compares_the_same_as_its_folder(hub, trained_run, tmp_path)
     out, _ = trained_run
     client(hub, "from dpo_hub import push_adapter; push_adapter(sys.argv[1], 'tester/compare-me')", tmp_path, args=[out])
     res = client(hub, """
-    from dpo_hub.compare import compare
-    remote = compare("tester/compare-me", prompts=[]).to_dict()["preference"]
-    local = compare(sys.argv[1], prompts=[]).to_dict()["preference"]
+    from dpo_hub import compare_run
+    remote = compare_run("tester/compare-me", prompts=[]).to_dict()["preference"]
+    local = compare_run(sys.argv[1], prompts=[]).to_dict()["preference"]
     out(remote=remote, local=local)
     """, tmp_path, args=[out])
     assert res["remote"] == res["local"] and res["local"]["n_pairs"] == 30

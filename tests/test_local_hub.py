@@ -143,15 +143,28 @@ def test_raw_path_routing_keeps_encoded_slashes() -> None:
     assert find_route("GET", "/api/nothing/here") is None
 
 
-def test_card_data_and_fixture_module() -> None:
-    import importlib
-
+def test_card_data_parsing_and_yaml_validation() -> None:
     from dpo_hub.testing.hub.util import parse_card_data, validate_card_yaml
 
     assert parse_card_data("---\ndate: 2024-01-01\ntags: [a]\n---\nbody") == {"date": "2024-01-01", "tags": ["a"]}
     assert validate_card_yaml("no metadata")[1] and validate_card_yaml("---\n- a\n---\n")[0]
-    fixtures = importlib.import_module("dpo_hub.testing.hub.fixtures")
-    assert callable(fixtures.local_hub) and callable(fixtures.hub_env)
+
+
+def test_readme_fixtures_serve_a_real_client(local_hub: LocalHub, hub_env: dict[str, str]) -> None:
+    """The README's ``local_hub``/``hub_env`` fixtures: a client subprocess pushes and reads back over HTTP."""
+    code = """
+    from huggingface_hub import HfApi, hf_hub_download
+    api = HfApi()
+    api.create_repo("tester/fixture-check", exist_ok=True)
+    api.upload_file(path_or_fileobj=b"hello", path_in_repo="a.txt", repo_id="tester/fixture-check")
+    print(api.whoami()["name"], open(hf_hub_download("tester/fixture-check", "a.txt")).read())
+    """
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=hub_env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["tester", "hello"]
+    assert hub_env["HF_ENDPOINT"] == local_hub.url and local_hub.url.startswith("http://127.0.0.1:")
+    assert (local_hub.root / "repos" / "models" / "tester" / "fixture-check").is_dir(), "stored under the hub's root"
 
 
 def test_tokens_file_yaml_and_store_revisions(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 from conftest import RECIPE_MODULE, REPO, offline_env, run
 
 from dpo_hub import HHRLHF, DPOPreset, Recipe, RecipeError, UltraFeedback
-from dpo_hub.cli import parse_overrides, recipe_from_argv
+from dpo_hub.launch import parse_overrides, recipe_from_argv
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE, SHIPPED, TUTORIAL
 
 

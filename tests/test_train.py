@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import RECIPE_MODULE, offline_env, read_metrics, run
 
-from dpo_hub import Recipe
-from dpo_hub.outputs import OutputExistsError, staging_dir
+from dpo_hub import OutputExistsError, Recipe, train
+from dpo_hub.outputs import staging_dir
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
 RUN_FILES = {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -82,13 +82,13 @@ def small(**changes) -> Recipe:
 
 def test_python_api_and_output_protection(tmp_path):
     out = tmp_path / "api"
-    assert small().train(out) == out.resolve()
+    assert train(small(), out) == out.resolve()
     first = (out / "adapter_model.safetensors").read_bytes()
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     with pytest.raises(OutputExistsError, match="already holds a finished run"):
-        small(**{"dpo.seed": 7}).train(out)
+        train(small(**{"dpo.seed": 7}), out)
     assert (out / "adapter_model.safetensors").read_bytes() == first, "a refused run must not touch the old one"
-    small(**{"dpo.seed": 7, "overwrite_output_dir": True}).train(out)
+    train(small(**{"dpo.seed": 7, "overwrite_output_dir": True}), out)
     assert (out / "adapter_model.safetensors").read_bytes() != first
     assert Recipe.from_yaml(out / "recipe.yaml").dpo.seed == 7
 
@@ -110,10 +110,15 @@ def test_explicitly_named_model_is_never_replaced(tmp_path):
     assert "gpt2 unavailable" not in proc.stdout and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["push", "{tmp}", "tester/x"], "is not a finished dpo_hub run: metrics.json is missing"),
-    (["compare", "{tmp}/missing"], "no such run folder"),
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["push", "{tmp}", "tester/x"], 1, "is not a finished dpo_hub run: metrics.json is missing"),
+    (["compare", "{tmp}/missing"], 1, "no such run folder"),
+    (["train", "--config", "{tmp}/missing.yaml"], 2, "missing.yaml: cannot read the recipe file"),
 ])
-def test_cli_errors_are_one_clear_line(tmp_path, args, message):
-    proc = run([sys.executable, "-m", "dpo_hub", *(a.format(tmp=tmp_path) for a in args)], offline_env(tmp_path))
-    assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr
+def test_cli_errors_are_one_clear_line(tmp_path, args, code, message):
+    cmd = [sys.executable, "-m", "dpo_hub", *(a.format(tmp=tmp_path) for a in args)]
+    proc = run(cmd, offline_env(tmp_path))
+    assert proc.returncode == code and proc.stderr.startswith("error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    debug = run([*cmd, "--debug"] if args[0] == "train" else [*cmd[:3], "--debug", *cmd[3:]], offline_env(tmp_path))
+    assert "Traceback" in debug.stderr and message in debug.stderr, "--debug shows the traceback"

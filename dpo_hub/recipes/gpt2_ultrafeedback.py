@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import sys
 
-from dpo_hub.cli import run_recipe
 from dpo_hub.data import UltraFeedback
+from dpo_hub.launch import run_recipe
 from dpo_hub.presets import DPOPreset, LoraPreset
 from dpo_hub.recipe import Recipe
 

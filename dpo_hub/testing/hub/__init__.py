@@ -15,7 +15,16 @@ or from Python/pytest::
 Default user ``tester`` with tokens ``hf_test_write`` (write) and ``hf_test_read`` (read-only).
 """
 
-from .app import create_app
+try:
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError as err:  # the server is an extra: most installs never run it
+    raise ImportError(
+        f"the local Hub server needs the 'hub-server' extra ({err.name} is not installed): "
+        "pip install 'dpo-hub[hub-server]' (the 'dev' extra includes it)"
+    ) from err
+
+from .app import create_app  # noqa: E402
 from .auth import (
     DEFAULT_READ_TOKEN,
     DEFAULT_USER,

@@ -1,0 +1,110 @@
+"""A finished run, from its output folder or from the Hub repo it was pushed to.
+
+``open_run`` gives back the adapter on its base model (one model: tuned with the adapter on, base with
+it off), the tokenizer, the run's recipe and so its eval split; ``pull_adapter`` and ``compare_run``
+are built on it. The loading itself is ``sources.load_adapter_model``, the one base + adapter loader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpo_hub.compare import compare_model
+from dpo_hub.compare_report import Comparison, write_outputs
+from dpo_hub.data import prepare
+from dpo_hub.errors import DataError, HubError, SourceUnavailableError
+from dpo_hub.hub import download_adapter
+from dpo_hub.presets import Generation
+from dpo_hub.recipe import Recipe
+from dpo_hub.sources import load_adapter_model, load_tokenizer
+
+
+@dataclass
+class Run:
+    """A trained adapter loaded back: ``model`` is tuned (adapter on) and base (``adapter_off``) at once."""
+
+    source: str  # the folder, or ``repo_id[@revision]``
+    folder: Path  # the run folder, or the downloaded snapshot of the repo
+    model: Any
+    tokenizer: Any
+    recipe: Recipe | None  # None for an adapter that was not trained by dpo_hub
+
+    def eval_pairs(self) -> Any:
+        """The run's held-out split, rebuilt from its recipe (the same rows, split and seed)."""
+        if self.recipe is None:
+            raise DataError(f"{self.source}: no recipe.yaml, so no eval split to rebuild; pass pairs (--pairs FILE)")
+        try:
+            return prepare(self.recipe.data, self.tokenizer).eval
+        except Exception as err:
+            raise DataError(f"{self.source}: cannot rebuild the run's eval split from {self.recipe.data.dataset} "
+                            f"({err}); pass pairs (--pairs FILE)") from err
+
+
+def open_run(source: str | Path, revision: str | None = None, token: str | None = None) -> Run:
+    """A run folder, or else a Hub repo id (at ``revision``), its adapter loaded onto the base model it names."""
+    if Path(source).is_dir():
+        if not (Path(source) / "adapter_config.json").is_file():
+            raise SourceUnavailableError(f"{source}: no adapter_config.json; not a finished dpo_hub run folder")
+        return _load(Path(source), str(source), token)
+    return open_repo(str(source), revision, token)
+
+
+def open_repo(repo_id: str, revision: str | None = None, token: str | None = None) -> Run:
+    """A pushed run: one download (adapter, tokenizer, recipe), then the adapter on its base model."""
+    label = f"{repo_id}@{revision}" if revision else repo_id
+    return _load(download_adapter(repo_id, revision, token), label, token)
+
+
+def _load(folder: Path, label: str, token: str | None) -> Run:
+    recipe = Recipe.from_yaml(folder / "recipe.yaml") if (folder / "recipe.yaml").is_file() else None
+    base = _base_model(folder, label)
+    try:
+        model = load_adapter_model(folder, recipe.model if recipe else base, token=token)
+    except SourceUnavailableError as err:
+        raise HubError(f"{label}: base model {base!r} named by the adapter could not be loaded: {err}") from err
+    tokenizer = load_tokenizer(str(folder) if (folder / "tokenizer_config.json").is_file() else base)
+    return Run(label, folder, model, tokenizer, recipe)
+
+
+def _base_model(folder: Path, label: str) -> str:
+    """The base model the adapter config names; a card that names another one is an error."""
+    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    if (folder / "README.md").is_file():
+        from huggingface_hub import ModelCard
+
+        carded = ModelCard.load(folder / "README.md").data.base_model
+        if carded and carded != base:
+            raise HubError(f"{label}: the card's base_model {carded!r} does not match adapter_config.json's {base!r}")
+    return base
+
+
+def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> tuple[Any, Any]:
+    """Download ``repo_id``, load its base model, attach the adapter; return (model, tokenizer) in eval mode."""
+    run = open_repo(repo_id, revision, token)
+    return run.model, run.tokenizer
+
+
+def compare_run(source: str | Path | Run, prompts: Iterable[str] | None = None, pairs: Any = None,
+                judge: str | None = None, output_dir: str | Path | None = None, revision: str | None = None,
+                batch_size: int = 16, generation: Generation | None = None) -> Comparison:
+    """Compare base and tuned for a run folder, a Hub repo id, or an opened ``Run``.
+
+    The run's recipe gives the default ``pairs`` (its eval split), ``generation`` settings, beta and
+    max_length; with ``output_dir``, comparison.json/.md/.png are written there.
+    """
+    run = source if isinstance(source, Run) else open_run(source, revision)
+    recipe, label = run.recipe, None
+    if pairs is None and recipe is not None:
+        pairs, label = run.eval_pairs(), f"the run's eval split of {recipe.data.dataset}"
+    comparison = compare_model(
+        run.model, run.tokenizer, pairs, prompts, generation or (recipe.generation if recipe else None), judge,
+        beta=recipe.dpo.beta if recipe else 0.1, max_length=recipe.dpo.max_length if recipe else None,
+        batch_size=batch_size, source=run.source)
+    comparison.settings["pairs"] = label or comparison.settings["pairs"]
+    if output_dir is not None:
+        write_outputs(comparison, Path(output_dir))
+    return comparison

@@ -1,0 +1,238 @@
+"""Recipe -> trained output folder, on trl's DPOTrainer with a peft LoRA adapter.
+
+Works the same under ``python`` and ``accelerate launch`` (any number of processes): every rank
+trains; only the main process writes, and the folder appears only once it is complete. ``train``
+reads as the list of its steps; each step is a small function below it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import shutil
+import time
+from collections import Counter
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from dpo_hub import embedded, outputs
+from dpo_hub.compare import compare_model, side_by_side
+from dpo_hub.compare_report import format_side_by_side, format_table, write_outputs
+from dpo_hub.data import PreferenceData, prepare
+from dpo_hub.plots import loss_curve
+from dpo_hub.presets import untrained_loss
+from dpo_hub.recipe import Recipe
+from dpo_hub.runtime import setup_logging, use_all_cores, wants_cpu
+from dpo_hub.sources import DEFAULT_DATASET, DEFAULT_MODEL, load_adapter_model, load_model, load_tokenizer, resolve
+
+log = logging.getLogger("dpo_hub")
+LIBRARIES = ("dpo_hub", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub")
+EVAL_KEYS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected")
+
+
+def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
+    """Run ``recipe`` (into ``output_dir`` if given, else ``recipe.output_dir``); return the finished folder."""
+    from accelerate import PartialState
+
+    started = time.time()
+    if output_dir is not None:
+        recipe = recipe.replace(output_dir=str(output_dir))
+    state = PartialState(cpu=wants_cpu())
+    setup_logging(state.is_main_process)
+    output_dir = Path(recipe.output_dir).resolve()
+    outputs.check_writable(output_dir, recipe.overwrite_output_dir)
+    recipe, notes = _resolve_on_main(recipe, state)
+    _announce(recipe, notes, state)
+    stage = outputs.staging_dir(output_dir)
+    if state.is_main_process:
+        outputs.fresh_staging(output_dir)
+    state.wait_for_everyone()
+    with state.main_process_first():
+        tokenizer = load_tokenizer(recipe.model)
+    data = _prepare_once(recipe, tokenizer, state, stage / "prepared")
+    log.info("data: %d train / %d eval pairs (%d dropped)", len(data.train), len(data.eval or []),
+             sum(data.dropped.values()))
+    trainer = build_trainer(recipe, tokenizer, data, stage / "checkpoints", state)
+    before, train_result, after = _fit(trainer, data)
+    trainer.save_model(str(stage))  # collective under FSDP/DeepSpeed; writes on the main process only
+    if state.is_main_process:
+        model = _model_for_generation(trainer, recipe, stage)
+        generations, comparison = _compare(model, tokenizer, recipe, data, stage)
+        metrics = _metrics(recipe, notes, data, trainer, train_result, before, after, generations, comparison,
+                           state.num_processes, started)
+        _write_run_files(stage, recipe, metrics, generations)
+        outputs.finalize(stage, output_dir)
+        log.info("saved %s in %.0f s%s", output_dir, time.time() - started, _eval_summary(before, after))
+    state.wait_for_everyone()
+    return output_dir
+
+
+def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
+    """Replace ``auto`` sources by what will really be used; return the notes on any fallback."""
+    model, model_note = resolve(recipe.model, DEFAULT_MODEL, "model")
+    dataset, data_note = resolve(recipe.data.dataset, DEFAULT_DATASET, "dataset")
+    notes = [n for n in (model_note, data_note) if n]
+    return recipe.replace(model=model, data=dataclasses.replace(recipe.data, dataset=dataset)), notes
+
+
+def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoints: Path, state: Any = None) -> Any:
+    """The ``DPOTrainer`` of a resolved recipe: base model + LoRA, reference = the base with the adapter off."""
+    from accelerate import PartialState
+    from transformers import set_seed
+    from trl import DPOTrainer
+
+    state = state or PartialState(cpu=wants_cpu())
+    args = recipe.dpo.to_dpo_config(  # before the model loads: ZeRO-3 init hooks into from_pretrained
+        str(checkpoints), num_processes=state.num_processes, use_cpu=state.device.type == "cpu",
+        eval_strategy=recipe.dpo.eval_strategy if data.eval is not None else "no", ddp_find_unused_parameters=False,
+    )
+    with state.main_process_first():
+        model = load_model(recipe.model)
+    set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                         processing_class=tokenizer, peft_config=recipe.lora.to_peft_config(model))
+    log.info("training: effective batch %d (per device %d x %d process(es) x accumulation %d)",
+             effective_batch(trainer), recipe.dpo.per_device_train_batch_size, state.num_processes,
+             args.gradient_accumulation_steps)
+    return trainer
+
+
+def effective_batch(trainer: Any) -> int:
+    args = trainer.args
+    return args.per_device_train_batch_size * trainer.accelerator.num_processes * args.gradient_accumulation_steps
+
+
+def _resolve_on_main(recipe: Recipe, state: Any) -> tuple[Recipe, list[str]]:
+    """One process probes the Hub; every rank runs what it resolved."""
+    resolved = [resolve_recipe(recipe) if state.is_main_process else None]
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(resolved)
+    return resolved[0]
+
+
+def _announce(recipe: Recipe, notes: list[str], state: Any) -> None:
+    if notes:
+        log.warning("=" * 78 + "\nEMBEDDED DEFAULT: %s.\nRunning on the embedded default instead: %s.\n" + "=" * 78,
+                    "; ".join(notes), _describe_embedded(recipe))
+    threads = use_all_cores(recipe.threads, state)
+    print(f"[dpo_hub] rank {state.process_index} of world size {state.num_processes} ready "
+          f"({state.distributed_type.value}, {state.backend or 'no backend'}, {state.device})", flush=True)
+    log.info("recipe %s (fingerprint %s): model %s, data %s:%s; %d process(es), %d CPU thread(s) each",
+             recipe.name, recipe.fingerprint(), recipe.model, recipe.data.kind, recipe.data.dataset,
+             state.num_processes, threads)
+
+
+def _fit(trainer: Any, data: PreferenceData) -> tuple[dict, Any, dict]:
+    """Eval before, train, eval after (no eval split: empty dicts)."""
+    before = _pick(trainer.evaluate()) if data.eval is not None else {}
+    log.info("eval before training: %s", before or "no eval split")
+    result = trainer.train()
+    after = _pick(trainer.evaluate()) if data.eval is not None else {}
+    log.info("eval after training: %s", after or "no eval split")
+    return before, result, after
+
+
+def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, stage: Path) -> tuple[list, Any]:
+    """Base vs tuned answers, and (with an eval split) the comparison files in the staging folder."""
+    generations = side_by_side(model, tokenizer, recipe.generation)
+    print("\n" + format_side_by_side(generations), flush=True)
+    if data.eval is None:
+        return generations, None
+    log.info("comparing base and tuned on the %d eval pairs", len(data.eval))
+    comparison = compare_model(model, tokenizer, data.eval, generation=recipe.generation, beta=recipe.dpo.beta,
+                               max_length=recipe.dpo.max_length, source=recipe.output_dir, generations=generations)
+    write_outputs(comparison, stage)
+    print(format_table(comparison), flush=True)
+    return generations, comparison
+
+
+def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: Any, train_result: Any, before: dict,
+             after: dict, generations: list[dict], comparison: Any, processes: int, started: float) -> dict:
+    using_embedded = embedded.EMBEDDED in (recipe.model, recipe.data.dataset)
+    return {
+        "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model,
+        "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
+        "eval_before": before, "eval_after": after,
+        "train": {**train_result.metrics, "tokens_seen": _tokens_seen(trainer.state.log_history)},
+        "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped)},
+        "processes": processes, "effective_batch_size": effective_batch(trainer),
+        "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+        "comparison": comparison.preference if comparison else None,
+        "generations": generations,  # trainer.train() resets the state: keep the eval before training
+        "log_history": ([{"step": 0, **before}] if before else []) + trainer.state.log_history,
+        "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
+        "wall_time_s": round(time.time() - started, 1),
+    }
+
+
+def _eval_summary(before: dict, after: dict) -> str:
+    if not after:
+        return " (no eval split)"
+    return (f": eval loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}, "
+            f"reward accuracy {after.get('eval_rewards/accuracies', float('nan')):.2f}")
+
+
+def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> PreferenceData:
+    """The main process prepares the splits and saves them; every rank then reads the same files."""
+    import datasets
+
+    if state.is_main_process:
+        data = prepare(recipe.data, tokenizer)
+        for name, split in (("train", data.train), ("eval", data.eval)):
+            if split is not None:
+                split.save_to_disk(str(folder / name))
+        outputs.write_json(folder / "info.json", {"source": data.source, "dropped": dict(data.dropped)})
+    state.wait_for_everyone()
+    info = json.loads((folder / "info.json").read_text())
+    splits = {n: datasets.load_from_disk(str(folder / n)) if (folder / n).exists() else None for n in ("train", "eval")}
+    return PreferenceData(splits["train"], splits["eval"], info["source"], Counter(info["dropped"]))
+
+
+def _model_for_generation(trainer: Any, recipe: Recipe, stage: Path) -> Any:
+    """The tuned model on the main process; sharded runs (FSDP, ZeRO-3) reload base + saved adapter."""
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    if trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+        return load_adapter_model(stage, recipe.model)
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
+def _write_run_files(stage: Path, recipe: Recipe, metrics: dict, generations: list[dict]) -> None:
+    for leftover in ("training_args.bin", "README.md"):  # pickle args and peft's stub card are not published
+        (stage / leftover).unlink(missing_ok=True)
+    shutil.rmtree(stage / "prepared", ignore_errors=True)
+    checkpoints = stage / "checkpoints"
+    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
+        checkpoints.rmdir()
+    header = f"Resolved recipe of a finished run (fingerprint {recipe.fingerprint()}). Repeat it with:\n" \
+             f"  accelerate launch -m dpo_hub train --config {recipe.output_dir}/recipe.yaml --output_dir NEW_DIR"
+    (stage / "recipe.yaml").write_text(recipe.to_yaml(header), encoding="utf-8")
+    (stage / "generations.md").write_text(format_side_by_side(generations) + "\n", encoding="utf-8")
+    dpo = recipe.dpo
+    loss_curve(metrics["log_history"], stage / "loss.png", f"DPO loss ({dpo.loss_type}): {recipe.name}",
+               untrained=untrained_loss(dpo.loss_type, dpo.beta, dpo.label_smoothing),
+               untrained_label=f"{dpo.loss_type} at zero margin")
+    outputs.write_json(stage / outputs.COMPLETE_MARKER, metrics)
+
+
+def _pick(metrics: dict) -> dict:
+    return {k: round(float(metrics[k]), 6) for k in EVAL_KEYS if k in metrics}
+
+
+def _tokens_seen(log_history: list[dict]) -> int:
+    return int(max((e.get("num_tokens", 0) for e in log_history), default=0))
+
+
+def _describe_embedded(recipe: Recipe) -> str:
+    parts = []
+    if recipe.model == embedded.EMBEDDED:
+        parts.append(f"model {embedded.EMBEDDED_MODEL_ID} (GPT-2 architecture {embedded.MODEL_SHAPE}, random seeded "
+                     "weights, NOT pretrained GPT-2: no weights can be downloaded) with GPT-2's real tokenizer")
+    if recipe.data.dataset == embedded.EMBEDDED:
+        parts.append("data: the bundled 400-pair UltraFeedback-schema sample")
+    return "; ".join(parts)

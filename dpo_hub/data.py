@@ -3,11 +3,17 @@
 Each adapter is plain typed data (it round-trips through a recipe's YAML under ``data:`` with its
 ``kind``); ``prepare(adapter, tokenizer)`` loads, converts, drops rows that cannot train (logging a
 count and one example per reason) and splits train/eval.
+
+The eval split holds out whole groups (``split_by``): rows that share a value of that column (by
+default the source's ``group`` column, else the prompt) all land on the same side, so eval measures
+generalisation to unseen questions rather than recall of rows whose twins were trained on.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -26,6 +32,12 @@ class _Selection:
     limit: int | None = field(default=2000, metadata={"help": "First N rows used (the tutorial used 50); None: all."})
     eval_fraction: float = field(default=0.15, metadata={"help": "Share held out for evaluation."})
     seed: int = field(default=42, metadata={"help": "Seed of the train/eval split."})
+    split_by: str | None = field(
+        default=AUTO,
+        metadata={"help": "Column whose equal values stay on one side of the train/eval split (e.g. a question id); "
+                          "auto: the source's `group` column when it has one (the embedded sample's template family), "
+                          "else `prompt`; null: split by row."},
+    )
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,7 @@ class PreferenceData:
     source: str
     dropped: Counter = field(default_factory=Counter)
     examples: dict[str, dict] = field(default_factory=dict)
+    split_by: str | None = None  # the column whose groups were held out whole; None: a random row split
 
 
 def _text(value: Any) -> str:
@@ -181,7 +194,13 @@ def load_rows(adapter: DataAdapter):
 
 def convert(adapter: DataAdapter, rows: Any, tokenizer: Any) -> tuple[list[Pair], Counter, dict[str, dict]]:
     """Turn raw rows into pairs; return pairs, drop counts by reason and one example row per reason."""
-    pairs, dropped, examples = [], Counter(), {}
+    pairs, _, dropped, examples = _convert(adapter, rows, tokenizer)
+    return pairs, dropped, examples
+
+
+def _convert(adapter: DataAdapter, rows: Any, tokenizer: Any) -> tuple[list[Pair], list[int], Counter, dict[str, dict]]:
+    """``convert`` plus the raw row index of each pair (to read its split column)."""
+    pairs, kept, dropped, examples = [], [], Counter(), {}
     for index, row in enumerate(rows):
         try:
             pair = adapter.to_pair(row, tokenizer)
@@ -194,14 +213,16 @@ def convert(adapter: DataAdapter, rows: Any, tokenizer: Any) -> tuple[list[Pair]
             examples.setdefault(str(why), {"row": index, **{k: str(v)[:200] for k, v in row.items()}})
             continue
         pairs.append(pair)
-    return pairs, dropped, examples
+        kept.append(index)
+    return pairs, kept, dropped, examples
 
 
 def prepare(adapter: DataAdapter, tokenizer: Any) -> PreferenceData:
     """Load, convert, drop and split: the data a DPO run trains and evaluates on."""
     import datasets
 
-    pairs, dropped, examples = convert(adapter, load_rows(adapter), tokenizer)
+    rows = load_rows(adapter)
+    pairs, kept, dropped, examples = _convert(adapter, rows, tokenizer)
     for reason, count in dropped.items():
         log.warning("dropped %d row(s): %s (e.g. row %s)", count, reason, examples[reason])
     if len(pairs) < 2:
@@ -210,5 +231,63 @@ def prepare(adapter: DataAdapter, tokenizer: Any) -> PreferenceData:
     n_eval = max(1, round(len(pairs) * adapter.eval_fraction)) if adapter.eval_fraction > 0 else 0
     if n_eval == 0:
         return PreferenceData(table.shuffle(seed=adapter.seed), None, adapter.dataset, dropped, examples)
-    split = table.train_test_split(test_size=n_eval, seed=adapter.seed)
-    return PreferenceData(split["train"], split["test"], adapter.dataset, dropped, examples)
+    column = _split_column(adapter, rows.column_names)
+    if column is None:
+        split = table.train_test_split(test_size=n_eval, seed=adapter.seed)
+        log.info("eval split: %d of %d pairs drawn at random by row (data.split_by null)", len(split["test"]), len(pairs))
+        return PreferenceData(split["train"], split["test"], adapter.dataset, dropped, examples)
+    if column in rows.column_names:
+        values = rows[column]
+        keys = [_group_key(values[i]) for i in kept]
+    else:  # ``prompt`` without a raw prompt column (e.g. HH-RLHF transcripts): the converted prompt text
+        keys = [pair["prompt"] for pair in pairs]
+    eval_keys = _held_out_groups(adapter, keys, n_eval, column)
+    is_eval = [key in eval_keys for key in keys]
+    train_rows = [i for i, e in enumerate(is_eval) if not e]
+    eval_rows = [i for i, e in enumerate(is_eval) if e]
+    log.info("eval split: %d pairs in %d groups of %r held out (none of their values occur in train); "
+             "train: %d pairs in %d groups", len(eval_rows), len(eval_keys), column, len(train_rows),
+             len(set(keys)) - len(eval_keys))
+    train = table.select(train_rows).shuffle(seed=adapter.seed)
+    held_out = table.select(eval_rows).shuffle(seed=adapter.seed)
+    return PreferenceData(train, held_out, adapter.dataset, dropped, examples, split_by=column)
+
+
+def _split_column(adapter: DataAdapter, columns: list[str]) -> str | None:
+    """The column whose groups are held out whole: ``split_by`` resolved against the raw columns."""
+    name = adapter.split_by
+    if name is None or name.lower() in ("none", "null"):
+        return None
+    if name == AUTO:
+        return "group" if "group" in columns else "prompt"
+    if name not in columns and name != "prompt":
+        raise DataError(f"{adapter.dataset}: data.split_by={name!r} is not a column; found {columns}. "
+                        "Name one of them, use auto, or null to split by row.")
+    return name
+
+
+def _group_key(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _held_out_groups(adapter: DataAdapter, keys: list[str], n_eval: int, column: str) -> set[str]:
+    """Whole groups for eval: the unique keys sorted, shuffled with ``seed``, taken in that order until the
+    eval pairs reach ``n_eval`` (the group that reaches or passes it is the last one taken); at least one
+    group always stays in train."""
+    sizes = Counter(keys)
+    if len(sizes) < 2:
+        raise DataError(
+            f"{adapter.dataset}: {len(keys)} pair(s) in {len(sizes)} group(s) of {column!r}: too small to hold out "
+            "whole groups for eval. Lower data.eval_fraction to 0 (no eval split) or set data.split_by null "
+            "(a random row split, whose eval rows may repeat train content)."
+        )
+    order = sorted(sizes)
+    random.Random(adapter.seed).shuffle(order)
+    taken: set[str] = set()
+    count = 0
+    for key in order[:-1]:
+        taken.add(key)
+        count += sizes[key]
+        if count >= n_eval:
+            break
+    return taken

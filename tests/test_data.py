@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections import Counter
 
 import datasets
 import pytest
@@ -13,6 +15,7 @@ from dpo_hub.embedded import make_sample
 
 ARGILLA_COLUMNS = {"source", "prompt", "chosen", "chosen-rating", "chosen-model", "rejected", "rejected-rating",
                    "rejected-model"}
+SAMPLE_COLUMNS = ARGILLA_COLUMNS | {"group"}  # the sample adds its template family
 
 
 def uf_row(prompt, chosen, rejected, **extra):
@@ -46,7 +49,7 @@ def test_embedded_tokenizer_is_gpt2(tokenizer):
 
 def test_embedded_sample_has_ultrafeedback_schema_and_is_reproducible():
     rows = embedded.sample_rows()
-    assert len(rows) >= 300 and all(set(r) == ARGILLA_COLUMNS for r in rows)
+    assert len(rows) == make_sample.N_ROWS and all(set(r) == SAMPLE_COLUMNS for r in rows)
     assert len({r["prompt"] for r in rows}) == len(rows)
     assert embedded.SAMPLE_PATH.read_text() == make_sample.render(make_sample.build_rows()), "regenerate sample.jsonl"
 
@@ -127,6 +130,106 @@ def test_limit_takes_the_first_rows_like_the_tutorial(tokenizer):
     assert (len(data.train), len(data.eval)) == (45, 5)
     first_50 = {r["prompt"] for r in embedded.sample_rows()[:50]}
     assert set(data.train["prompt"]) | set(data.eval["prompt"]) == first_50
+
+
+@pytest.mark.parametrize("n", [50, 200, 400])
+def test_the_first_rows_cover_every_family_evenly(n):
+    counts = Counter(r["group"] for r in embedded.sample_rows()[:n])
+    assert len(counts) == 20 and max(counts.values()) - min(counts.values()) <= 1
+
+
+def sentences(text):
+    return {s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if s.strip()}
+
+
+@pytest.mark.parametrize("limit", [50, 200, None])
+def test_embedded_eval_split_is_held_out_in_content(tokenizer, limit):
+    """The default adapter holds out whole template families: eval text is never seen in training."""
+    data = prepare(UltraFeedback(dataset="embedded", limit=limit), tokenizer)
+    assert data.split_by == "group"
+    group_of = {r["prompt"]: r["group"] for r in embedded.sample_rows()}
+    train_groups, eval_groups = {group_of[p] for p in data.train["prompt"]}, {group_of[p] for p in data.eval["prompt"]}
+    assert len(eval_groups) >= 2 and not train_groups & eval_groups
+    for key in ("prompt", "chosen", "rejected"):
+        train_texts = set(data.train["prompt"]) | set(data.train["chosen"]) | set(data.train["rejected"])
+        assert not set(data.eval[key]) & train_texts, f"an eval {key} occurs in train"
+        train_sentences = set().union(*(sentences(t) for t in train_texts))
+        shared = set().union(*(sentences(t) for t in data.eval[key])) & train_sentences
+        assert not shared, f"eval {key} sentences occur in train: {sorted(shared)[:3]}"
+
+
+def test_embedded_chosen_and_rejected_lengths_are_matched(tokenizer):
+    """Neither side is systematically longer, so summed log-prob accuracy is not decided by length."""
+    rows = embedded.sample_rows()
+    chosen = [len(tokenizer(r["chosen"][-1]["content"]).input_ids) for r in rows]
+    rejected = [len(tokenizer(r["rejected"][-1]["content"]).input_ids) for r in rows]
+    share_longer = sum(c > r for c, r in zip(chosen, rejected)) / len(rows)
+    assert 0.3 <= share_longer <= 0.7
+    assert abs(sum(chosen) - sum(rejected)) / len(rows) < 2
+
+
+REPEATED = [{"question": f"q{i % 4}", "qid": f"id{i % 4}", "good": f"yes {i}", "bad": f"no {i}"} for i in range(12)]
+
+
+def repeated(tmp_path, **changes):
+    path = write_jsonl(tmp_path / "repeated.jsonl", REPEATED)
+    return Preferences(dataset=str(path), prompt_column="question", chosen_column="good", rejected_column="bad",
+                       limit=None, **{"eval_fraction": 0.25, **changes})
+
+
+@pytest.mark.parametrize("split_by", ["auto", "prompt", "qid"])
+def test_split_by_keeps_each_group_on_one_side(tmp_path, tokenizer, caplog, split_by):
+    with caplog.at_level("INFO", logger="dpo_hub"):
+        data = prepare(repeated(tmp_path, split_by=split_by), tokenizer)
+    assert set(data.train["prompt"]).isdisjoint(data.eval["prompt"])
+    assert (len(data.train), len(data.eval)) == (9, 3)  # target 3 pairs: one whole group of 3
+    assert data.split_by == ("prompt" if split_by == "auto" else split_by)
+    assert "eval split: 3 pairs in 1 groups" in caplog.text
+
+
+def test_split_by_stops_at_the_group_that_reaches_the_target(tmp_path, tokenizer):
+    data = prepare(repeated(tmp_path, eval_fraction=0.3), tokenizer)  # target round(3.6) = 4: two groups of 3
+    assert len(data.eval) == 6 and len(set(data.eval["prompt"])) == 2
+
+
+def test_split_by_is_seeded(tmp_path, tokenizer):
+    first, again = (prepare(repeated(tmp_path, seed=3), tokenizer).eval["prompt"] for _ in range(2))
+    others = {tuple(sorted(set(prepare(repeated(tmp_path, seed=s), tokenizer).eval["prompt"]))) for s in range(8)}
+    assert sorted(first) == sorted(again) and len(others) > 1
+
+
+def test_hh_rlhf_groups_by_the_converted_prompt(tmp_path, tokenizer):
+    rows = [{"chosen": f"\n\nHuman: question {i % 3}?\n\nAssistant: kind reply {i}",
+             "rejected": f"\n\nHuman: question {i % 3}?\n\nAssistant: rude reply {i}"} for i in range(9)]
+    path = write_jsonl(tmp_path / "hh.jsonl", rows)
+    data = prepare(HHRLHF(dataset=str(path), limit=None, eval_fraction=0.3), tokenizer)
+    assert data.split_by == "prompt" and len(data.eval) == 3 and len(set(data.eval["prompt"])) == 1
+    assert set(data.train["prompt"]).isdisjoint(data.eval["prompt"])
+
+
+def test_missing_split_column_names_it_and_the_columns_found(tmp_path, tokenizer):
+    with pytest.raises(DataError) as err:
+        prepare(repeated(tmp_path, split_by="question_id"), tokenizer)
+    message = str(err.value)
+    assert "repeated.jsonl" in message and "'question_id'" in message and "'qid'" in message
+
+
+def test_too_few_groups_to_hold_out_says_what_to_do(tmp_path, tokenizer):
+    rows = [{"prompt": "same?", "chosen": f"yes {i}", "rejected": f"no {i}"} for i in range(6)]
+    path = write_jsonl(tmp_path / "one.jsonl", rows)
+    with pytest.raises(DataError, match="too small to hold out whole groups") as err:
+        prepare(Preferences(dataset=str(path), limit=None), tokenizer)
+    assert "eval_fraction" in str(err.value) and "split_by null" in str(err.value)
+    assert len(prepare(Preferences(dataset=str(path), limit=None, eval_fraction=0), tokenizer).train) == 6
+
+
+def test_split_by_null_is_the_random_row_split(tmp_path, tokenizer):
+    data = prepare(repeated(tmp_path, split_by=None, seed=5), tokenizer)
+    table = datasets.Dataset.from_list([{"prompt": r["question"], "chosen": r["good"], "rejected": r["bad"]}
+                                        for r in REPEATED])
+    expected = table.train_test_split(test_size=3, seed=5)
+    assert data.split_by is None and data.eval["chosen"] == expected["test"]["chosen"]
+    assert data.train["chosen"] == expected["train"]["chosen"]
 
 
 def test_unreadable_or_unknown_files(tmp_path, tokenizer):

@@ -137,7 +137,12 @@ class DPOPreset:
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
     eval_steps: int | None = field(default=None, metadata={"help": "Evaluate every N steps (eval_strategy=steps)."})
     logging_steps: int = field(default=10, metadata={"help": "Log train metrics every N steps."})
-    save_strategy: str = field(default="no", metadata={"help": "Trainer checkpoints: no, steps or epoch."})
+    save_strategy: str = field(default="steps", metadata={"help": "Checkpoints to resume from: steps, epoch or no."})
+    save_steps: int = field(
+        default=100,
+        metadata={"help": "Checkpoint every N steps, in OUTPUT_DIR.checkpoints until the run finishes; lower: safer, slower."},
+    )
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest); more: more disk."})
     precision: str = field(default="fp32", metadata={"help": "fp32 | bf16 | fp16 | auto (bf16 on GPUs that support it)."})
     disable_dropout: bool = field(default=False, metadata={"help": "trl's default True zeroes lora_dropout."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Less memory, ~30% slower."})

@@ -37,6 +37,11 @@ class Recipe:
     output_dir: str = field(default="outputs/gpt2-dpo", metadata={"help": "Where the run's files go."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a finished run in output_dir."})
     push_to_hub: str | None = field(default=None, metadata={"help": "Repo id to publish the adapter to after training."})
+    resume: str = field(
+        default="auto",
+        metadata={"help": "auto: continue from the newest complete checkpoint of this recipe in OUTPUT_DIR.checkpoints; "
+                          "never: start over (discards them); or a checkpoint folder."},
+    )
     threads: int | None = field(default=None, metadata={"help": "CPU threads per process; None: all cores / processes."})
     name: str = field(default="custom", metadata={"help": "Recipe name, recorded in outputs and model cards."})
 
@@ -80,7 +85,7 @@ class Recipe:
     def fingerprint(self) -> str:
         """Stable 12-hex id of what the run computes (output location and publishing excluded)."""
         values = self.to_dict()
-        for key in ("output_dir", "overwrite_output_dir", "push_to_hub", "threads", "name"):
+        for key in ("output_dir", "overwrite_output_dir", "push_to_hub", "resume", "threads", "name"):
             values.pop(key)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -159,7 +159,8 @@ def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: An
         "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
         "eval_before": before, "eval_after": after,
         "train": {**train_result.metrics, "tokens_seen": _tokens_seen(trainer.state.log_history)},
-        "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped)},
+        "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped),
+                 "held_out_by": data.split_by},
         "processes": processes, "effective_batch_size": effective_batch(trainer),
         "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
@@ -187,11 +188,13 @@ def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> P
         for name, split in (("train", data.train), ("eval", data.eval)):
             if split is not None:
                 split.save_to_disk(str(folder / name))
-        outputs.write_json(folder / "info.json", {"source": data.source, "dropped": dict(data.dropped)})
+        outputs.write_json(folder / "info.json", {"source": data.source, "dropped": dict(data.dropped),
+                                                  "split_by": data.split_by})
     state.wait_for_everyone()
     info = json.loads((folder / "info.json").read_text())
     splits = {n: datasets.load_from_disk(str(folder / n)) if (folder / n).exists() else None for n in ("train", "eval")}
-    return PreferenceData(splits["train"], splits["eval"], info["source"], Counter(info["dropped"]))
+    return PreferenceData(splits["train"], splits["eval"], info["source"], Counter(info["dropped"]),
+                          split_by=info["split_by"])
 
 
 def _model_for_generation(trainer: Any, recipe: Recipe, stage: Path) -> Any:

@@ -33,7 +33,7 @@ def test_eval_loss_fell_and_reward_accuracy_rose(trained_run):
     assert after["eval_loss"] < before["eval_loss"] - 0.02
     assert after["eval_rewards/accuracies"] >= 0.6 > before["eval_rewards/accuracies"]
     assert after["eval_rewards/margins"] > 0
-    assert metrics["data"] == {"train_pairs": 170, "eval_pairs": 30, "dropped": {}}
+    assert metrics["data"] == {"train_pairs": 170, "eval_pairs": 30, "dropped": {}, "held_out_by": "group"}
     evals = [e for e in metrics["log_history"] if "eval_loss" in e]
     assert evals[0]["step"] == 0 and evals[-1]["eval_loss"] < evals[0]["eval_loss"], "the curve shows eval before/after"
     assert metrics["train"]["tokens_seen"] > 0 and metrics["train"]["train_runtime"] > 0

@@ -2,8 +2,8 @@
 
 Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
 
-0. ``errors``, ``embedded``, ``outputs``, ``plots``, ``runtime``, ``accelerate_config``: no dpo_hub imports
-   but ``errors``/``embedded``
+0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``: no
+   dpo_hub imports but ``errors``/``embedded``
 1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data``
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint)
 3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
@@ -24,6 +24,7 @@ from dpo_hub.errors import (
     OutputError,
     OutputExistsError,
     RecipeError,
+    RunInterrupted,
     SourceUnavailableError,
 )
 from dpo_hub.hub import download_adapter, push_adapter
@@ -35,7 +36,7 @@ from dpo_hub.training import train
 __version__ = "0.1.0"
 __all__ = [
     "HHRLHF", "CompareError", "Comparison", "DPOPreset", "DataError", "DpoHubError", "Generation", "HubError",
-    "LoraPreset", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError", "Run",
+    "LoraPreset", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError", "Run", "RunInterrupted",
     "SourceUnavailableError", "UltraFeedback", "build_card", "compare_model", "compare_run", "download_adapter",
     "open_run", "prepare", "pull_adapter", "push_adapter", "train",
 ]

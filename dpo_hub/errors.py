@@ -37,5 +37,9 @@ class CompareError(DpoHubError, ValueError):
     """A comparison that cannot be made as asked (no adapter, nothing to compare, a judge that is no reward model)."""
 
 
+class RunInterrupted(DpoHubError):
+    """Training stopped on request (Ctrl-C) after writing a checkpoint; the message says how to resume."""
+
+
 class HubError(DpoHubError, RuntimeError):
     """A push or pull that cannot proceed; the message says why and what to do."""

@@ -10,7 +10,7 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from dpo_hub.errors import DpoHubError, RecipeError
+from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
 from dpo_hub.hub import push_adapter
 from dpo_hub.recipe import Recipe
 from dpo_hub.training import train
@@ -88,7 +88,7 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, _Usage) else 1
+        return 2 if isinstance(err, _Usage) else 130 if isinstance(err, RunInterrupted) else 1
     return 0
 
 

@@ -7,14 +7,16 @@ earlier finished run in ``NAME`` is replaced only with ``overwrite_output_dir`` 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-from dpo_hub.errors import OutputExistsError
+from dpo_hub.errors import OutputError, OutputExistsError
 
 COMPLETE_MARKER = "metrics.json"  # written last inside the staging folder
+log = logging.getLogger("dpo_hub")
 
 
 def staging_dir(output_dir: Path) -> Path:
@@ -22,7 +24,13 @@ def staging_dir(output_dir: Path) -> Path:
 
 
 def check_writable(output_dir: Path, overwrite: bool) -> None:
-    """Fail before any work if ``output_dir`` holds something that would be replaced without consent."""
+    """Fail before any work if ``output_dir`` cannot be written or holds something replaced without consent."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise OutputError(f"output_dir {output_dir} is a file, not a folder; nothing was changed. Choose another --output_dir.")
+    parent = next((p for p in output_dir.parents if p.exists()), None)
+    if parent is None or not os.access(parent, os.W_OK | os.X_OK) or not parent.is_dir():
+        raise OutputError(f"output_dir {output_dir} cannot be created: {parent} is not a writable folder. "
+                          "Choose another --output_dir or fix its permissions.")
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         what = "a finished run" if (output_dir / COMPLETE_MARKER).exists() else "files"
         raise OutputExistsError(
@@ -34,6 +42,8 @@ def check_writable(output_dir: Path, overwrite: bool) -> None:
 def fresh_staging(output_dir: Path) -> Path:
     """Empty staging folder for ``output_dir`` (leftovers of a crashed run are discarded)."""
     stage = staging_dir(output_dir)
+    if stage.exists():
+        log.warning("removing %s, left by an earlier run of %s that did not finish", stage, output_dir.name)
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
     return stage

@@ -18,10 +18,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from dpo_hub import embedded, outputs
+from dpo_hub import checkpoints, embedded, outputs
 from dpo_hub.compare import compare_model, side_by_side
 from dpo_hub.compare_report import format_side_by_side, format_table, write_outputs
 from dpo_hub.data import PreferenceData, prepare
+from dpo_hub.errors import OutputError, RunInterrupted
 from dpo_hub.plots import loss_curve
 from dpo_hub.presets import untrained_loss
 from dpo_hub.recipe import Recipe
@@ -34,7 +35,11 @@ EVAL_KEYS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "ev
 
 
 def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
-    """Run ``recipe`` (into ``output_dir`` if given, else ``recipe.output_dir``); return the finished folder."""
+    """Run ``recipe`` (into ``output_dir`` if given, else ``recipe.output_dir``); return the finished folder.
+
+    Checkpoints go to ``OUTPUT_DIR.checkpoints/`` and a rerun of the same recipe resumes from the newest
+    complete one (``recipe.resume``); they are removed once the run has finished.
+    """
     from accelerate import PartialState
 
     started = time.time()
@@ -46,6 +51,8 @@ def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
     outputs.check_writable(output_dir, recipe.overwrite_output_dir)
     recipe, notes = _resolve_on_main(recipe, state)
     _announce(recipe, notes, state)
+    saves = checkpoints.folder_for(output_dir)
+    resume_from = _on_main(state, lambda: checkpoints.prepare(saves, recipe.fingerprint(), recipe.resume))
     stage = outputs.staging_dir(output_dir)
     if state.is_main_process:
         outputs.fresh_staging(output_dir)
@@ -55,16 +62,24 @@ def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
     data = _prepare_once(recipe, tokenizer, state, stage / "prepared")
     log.info("data: %d train / %d eval pairs (%d dropped)", len(data.train), len(data.eval or []),
              sum(data.dropped.values()))
-    trainer = build_trainer(recipe, tokenizer, data, stage / "checkpoints", state)
-    before, train_result, after = _fit(trainer, data)
+    trainer = build_trainer(recipe, tokenizer, data, saves, state)
+    before, train_result, after = _fit(trainer, data, saves, resume_from)
     trainer.save_model(str(stage))  # collective under FSDP/DeepSpeed; writes on the main process only
     if state.is_main_process:
-        model = _model_for_generation(trainer, recipe, stage)
-        generations, comparison = _compare(model, tokenizer, recipe, data, stage)
-        metrics = _metrics(recipe, notes, data, trainer, train_result, before, after, generations, comparison,
-                           state.num_processes, started)
-        _write_run_files(stage, recipe, metrics, generations)
-        outputs.finalize(stage, output_dir)
+        try:
+            model = _model_for_generation(trainer, recipe, stage)
+            generations, comparison = _compare(model, tokenizer, recipe, data, stage)
+            metrics = _metrics(recipe, notes, data, trainer, train_result, before, after, generations, comparison,
+                               state.num_processes, started)
+            _write_run_files(stage, recipe, metrics, generations)
+            outputs.finalize(stage, output_dir)
+        except Exception as err:
+            raise OutputError(
+                f"training finished but writing {output_dir} failed ({type(err).__name__}: {err}). The trained "
+                f"adapter is in {stage}, and {saves} holds a checkpoint of the last step: fix the cause and rerun "
+                "the same command, which resumes there and only evaluates and writes."
+            ) from err
+        shutil.rmtree(saves, ignore_errors=True)  # the run is complete: nothing left to resume
         log.info("saved %s in %.0f s%s", output_dir, time.time() - started, _eval_summary(before, after))
     state.wait_for_everyone()
     return output_dir
@@ -107,12 +122,7 @@ def effective_batch(trainer: Any) -> int:
 
 def _resolve_on_main(recipe: Recipe, state: Any) -> tuple[Recipe, list[str]]:
     """One process probes the Hub; every rank runs what it resolved."""
-    resolved = [resolve_recipe(recipe) if state.is_main_process else None]
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        broadcast_object_list(resolved)
-    return resolved[0]
+    return _on_main(state, lambda: resolve_recipe(recipe))
 
 
 def _announce(recipe: Recipe, notes: list[str], state: Any) -> None:
@@ -127,14 +137,38 @@ def _announce(recipe: Recipe, notes: list[str], state: Any) -> None:
              state.num_processes, threads)
 
 
-def _fit(trainer: Any, data: PreferenceData) -> tuple[dict, Any, dict]:
-    """Eval before, train, eval after (no eval split: empty dicts)."""
-    before = _pick(trainer.evaluate()) if data.eval is not None else {}
+def _fit(trainer: Any, data: PreferenceData, saves: Path, resume_from: Path | None) -> tuple[dict, Any, dict]:
+    """Eval before (kept from the first start when resuming), train, eval after; no eval split: empty dicts."""
+    callback = checkpoints.Checkpointing()
+    trainer.add_callback(callback)
+    callback.install_signal_handler()
+    before = (checkpoints.load_eval_before(saves) if resume_from else None) or {}
+    if not before and data.eval is not None:
+        before = _pick(trainer.evaluate())
+        if trainer.is_world_process_zero():
+            checkpoints.save_eval_before(saves, before)
     log.info("eval before training: %s", before or "no eval split")
-    result = trainer.train()
+    if resume_from:
+        log.info("resuming from %s (step %s)", resume_from, resume_from.name.rsplit("-", 1)[-1])
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if callback.interrupted:
+        raise RunInterrupted(
+            f"interrupted at step {callback.stopped_at}: a checkpoint is saved in {saves}. "
+            "Run the same command again to resume from it."
+        )
     after = _pick(trainer.evaluate()) if data.eval is not None else {}
     log.info("eval after training: %s", after or "no eval split")
     return before, result, after
+
+
+def _on_main(state: Any, work: Any) -> Any:
+    """``work()`` on the main process; every rank gets its result."""
+    result = [work() if state.is_main_process else None]
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(result)
+    return result[0]
 
 
 def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, stage: Path) -> tuple[list, Any]:
@@ -158,7 +192,8 @@ def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: An
         "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model,
         "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
         "eval_before": before, "eval_after": after,
-        "train": {**train_result.metrics, "tokens_seen": _tokens_seen(trainer.state.log_history)},
+        "train": {**train_result.metrics, "global_step": trainer.state.global_step,
+                  "tokens_seen": _tokens_seen(trainer.state.log_history)},
         "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped),
                  "held_out_by": data.split_by},
         "processes": processes, "effective_batch_size": effective_batch(trainer),
@@ -209,9 +244,6 @@ def _write_run_files(stage: Path, recipe: Recipe, metrics: dict, generations: li
     for leftover in ("training_args.bin", "README.md"):  # pickle args and peft's stub card are not published
         (stage / leftover).unlink(missing_ok=True)
     shutil.rmtree(stage / "prepared", ignore_errors=True)
-    checkpoints = stage / "checkpoints"
-    if checkpoints.is_dir() and not any(checkpoints.iterdir()):
-        checkpoints.rmdir()
     header = f"Resolved recipe of a finished run (fingerprint {recipe.fingerprint()}). Repeat it with:\n" \
              f"  accelerate launch -m dpo_hub train --config {recipe.output_dir}/recipe.yaml --output_dir NEW_DIR"
     (stage / "recipe.yaml").write_text(recipe.to_yaml(header), encoding="utf-8")

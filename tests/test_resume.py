@@ -1,0 +1,106 @@
+"""Resume after a real SIGKILL or Ctrl-C: the resumed run ends where an uninterrupted one does.
+
+Runs are real subprocesses of the shipped recipe on the embedded default (dropout on, so the restored
+RNG state matters too). Tolerance: final adapter weights within 1e-6 and eval metrics within 1e-5 of
+the uninterrupted run (float noise of re-running the same ops); every per-step train loss after the
+resume point equal to the uninterrupted run's within 1e-4 (trl logs losses rounded), which is what
+the same data order gives.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import RECIPE_MODULE, REPO, offline_env, read_metrics, run
+from safetensors.torch import load_file
+
+from dpo_hub.checkpoints import MARKER, folder_for
+
+ARGS = ["--data.limit", "60", "--dpo.save_steps", "10", "--dpo.logging_steps", "1", "--generation.max_new_tokens", "4"]
+
+
+def command(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", RECIPE_MODULE, "--output_dir", str(out), *ARGS, *extra]
+
+
+def start_until(out: Path, env: dict, step: int, sig: int) -> subprocess.CompletedProcess:
+    """Start a run, wait until checkpoint-``step`` is complete, then send ``sig``."""
+    marker = folder_for(out) / f"checkpoint-{step}" / MARKER
+    proc = subprocess.Popen(command(out), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def losses(metrics: dict) -> dict[int, float]:
+    return {e["step"]: e["loss"] for e in metrics["log_history"] if "loss" in e}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("reference")
+    proc = run(command(tmp / "run"), offline_env(tmp))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not folder_for(tmp / "run").exists(), "a finished run leaves no checkpoints behind"
+    return tmp / "run"
+
+
+def assert_same_run(resumed: Path, reference: Path, from_step: int) -> None:
+    mine, theirs = read_metrics(resumed), read_metrics(reference)
+    assert mine["train"]["global_step"] == theirs["train"]["global_step"] > from_step
+    for key, value in theirs["eval_after"].items():
+        assert mine["eval_after"][key] == pytest.approx(value, abs=1e-5), key
+    assert mine["eval_before"] == theirs["eval_before"], "the eval before training is kept from the first start"
+    after = {s: v for s, v in losses(mine).items() if s > from_step}
+    assert after and after == pytest.approx({s: losses(theirs)[s] for s in after}, abs=1e-4), "same data order"
+    a, b = load_file(resumed / "adapter_model.safetensors"), load_file(reference / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, reference):
+    out, env = tmp_path / "run", offline_env(tmp_path)
+    killed = start_until(out, env, 30, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL and not out.exists()
+    saves = folder_for(out)
+    newest = max((p for p in saves.iterdir() if p.name.startswith("checkpoint-")), key=lambda p: int(p.name[11:]))
+    assert (newest / MARKER).exists()
+
+    other = run(command(out, "--dpo.beta", "0.2"), env)  # another recipe must not pick these checkpoints up
+    assert other.returncode == 1 and "holds checkpoints of recipe" in other.stderr and "Traceback" not in other.stderr
+    assert not out.exists() and (newest / MARKER).exists()
+
+    weights = newest / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)  # damage the newest checkpoint on purpose
+    resumed = run(command(out), env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"skipping checkpoint {newest.name}: adapter_model.safetensors is damaged" in resumed.stdout
+    assert "resuming from" in resumed.stdout and f"checkpoint-{int(newest.name[11:]) - 10}" in resumed.stdout
+    assert_same_run(out, reference, int(newest.name[11:]) - 10)
+    assert not saves.exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path, reference):
+    out, env = tmp_path / "run", offline_env(tmp_path)
+    stopped = start_until(out, env, 10, signal.SIGINT)
+    assert stopped.returncode == 130, stopped.stderr[-3000:]
+    line = stopped.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: interrupted at step ") and "Run the same command again to resume" in line
+    assert "Traceback" not in stopped.stderr and not out.exists()
+    step = int(line.split("interrupted at step ")[1].split(":")[0])
+    assert (folder_for(out) / f"checkpoint-{step}" / MARKER).exists(), "Ctrl-C writes a checkpoint of that step"
+    resumed = run(command(out), env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_run(out, reference, step)
+    assert json.loads((out / "metrics.json").read_text())["fingerprint"] == read_metrics(reference)["fingerprint"]

@@ -180,6 +180,7 @@ def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, s
     log.info("comparing base and tuned on the %d eval pairs", len(data.eval))
     comparison = compare_model(model, tokenizer, data.eval, generation=recipe.generation, beta=recipe.dpo.beta,
                                max_length=recipe.dpo.max_length, source=recipe.output_dir, generations=generations)
+    comparison.settings["pairs"] = f"the run's eval split of {recipe.data.dataset}"
     write_outputs(comparison, stage)
     print(format_table(comparison), flush=True)
     return generations, comparison

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import RECIPE_MODULE, offline_env, read_metrics, run
 
-from dpo_hub import OutputExistsError, Recipe, train
+from dpo_hub import OutputError, OutputExistsError, Recipe, train
 from dpo_hub.outputs import staging_dir
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
@@ -122,3 +122,14 @@ def test_cli_errors_are_one_clear_line(tmp_path, args, code, message):
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     debug = run([*cmd, "--debug"] if args[0] == "train" else [*cmd[:3], "--debug", *cmd[3:]], offline_env(tmp_path))
     assert "Traceback" in debug.stderr and message in debug.stderr, "--debug shows the traceback"
+
+
+@pytest.mark.parametrize(("where", "message"), [
+    ("a_file", "is a file, not a folder"),
+    ("a_file/run", "is not a writable folder"),
+])
+def test_unwritable_output_dir_fails_before_anything_loads(tmp_path, where, message):
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(OutputError, match=message):
+        train(small(), tmp_path / where)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"], "nothing was created"

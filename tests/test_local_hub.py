@@ -508,3 +508,10 @@ def test_kill_during_commit_leaves_previous_commit(tmp_path: Path) -> None:
         assert res["after"] == [".gitattributes", "big.bin"] and res["head"] == res["sha"]
     finally:
         hub.close()
+
+
+def test_without_the_extra_the_server_says_how_to_install_it() -> None:
+    code = "import sys; sys.modules['uvicorn'] = None\nimport dpo_hub\nimport dpo_hub.testing.hub"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "pip install 'dpo-hub[hub-server]'" in proc.stderr and "uvicorn" in proc.stderr.splitlines()[-1]

@@ -16,7 +16,7 @@ from typing import Any
 from dpo_hub.compare import compare_model
 from dpo_hub.compare_report import Comparison, write_outputs
 from dpo_hub.data import prepare
-from dpo_hub.errors import DataError, HubError, SourceUnavailableError
+from dpo_hub.errors import DataError, DpoHubError, HubError, SourceUnavailableError
 from dpo_hub.hub import download_adapter
 from dpo_hub.presets import Generation
 from dpo_hub.recipe import Recipe
@@ -49,37 +49,63 @@ def open_run(source: str | Path, revision: str | None = None, token: str | None 
     if Path(source).is_dir():
         if not (Path(source) / "adapter_config.json").is_file():
             raise SourceUnavailableError(f"{source}: no adapter_config.json; not a finished dpo_hub run folder")
-        return _load(Path(source), str(source), token)
+        return _load(Path(source), str(source), token, SourceUnavailableError)
     return open_repo(str(source), revision, token)
 
 
 def open_repo(repo_id: str, revision: str | None = None, token: str | None = None) -> Run:
     """A pushed run: one download (adapter, tokenizer, recipe), then the adapter on its base model."""
     label = f"{repo_id}@{revision}" if revision else repo_id
-    return _load(download_adapter(repo_id, revision, token), label, token)
+    return _load(download_adapter(repo_id, revision, token), label, token, HubError)
 
 
-def _load(folder: Path, label: str, token: str | None) -> Run:
+def _load(folder: Path, label: str, token: str | None, error: type[DpoHubError]) -> Run:
+    """The adapter in ``folder`` on its base model; ``error`` is raised for a broken adapter."""
     recipe = Recipe.from_yaml(folder / "recipe.yaml") if (folder / "recipe.yaml").is_file() else None
-    base = _base_model(folder, label)
+    base = _base_model(folder, label, error)
+    _check_weights(folder, label, error)
     try:
         model = load_adapter_model(folder, recipe.model if recipe else base, token=token)
     except SourceUnavailableError as err:
-        raise HubError(f"{label}: base model {base!r} named by the adapter could not be loaded: {err}") from err
+        raise error(f"{label}: base model {base!r} named by the adapter could not be loaded: {err}") from err
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise error(f"{label}: the adapter does not fit its base model {base!r} ({_first_line(err)}); "
+                    "push a run trained on that base.") from err
     tokenizer = load_tokenizer(str(folder) if (folder / "tokenizer_config.json").is_file() else base)
     return Run(label, folder, model, tokenizer, recipe)
 
 
-def _base_model(folder: Path, label: str) -> str:
+def _base_model(folder: Path, label: str, error: type[DpoHubError] = HubError) -> str:
     """The base model the adapter config names; a card that names another one is an error."""
-    base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    try:
+        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise error(f"{label}: adapter_config.json is not a PEFT adapter config naming its base model "
+                    f"({type(err).__name__}: {_first_line(err)}); push the run again.") from err
     if (folder / "README.md").is_file():
         from huggingface_hub import ModelCard
 
         carded = ModelCard.load(folder / "README.md").data.base_model
         if carded and carded != base:
-            raise HubError(f"{label}: the card's base_model {carded!r} does not match adapter_config.json's {base!r}")
+            raise error(f"{label}: the card's base_model {carded!r} does not match adapter_config.json's {base!r}; "
+                        "fix the card or push the run again.")
     return base
+
+
+def _check_weights(folder: Path, label: str, error: type[DpoHubError]) -> None:
+    """Read every tensor of adapter_model.safetensors, so a corrupt or truncated file fails by name."""
+    from safetensors.torch import load_file
+
+    try:
+        load_file(folder / "adapter_model.safetensors")
+    except Exception as err:  # safetensors raises its own error types, OSError or ValueError for a broken file
+        raise error(f"{label}: adapter_model.safetensors cannot be read ({type(err).__name__}: {_first_line(err)}); "
+                    "the file is corrupt or incomplete: push the run again.") from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> tuple[Any, Any]:

@@ -7,7 +7,7 @@ Layers, each importing only from those above it in this list (``tests/test_layer
 1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data``
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint)
 3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
-4. ``card``, ``hub``: the model card; push and download
+4. ``card``, ``hub_errors``, ``hub``: the model card; Hub failures as one line, retries; push and download
 5. ``training`` (``train``: recipe -> run folder), ``runs`` (a run folder or Hub repo back as model + recipe)
 6. ``launch`` (argv -> recipe -> train -> push), ``cli``, ``recipes.*``
 """

@@ -13,17 +13,22 @@ the commit with exponential backoff on connection errors, timeouts and HTTP 5xx.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from dpo_hub.card import base_model_id, build_card
 from dpo_hub.errors import HubError
+from dpo_hub.hub_errors import (
+    LOGIN_HINT,
+    PUSH_ATTEMPTS,
+    PUSH_BASE_DELAY,
+    first_line,
+    hub_errors,
+    repo_label,
+    with_retries,
+)
 from dpo_hub.outputs import COMPLETE_MARKER
 
 PUBLISHED = ("adapter_model.safetensors", "adapter_config.json", "recipe.yaml", "metrics.json", "loss.png",
@@ -31,11 +36,7 @@ PUBLISHED = ("adapter_model.safetensors", "adapter_config.json", "recipe.yaml", 
              "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json", "chat_template.jinja")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 SAFE_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.yaml", "*.md", "*.png", "*.jinja", "*.model"]
-PUSH_ATTEMPTS = 4  # one try and three retries ...
-PUSH_BASE_DELAY = 1.0  # ... after 1, 2 and 4 seconds
-LOGIN_HINT = "set HF_TOKEN or run `hf auth login`"
 log = logging.getLogger("dpo_hub")
-T = TypeVar("T")
 
 
 def check_push_target(repo_id: str, token: str | None = None) -> str:
@@ -71,7 +72,7 @@ def push_adapter(output_dir: str | Path, repo_id: str, private: bool = False, re
     metrics = json.loads((output_dir / COMPLETE_MARKER).read_text())
     message = f"dpo_hub: {metrics.get('recipe', 'run')} ({metrics.get('fingerprint', '')})"
     description = f"LoRA adapter trained by dpo_hub from {base_model_id(metrics.get('model', ''))}."
-    what = f"push to {_label(repo_id, revision)}"
+    what = f"push to {repo_label(repo_id, revision)}"
     with hub_errors(repo_id, revision, token, "push to", attempts=attempts):
         repo_id = with_retries(lambda: _writable_repo_id(HfApi(token=token).whoami(), repo_id), what, attempts,
                                base_delay)
@@ -87,31 +88,8 @@ def download_adapter(repo_id: str, revision: str | None = None, token: str | Non
     _validate_repo_id(repo_id)
     with hub_errors(repo_id, revision, token, "download"):
         info = HfApi(token=token).model_info(repo_id, revision=revision)
-        _require_adapter(_label(repo_id, revision), [s.rfilename for s in info.siblings or []])
+        _require_adapter(repo_label(repo_id, revision), [s.rfilename for s in info.siblings or []])
         return Path(snapshot_download(repo_id, revision=info.sha, token=token, allow_patterns=SAFE_PATTERNS))
-
-
-def with_retries(action: Callable[[], T], what: str, attempts: int = PUSH_ATTEMPTS,
-                 base_delay: float = PUSH_BASE_DELAY) -> T:
-    """``action()``, retried on transient Hub failures with exponential backoff; one log line per retry."""
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except Exception as err:
-            if attempt >= attempts or not is_transient(err):
-                raise
-            delay = base_delay * 2 ** (attempt - 1)
-            log.warning("%s failed (%s); retry %d of %d in %.3g s", what, _first_line(err), attempt, attempts - 1,
-                        delay)
-            time.sleep(delay)
-            attempt += 1
-
-
-def is_transient(err: BaseException) -> bool:
-    """A failure worth retrying: connection refused or reset, timeout, or an HTTP 5xx answer."""
-    status = _status(err)
-    return isinstance(err, _transport_errors()) or (status is not None and status >= 500)
 
 
 # -- one push -------------------------------------------------------------------------------------
@@ -123,7 +101,7 @@ def _push_once(files: dict[str, bytes], repo_id: str, private: bool, revision: s
     api = HfApi(token=token)
     head = _head_if_unchanged(api, repo_id, revision, files)
     if head is not None:
-        log.info("%s already holds this run at %s; nothing to push", _label(repo_id, revision), head[:12])
+        log.info("%s already holds this run at %s; nothing to push", repo_label(repo_id, revision), head[:12])
         return f"{api.endpoint}/{repo_id}/commit/{head}"
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if revision and revision != "main":
@@ -191,7 +169,7 @@ def _validate_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise HubError(f"{repo_id!r} is not a valid Hub repo id ({_first_line(err)}); use 'namespace/name' "
+        raise HubError(f"{repo_id!r} is not a valid Hub repo id ({first_line(err)}); use 'namespace/name' "
                        "with letters, digits, '-', '_' and '.'.") from err
 
 
@@ -232,84 +210,3 @@ def _writable_namespaces(me: dict[str, Any], access: dict[str, Any]) -> set[str]
 
 
 # -- error translation ---------------------------------------------------------------------------
-@contextmanager
-def hub_errors(repo_id: str, revision: str | None = None, token: str | None = None, action: str = "reach",
-               attempts: int = 1) -> Iterator[None]:
-    """Turn any huggingface_hub / HTTP failure inside the block into one ``HubError`` (token redacted)."""
-    try:
-        yield
-    except HubError:
-        raise
-    except Exception as err:
-        message = hub_error_message(err, repo_id, revision, action, attempts)
-        raise HubError(_redact(message, token)) from err
-
-
-def hub_error_message(err: BaseException, repo_id: str, revision: str | None = None, action: str = "reach",
-                      attempts: int = 1) -> str:
-    """What went wrong with ``repo_id`` and what to do, for one huggingface_hub or transport error."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
-
-    label, status = _label(repo_id, revision), _status(err)
-    tried = f" after {attempts} attempts" if attempts > 1 else ""
-    if isinstance(err, RevisionNotFoundError):
-        return (f"{repo_id}: revision {revision or 'main'!r} does not exist; check the branch, tag or commit "
-                "(HfApi().list_repo_refs lists them).")
-    if isinstance(err, RepositoryNotFoundError):
-        return (f"{repo_id}: no such repo on {constants.ENDPOINT}, or it is private and your token cannot see it; "
-                f"check the id, or {LOGIN_HINT} with a token that can read it.")
-    if status == 401:
-        return f"cannot {action} {label}: the Hub rejected the token (invalid or expired); {LOGIN_HINT} with a valid token."
-    if status == 403:
-        return (f"cannot {action} {label}: the token has no write access there ({_first_line(err)}); use a write "
-                "token for that namespace.")
-    if isinstance(err, OfflineModeIsEnabled):
-        return f"cannot {action} {label}: HF_HUB_OFFLINE is set; unset it to use the Hub."
-    if is_transient(err) or _is_unreachable(err):
-        what = f"HTTP {status}" if status else f"{type(err).__name__}: {_first_line(err)}"
-        unchanged = " the repo is unchanged (a push lands in one commit or not at all)." if "push" in action else ""
-        return (f"cannot {action} {label}: the Hub at {constants.ENDPOINT} failed{tried} ({what});{unchanged} "
-                "Check your network or HF_ENDPOINT and run the same command again.")
-    return f"cannot {action} {label}: {type(err).__name__}: {_first_line(err)}"
-
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """Connection and timeout errors of the HTTP client huggingface_hub uses (httpx2 in 2.x, httpx in 1.x)."""
-    found: list[type[BaseException]] = [ConnectionError, TimeoutError]
-    for name in ("httpx2", "httpx"):
-        try:
-            found.append(importlib.import_module(name).TransportError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-def _is_unreachable(err: BaseException) -> bool:
-    """snapshot_download's way of saying the Hub could not be reached (no cached copy either)."""
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
-    return isinstance(err, LocalEntryNotFoundError)
-
-
-def _status(err: BaseException) -> int | None:
-    response = getattr(err, "response", None)
-    return getattr(response, "status_code", None)
-
-
-def _label(repo_id: str, revision: str | None) -> str:
-    return f"{repo_id}@{revision}" if revision else repo_id
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
-
-
-def _redact(text: str, token: str | None) -> str:
-    """Never let a token reach a message."""
-    from huggingface_hub import get_token
-
-    for secret in {token, get_token()} - {None, ""}:
-        text = text.replace(secret, "<token>")
-    return text

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
-from dpo_hub.hub import push_adapter
+from dpo_hub.hub import check_push_target, push_adapter
 from dpo_hub.recipe import Recipe
 from dpo_hub.training import train
 
@@ -79,6 +79,8 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
             recipe = recipe_from_argv(base, argv)
         except DpoHubError as err:
             raise _Usage(str(err)) from err
+        if recipe.push_to_hub:  # before training, on every rank (one failing alone would leave the others waiting)
+            check_push_target(recipe.push_to_hub)
         output_dir = train(recipe)
         from accelerate import PartialState
 

@@ -69,7 +69,7 @@ def _load(folder: Path, label: str, token: str | None, error: type[DpoHubError])
     except SourceUnavailableError as err:
         raise error(f"{label}: base model {base!r} named by the adapter could not be loaded: {err}") from err
     except (RuntimeError, ValueError, KeyError) as err:
-        raise error(f"{label}: the adapter does not fit its base model {base!r} ({_first_line(err)}); "
+        raise error(f"{label}: the adapter does not fit its base model {base!r} ({first_line(err)}); "
                     "push a run trained on that base.") from err
     tokenizer = load_tokenizer(str(folder) if (folder / "tokenizer_config.json").is_file() else base)
     return Run(label, folder, model, tokenizer, recipe)
@@ -81,7 +81,7 @@ def _base_model(folder: Path, label: str, error: type[DpoHubError] = HubError) -
         base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
     except (ValueError, KeyError, TypeError) as err:
         raise error(f"{label}: adapter_config.json is not a PEFT adapter config naming its base model "
-                    f"({type(err).__name__}: {_first_line(err)}); push the run again.") from err
+                    f"({type(err).__name__}: {first_line(err)}); push the run again.") from err
     if (folder / "README.md").is_file():
         from huggingface_hub import ModelCard
 
@@ -99,11 +99,11 @@ def _check_weights(folder: Path, label: str, error: type[DpoHubError]) -> None:
     try:
         load_file(folder / "adapter_model.safetensors")
     except Exception as err:  # safetensors raises its own error types, OSError or ValueError for a broken file
-        raise error(f"{label}: adapter_model.safetensors cannot be read ({type(err).__name__}: {_first_line(err)}); "
+        raise error(f"{label}: adapter_model.safetensors cannot be read ({type(err).__name__}: {first_line(err)}); "
                     "the file is corrupt or incomplete: push the run again.") from err
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
 

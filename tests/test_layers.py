@@ -17,7 +17,7 @@ LAYERS = [  # a module may import modules of a lower layer, or of its own layer 
     ["sources", "presets", "data"],
     ["recipe"],
     ["compare_scoring", "compare_report", "compare"],
-    ["card", "hub"],
+    ["card", "hub_errors", "hub"],
     ["training", "runs"],
     ["launch", "recipes", "recipes.gpt2_ultrafeedback", "cli", "__main__"],
 ]

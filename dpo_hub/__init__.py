@@ -5,7 +5,7 @@ Layers, each importing only from those above it in this list (``tests/test_layer
 0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``: no
    dpo_hub imports but ``errors``/``embedded``
 1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data``
-2. ``recipe``: pure data (schema, YAML, overrides, fingerprint)
+2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads
 3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
 4. ``card``, ``hub_errors``, ``hub``: the model card; Hub failures as one line, retries; push and download
 5. ``training`` (``train``: recipe -> run folder), ``runs`` (a run folder or Hub repo back as model + recipe)

@@ -7,6 +7,7 @@ the presets state every default that differs between trl releases instead of inh
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import inspect
 import math
@@ -14,12 +15,22 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpo_hub.errors import RecipeError
+
 # trl 1.x's losses; ``trl_loss_types()`` reads the installed trl's own list when it can.
 _KNOWN_LOSS_TYPES = (
     "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
     "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
 )
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+# transformers' ``SchedulerType`` values; ``scheduler_types()`` reads the installed list for any other name.
+_KNOWN_SCHEDULERS = (
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt",
+    "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr", "warmup_stable_decay",
+)
+STRATEGIES = ("no", "steps", "epoch")
+LORA_BIASES = ("none", "all", "lora_only")
+MIN_MAX_LENGTH = 16  # below this a prompt and an answer hardly fit
 TUTORIAL_PROMPT = "Is eating animals cruel?"  # the tutorial's final check
 
 
@@ -37,6 +48,32 @@ def trl_loss_types() -> tuple[str, ...]:
         return _KNOWN_LOSS_TYPES
     found = tuple(dict.fromkeys(re.findall(r'loss_type == "([a-z_]+)"', source)))
     return found if "sigmoid" in found else _KNOWN_LOSS_TYPES
+
+
+@functools.cache
+def scheduler_types() -> tuple[str, ...]:
+    """The learning-rate scheduler names the installed transformers accepts."""
+    try:
+        from transformers.trainer_utils import SchedulerType
+    except ImportError:
+        return _KNOWN_SCHEDULERS
+    return tuple(s.value for s in SchedulerType)
+
+
+def check(key: str, value: Any, ok: bool, rule: str, hint: str) -> None:
+    """Raise ``RecipeError("KEY=VALUE must be RULE (HINT)")`` unless ``ok``; NaN and infinity never pass."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise RecipeError(f"{key}={value} must be a finite number {rule} ({hint})")
+    if not ok:
+        raise RecipeError(f"{key}={value!r} must be {rule} ({hint})")
+
+
+def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """Raise ``RecipeError`` naming ``key`` and the allowed values unless ``value`` is one of them."""
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise RecipeError(f"{key}={value!r} is not allowed; {hint}use one of: {', '.join(allowed)}")
 
 
 def untrained_loss(loss_type: str, beta: float, label_smoothing: float = 0.0, discopop_tau: float = 0.05) -> float | None:
@@ -61,9 +98,9 @@ def untrained_loss(loss_type: str, beta: float, label_smoothing: float = 0.0, di
 class LoraPreset:
     """Which layers get LoRA adapters and how large they are."""
 
-    r: int = field(default=4, metadata={"help": "LoRA rank; higher: more trainable weights and memory."})
-    lora_alpha: int = field(default=8, metadata={"help": "Scale of the update (alpha / r)."})
-    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
+    r: int = field(default=4, metadata={"help": "LoRA rank (>= 1); higher: more trainable weights and memory."})
+    lora_alpha: int = field(default=8, metadata={"help": "Scale of the update (alpha / r); > 0."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input, in [0, 1)."})
     target_modules: tuple[str, ...] = field(
         default=("c_attn", "c_proj"),
         metadata={"help": "Module names to adapt; ('all-linear',) adapts every linear layer but the head."},
@@ -73,6 +110,15 @@ class LoraPreset:
         metadata={"help": "True for GPT-2's Conv1D layers; None: detect from the model."},
     )
     bias: str = field(default="none", metadata={"help": "Which biases train: none, all or lora_only."})
+
+    def __post_init__(self) -> None:
+        check("lora.r", self.r, self.r >= 1, ">= 1", "the LoRA rank; 4 to 64 is usual")
+        check("lora.lora_alpha", self.lora_alpha, self.lora_alpha > 0, "> 0", "the update's scale; often 2 x lora.r")
+        check("lora.lora_dropout", self.lora_dropout, 0 <= self.lora_dropout < 1, "in [0, 1)", "0.05 to 0.1 is usual")
+        check("lora.target_modules", self.target_modules,
+              bool(self.target_modules) and all(isinstance(m, str) and m.strip() for m in self.target_modules),
+              "one or more module names", "e.g. c_attn,c_proj, or all-linear")
+        check_choice("lora.bias", self.bias, LORA_BIASES)
 
     @classmethod
     def gpt2_attention(cls) -> LoraPreset:
@@ -118,32 +164,44 @@ def uses_conv1d(model: Any, target_modules: tuple[str, ...]) -> bool:
 class DPOPreset:
     """DPO hyperparameters, with the costs they carry noted in the help text."""
 
-    beta: float = field(default=0.1, metadata={"help": "Strength of the pull towards the reference model."})
+    beta: float = field(default=0.1, metadata={"help": "Strength of the pull towards the reference model; > 0."})
     loss_type: str = field(default="sigmoid", metadata={"help": f"trl loss: one of {', '.join(_KNOWN_LOSS_TYPES)}."})
-    label_smoothing: float = field(default=0.0, metadata={"help": "Label noise for the robust/exo losses."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the adapter."})
-    lr_scheduler_type: str = field(default="linear", metadata={"help": "transformers scheduler name."})
-    warmup_steps: int = field(default=2, metadata={"help": "Linear warm-up steps."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the train split."})
-    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (-1: use epochs)."})
-    per_device_train_batch_size: int = field(default=1, metadata={"help": "Pairs per device per step; higher: more memory."})
-    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Pairs per device when evaluating."})
-    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps summed before an update."})
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label noise for the robust/exo losses, in [0, 0.5)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the adapter; > 0."})
+    lr_scheduler_type: str = field(
+        default="linear", metadata={"help": f"transformers scheduler name: {', '.join(_KNOWN_SCHEDULERS)}."},
+    )
+    warmup_steps: int = field(default=2, metadata={"help": "Linear warm-up steps (>= 0)."})
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Passes over the train split; > 0 unless max_steps is set."},
+    )
+    max_steps: int = field(default=-1, metadata={"help": "Stop after this many steps (>= 1; -1: use epochs)."})
+    per_device_train_batch_size: int = field(
+        default=1, metadata={"help": "Pairs per device per step (>= 1); higher: more memory."},
+    )
+    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Pairs per device when evaluating (>= 1)."})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps summed before an update (>= 1)."})
     effective_batch_size: int | None = field(
         default=None,
         metadata={"help": "Fix per-device x processes x accumulation; accumulation adapts to the process count."},
     )
-    max_length: int = field(default=512, metadata={"help": "Prompt + answer tokens kept; higher: more memory."})
+    max_length: int = field(
+        default=512,
+        metadata={"help": f"Prompt + answer tokens kept (>= {MIN_MAX_LENGTH}, <= the model's positions); higher: more memory."},
+    )
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
     eval_steps: int | None = field(default=None, metadata={"help": "Evaluate every N steps (eval_strategy=steps)."})
-    logging_steps: int = field(default=10, metadata={"help": "Log train metrics every N steps."})
+    logging_steps: int = field(default=10, metadata={"help": "Log train metrics every N steps (>= 1)."})
     save_strategy: str = field(default="steps", metadata={"help": "Checkpoints to resume from: steps, epoch or no."})
     save_steps: int = field(
         default=100,
-        metadata={"help": "Checkpoint every N steps, in OUTPUT_DIR.checkpoints until the run finishes; lower: safer, slower."},
+        metadata={"help": "Checkpoint every N steps (>= 1), in OUTPUT_DIR.checkpoints until the run finishes; "
+                          "lower: safer, slower."},
     )
-    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest); more: more disk."})
-    precision: str = field(default="fp32", metadata={"help": "fp32 | bf16 | fp16 | auto (bf16 on GPUs that support it)."})
+    save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, >= 1); more: more disk."})
+    precision: str = field(
+        default="fp32", metadata={"help": "fp32 | bf16 | fp16 | auto (bf16 on GPUs that support it); fp16 needs a GPU."},
+    )
     disable_dropout: bool = field(default=False, metadata={"help": "trl's default True zeroes lora_dropout."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Less memory, ~30% slower."})
     seed: int = field(default=42, metadata={"help": "Seed for init, shuffling and dropout."})
@@ -157,8 +215,31 @@ class DPOPreset:
         if self.loss_type != "sigmoid" and self.loss_type not in trl_loss_types():  # importing trl takes seconds
             raise ValueError(f"dpo.loss_type={self.loss_type!r} is not a loss the installed trl implements; "
                              f"use one of: {', '.join(trl_loss_types())}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"dpo.precision={self.precision!r}; use one of: {', '.join(PRECISIONS)}")
+        check_choice("dpo.precision", self.precision, PRECISIONS)
+        self._check_values()
+
+    def _check_values(self) -> None:
+        check("dpo.beta", self.beta, self.beta > 0, "> 0", "the strength of the pull towards the reference; 0.1 is usual")
+        check("dpo.label_smoothing", self.label_smoothing, 0 <= self.label_smoothing < 0.5, "in [0, 0.5)",
+              "the assumed share of flipped labels; 0 for clean data")
+        check("dpo.learning_rate", self.learning_rate, self.learning_rate > 0, "> 0", "1e-5 to 5e-4 is usual for LoRA")
+        if self.lr_scheduler_type not in _KNOWN_SCHEDULERS:
+            check_choice("dpo.lr_scheduler_type", self.lr_scheduler_type, scheduler_types())
+        check("dpo.warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0", "0 turns warm-up off")
+        check("dpo.max_steps", self.max_steps, self.max_steps == -1 or self.max_steps >= 1, ">= 1 or -1",
+              "-1 trains for dpo.num_train_epochs")
+        check("dpo.num_train_epochs", self.num_train_epochs, self.num_train_epochs > 0 or self.max_steps >= 1, "> 0",
+              "passes over the train split; or set dpo.max_steps")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "save_steps", "save_total_limit"):
+            check(f"dpo.{name}", getattr(self, name), getattr(self, name) >= 1, ">= 1", "a whole count of steps or pairs")
+        for name in ("effective_batch_size", "eval_steps"):
+            value = getattr(self, name)
+            check(f"dpo.{name}", value, value is None or value >= 1, ">= 1 or null", "null: not set")
+        check("dpo.max_length", self.max_length, self.max_length >= MIN_MAX_LENGTH, f">= {MIN_MAX_LENGTH}",
+              "prompt + answer tokens; 512 is usual, more needs more memory")
+        check_choice("dpo.eval_strategy", self.eval_strategy, STRATEGIES)
+        check_choice("dpo.save_strategy", self.save_strategy, STRATEGIES)
 
     def accumulation_for(self, num_processes: int) -> int:
         """Gradient accumulation that gives ``effective_batch_size`` on ``num_processes`` processes."""
@@ -200,9 +281,18 @@ class Generation:
     """How base and tuned models answer the check prompts (identical, seeded settings for both)."""
 
     prompts: tuple[str, ...] = field(default=(TUTORIAL_PROMPT,), metadata={"help": "Prompts answered by both models."})
-    max_new_tokens: int = field(default=50, metadata={"help": "Answer length; higher: slower."})
+    max_new_tokens: int = field(default=50, metadata={"help": "Answer length (>= 1); higher: slower."})
     do_sample: bool = field(default=True, metadata={"help": "Sample (seeded) instead of greedy decoding."})
-    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature."})
-    top_k: int = field(default=50, metadata={"help": "Sample from the k most likely tokens."})
-    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature; > 0 when sampling."})
+    top_k: int = field(default=50, metadata={"help": "Sample from the k most likely tokens (0: off)."})
+    top_p: float = field(default=0.95, metadata={"help": "Nucleus sampling mass, in (0, 1]."})
     seed: int = field(default=42, metadata={"help": "Seed set before each answer (same for base and tuned)."})
+
+    def __post_init__(self) -> None:
+        check("generation.prompts", self.prompts, all(isinstance(p, str) and p.strip() for p in self.prompts),
+              "non-empty texts", "drop the empty prompt, or pass [] for no generations")
+        check("generation.max_new_tokens", self.max_new_tokens, self.max_new_tokens >= 1, ">= 1", "50 is usual")
+        check("generation.temperature", self.temperature, self.temperature > 0 or not self.do_sample, "> 0",
+              "0.7 is usual; for greedy decoding set generation.do_sample false")
+        check("generation.top_k", self.top_k, self.top_k >= 0, ">= 0", "0 turns top-k off")
+        check("generation.top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1]", "1 turns nucleus sampling off")

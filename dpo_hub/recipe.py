@@ -21,7 +21,7 @@ import yaml
 
 from dpo_hub.data import ADAPTERS, DataAdapter, UltraFeedback
 from dpo_hub.errors import RecipeError
-from dpo_hub.presets import DPOPreset, Generation, LoraPreset
+from dpo_hub.presets import DPOPreset, Generation, LoraPreset, check
 from dpo_hub.sources import AUTO
 
 
@@ -45,6 +45,16 @@ class Recipe:
     threads: int | None = field(default=None, metadata={"help": "CPU threads per process; None: all cores / processes."})
     name: str = field(default="custom", metadata={"help": "Recipe name, recorded in outputs and model cards."})
 
+    def __post_init__(self) -> None:
+        for key in ("model", "output_dir", "name"):
+            check(key, getattr(self, key), bool(str(getattr(self, key)).strip()), "non-empty", "a name or a path")
+        check("threads", self.threads, self.threads is None or self.threads >= 1, ">= 1 or null",
+              "null: all cores shared by the processes")
+        check("resume", self.resume, bool(self.resume.strip()), "auto, never or a checkpoint folder",
+              "auto continues this recipe's newest checkpoint")
+        if self.push_to_hub is not None:
+            _check_repo_id(self.push_to_hub)
+
     # ---- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -53,7 +63,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "recipe") -> Recipe:
-        return cls().override(_flatten(values), source=source)
+        return cls().override(values, source=source)
 
     def to_yaml(self, header: str = "") -> str:
         """YAML with each field's help as an inline comment (``r: 4  # LoRA rank; higher: more memory``)."""
@@ -96,9 +106,12 @@ class Recipe:
 
     def override(self, changes: dict[str, Any], source: str = "override") -> Recipe:
         """A new recipe with dotted keys set, e.g. ``{"dpo.beta": 0.2, "data.limit": 50}``."""
-        recipe, changes = self, _flatten(changes)  # {"dpo": {"beta": "0.2"}} is "dpo.beta": "0.2", converted alike
+        recipe, changes = self, _flatten(changes, source)  # {"dpo": {"beta": "0.2"}} is "dpo.beta": "0.2", alike
         if "data.kind" in changes:
-            recipe = recipe.replace(data=_switch_adapter(recipe.data, changes["data.kind"], source))
+            try:
+                recipe = recipe.replace(data=_switch_adapter(recipe.data, changes["data.kind"], source))
+            except (TypeError, ValueError) as err:
+                raise RecipeError(f"{source}: {err}") from err
         grouped: dict[str, dict[str, Any]] = {}
         for key, value in changes.items():
             if key == "data.kind":
@@ -131,6 +144,7 @@ class Recipe:
 
 
 _NESTED = ("data", "lora", "dpo", "generation")
+_GROUP_EXAMPLES = {"data": UltraFeedback, "lora": LoraPreset, "dpo": DPOPreset, "generation": Generation}
 
 
 def _plain(value: Any) -> Any:
@@ -147,14 +161,31 @@ def _yaml_line(key: str, value: Any, help_text: str, indent: int = 0) -> str:
     return f"{' ' * indent}{key}: {dumped}" + (f"  # {help_text}" if help_text else "")
 
 
-def _flatten(values: dict[str, Any]) -> dict[str, Any]:
+def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``{"dpo": {"beta": 0.2}}`` -> ``{"dpo.beta": 0.2}``; a group that is not a mapping is an error."""
     flat: dict[str, Any] = {}
     for key, value in values.items():
-        if key in _NESTED and isinstance(value, dict):
-            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
-        else:
+        if not isinstance(key, str):
+            raise RecipeError(f"{source}: recipe key {key!r} is not a name; keys look like dpo.beta or output_dir")
+        if key not in _NESTED:
             flat[key] = value
+        elif isinstance(value, dict):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        elif value is not None:  # an empty ``dpo:`` in YAML changes nothing
+            example = dataclasses.fields(_GROUP_EXAMPLES[key])[0].name
+            raise RecipeError(f"{source}: {key} must be a mapping of {key}.* keys (e.g. {key}: {{{example}: ...}} "
+                              f"or --{key}.{example} ...), got {type(value).__name__} {value!r}")
     return flat
+
+
+def _check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise RecipeError(f"push_to_hub={repo_id!r} is not a valid Hub repo id ({str(err).splitlines()[0]}); "
+                          "use NAMESPACE/NAME, e.g. your-user/gpt2-dpo") from None
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -162,20 +193,30 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _switch_adapter(current: DataAdapter, kind: str, source: str) -> DataAdapter:
-    if kind not in ADAPTERS:
+def _switch_adapter(current: DataAdapter, kind: Any, source: str) -> DataAdapter:
+    """The adapter of ``kind``, keeping the selection (split, eval fraction, seed) but not the source or its limit."""
+    if not isinstance(kind, str) or kind not in ADAPTERS:
         raise RecipeError(f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)}")
     if kind == current.kind:
         return current
     target = ADAPTERS[kind]
     shared = {f.name: getattr(current, f.name) for f in dataclasses.fields(current) if f.name in _field_types(target)}
     shared.pop("dataset", None)
+    shared.pop("limit", None)  # a limit suited to one source would silently cut another
     return target(**shared)
 
 
 def _unknown(key: str, recipe: Recipe, source: str) -> str:
-    close = difflib.get_close_matches(key, Recipe.keys(recipe), n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(Recipe.keys(recipe))}"
+    head, _, rest = key.partition(".")
+    keys = Recipe.keys(recipe)
+    if head in _NESTED and rest:
+        keys = [k for k in keys if k.startswith(f"{head}.")]
+        owners = [kind for kind, cls in ADAPTERS.items() if head == "data" and rest in _field_types(cls)]
+        if owners:
+            return (f"{source}: {key} is a key of data.kind={' or '.join(owners)}, not of this recipe's "
+                    f"data.kind={recipe.data.kind}; switch with data.kind or use one of {', '.join(keys)}")
+    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(keys)}"
     return f"{source}: unknown recipe key {key!r}{hint}"
 
 
@@ -196,8 +237,13 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     if typing.get_origin(hint) is tuple:
         if isinstance(value, str) and value.startswith("["):
             value = yaml.safe_load(value)
+        if not isinstance(value, (str, list, tuple)):
+            raise RecipeError(f"{source}: {key} must be a list (or comma-separated text), got {type(value).__name__} "
+                              f"{value!r}")
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(_coerce(v.strip() if isinstance(v, str) else v, args[0], key, source) for v in items)
+    if isinstance(value, (dict, list)) or (isinstance(value, bool) and hint in (int, float)):
+        raise RecipeError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
     try:
         if hint is bool:
             if isinstance(value, str):

@@ -59,9 +59,10 @@ def test_ultrafeedback_text_drops_bad_rows_with_counts(tmp_path, tokenizer, capl
     with caplog.at_level("WARNING", logger="dpo_hub"):
         data = prepare(UltraFeedback(dataset=str(path), limit=None, eval_fraction=0.25), tokenizer)
     assert len(data.train) + len(data.eval) == len(GOOD) and len(data.eval) == 2
-    assert data.dropped == {"empty text": 2, "chosen identical to rejected": 1, "missing field": 1}
-    assert data.examples["missing field"]["row"] == 10
-    assert "dropped 2 row(s): empty text" in caplog.text
+    assert data.dropped == {"chosen is empty": 1, "prompt is empty": 1, "chosen identical to rejected": 1,
+                            "chosen is missing": 1}
+    assert data.examples["chosen is missing"]["row"] == 10
+    assert "dropped 1 row(s): chosen is empty" in caplog.text
     pair = next(p for p in data.train if p["prompt"] == "Question 0?")
     assert pair == {"prompt": "Question 0?", "chosen": "Helpful answer 0.", "rejected": "Rude answer 0."}
 

@@ -4,7 +4,8 @@ Layers, each importing only from those above it in this list (``tests/test_layer
 
 0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``: no
    dpo_hub imports but ``errors``/``embedded``
-1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data``
+1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data_files``,
+   ``pair_text``, ``splits``, ``data``
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads
 3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
 4. ``card``, ``hub_errors``, ``hub``: the model card; Hub failures as one line, retries; push and download

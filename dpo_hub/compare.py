@@ -17,8 +17,10 @@ import torch
 
 from dpo_hub.compare_report import Comparison, summarize, summarize_judge
 from dpo_hub.compare_scoring import adapter_off, context_length, score_pairs
-from dpo_hub.data import ADAPTERS, Pair, Preferences, convert, load_rows
+from dpo_hub.data import ADAPTERS, Preferences, convert
+from dpo_hub.data_files import load_rows
 from dpo_hub.errors import CompareError, DataError
+from dpo_hub.pair_text import Pair
 from dpo_hub.presets import Generation
 
 log = logging.getLogger("dpo_hub")

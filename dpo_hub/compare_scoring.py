@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from dpo_hub.data import Pair
+from dpo_hub.pair_text import Pair
 
 
 def adapter_off(model: Any):

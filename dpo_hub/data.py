@@ -12,23 +12,21 @@ generalisation to unseen questions rather than recall of rows whose twins were t
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import random
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-from dpo_hub import embedded
+from dpo_hub.data_files import load_rows
 from dpo_hub.errors import DataError
+from dpo_hub.pair_text import Drop, Pair, chat_pair, last_reply, split_transcript, text_field
 from dpo_hub.presets import check, check_choice
-from dpo_hub.sources import AUTO, DEFAULT_DATASET, is_local
+from dpo_hub.sources import AUTO, DEFAULT_DATASET
+from dpo_hub.splits import group_key, held_out_groups, split_column
 
 log = logging.getLogger("dpo_hub")
 FORMATS = ("text", "chat")
 MIN_TRAIN_PAIRS = 2
-Pair = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -75,9 +73,9 @@ class UltraFeedback(_Selection):
 
     def to_pair(self, row: dict, tokenizer: Any) -> Pair:
         if self.format == "chat":
-            return _chat_pair(row["chosen"], row["rejected"], tokenizer)
-        return {"prompt": _text(row["prompt"], "prompt"), "chosen": _last_reply(row["chosen"], "chosen"),
-                "rejected": _last_reply(row["rejected"], "rejected")}
+            return chat_pair(row["chosen"], row["rejected"], tokenizer)
+        return {"prompt": text_field(row["prompt"], "prompt"), "chosen": last_reply(row["chosen"], "chosen"),
+                "rejected": last_reply(row["rejected"], "rejected")}
 
 
 @dataclass(frozen=True)
@@ -89,10 +87,10 @@ class HHRLHF(_Selection):
     dataset: str = field(default="Anthropic/hh-rlhf", metadata={"help": "Hub id or local file."})
 
     def to_pair(self, row: dict, tokenizer: Any) -> Pair:
-        prompt, chosen = _split_transcript(row["chosen"], "chosen")
-        rejected_prompt, rejected = _split_transcript(row["rejected"], "rejected")
+        prompt, chosen = split_transcript(row["chosen"], "chosen")
+        rejected_prompt, rejected = split_transcript(row["rejected"], "rejected")
         if prompt != rejected_prompt:
-            raise _Drop("chosen and rejected transcripts differ before the last Assistant turn")
+            raise Drop("chosen and rejected transcripts differ before the last Assistant turn")
         return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
@@ -113,9 +111,9 @@ class Preferences(_Selection):
 
     def to_pair(self, row: dict, tokenizer: Any) -> Pair:
         return {
-            "prompt": _text(row[self.prompt_column], self.prompt_column),
-            "chosen": _last_reply(row[self.chosen_column], self.chosen_column),
-            "rejected": _last_reply(row[self.rejected_column], self.rejected_column),
+            "prompt": text_field(row[self.prompt_column], self.prompt_column),
+            "chosen": last_reply(row[self.chosen_column], self.chosen_column),
+            "rejected": last_reply(row[self.rejected_column], self.rejected_column),
         }
 
     def __post_init__(self) -> None:
@@ -127,10 +125,6 @@ class Preferences(_Selection):
 
 ADAPTERS = {cls.kind: cls for cls in (UltraFeedback, HHRLHF, Preferences)}
 DataAdapter = UltraFeedback | HHRLHF | Preferences
-
-
-class _Drop(Exception):
-    """A row that cannot train; the message is the reason."""
 
 
 @dataclass
@@ -146,176 +140,6 @@ class PreferenceData:
     truncated: int = 0  # pairs longer than max_length that trl cuts to their first max_length tokens
 
 
-def _text(value: Any, name: str) -> str:
-    """``value`` as non-empty text; a message list gives its last user turn (the prompt)."""
-    if value is None:
-        raise _Drop(f"{name} is missing")
-    if isinstance(value, list):
-        return _text(_turn(value, "user", name), name)
-    if not isinstance(value, str):
-        raise _Drop(f"{name} is not text ({type(value).__name__})")
-    if not value.strip():
-        raise _Drop(f"{name} is empty")
-    return value
-
-
-def _last_reply(value: Any, name: str) -> str:
-    return _text(_turn(value, "assistant", name) if isinstance(value, list) else value, name)
-
-
-def _turn(messages: list, role: str, name: str) -> Any:
-    """The content of the last ``role`` message of ``messages``."""
-    _check_messages(messages, name)
-    for message in reversed(messages):
-        if message["role"] == role:
-            return message["content"]
-    raise _Drop(f"{name} has no {role} message")
-
-
-def _check_messages(messages: list, name: str) -> None:
-    if not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
-        raise _Drop(f"{name} is a list but not of {{role, content}} messages")
-
-
-def _conversation(value: Any, name: str) -> list[dict]:
-    """A chat-format conversation: optional system turn, then user/assistant alternating, ending with the assistant."""
-    if not isinstance(value, list):
-        raise _Drop(f"{name} is not a message list ({type(value).__name__}); chat format needs one")
-    _check_messages(value, name)
-    roles = [m["role"] for m in value]
-    body = roles[1:] if roles[:1] == ["system"] else roles
-    if any(role != ("user", "assistant")[i % 2] for i, role in enumerate(body)):
-        raise _Drop(f"{name}: roles do not alternate user/assistant")
-    if not body or body[-1] != "assistant":
-        raise _Drop(f"{name}: the conversation does not end with an assistant turn")
-    for message in value:
-        _text(message["content"], f"{name} {message['role']} message")
-    return value
-
-
-def _split_transcript(text: Any, name: str) -> tuple[str, str]:
-    marker = "\n\nAssistant:"
-    text = _text(text, name)
-    cut = text.rfind(marker)
-    if cut < 0:
-        raise _Drop("no Assistant turn in transcript")
-    return text[: cut + len(marker)], text[cut + len(marker):]
-
-
-def _chat_pair(chosen: Any, rejected: Any, tokenizer: Any) -> Pair:
-    chosen, rejected = _conversation(chosen, "chosen"), _conversation(rejected, "rejected")
-    if chosen[:-1] != rejected[:-1]:
-        raise _Drop("chosen and rejected conversations differ before the last turn")
-    if getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template(chosen[:-1], tokenize=False, add_generation_prompt=True)
-        full = [tokenizer.apply_chat_template(c, tokenize=False) for c in (chosen, rejected)]
-        answers = [f[len(prompt):] if f.startswith(prompt) else c[-1]["content"] for f, c in zip(full, (chosen, rejected))]
-    else:  # no template (GPT-2): a plain "Role: text" transcript
-        prompt = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in chosen[:-1]) + "Assistant:"
-        answers = [" " + chosen[-1]["content"], " " + rejected[-1]["content"]]
-    return {"prompt": prompt, "chosen": answers[0], "rejected": answers[1]}
-
-
-def load_rows(adapter: DataAdapter):
-    """Raw rows of the adapter's source as a ``datasets.Dataset`` (limit applied)."""
-    import datasets
-
-    name = adapter.dataset
-    if not name:
-        raise DataError(f"data.dataset is empty: name a Hub dataset or a local file for data.kind={adapter.kind}")
-    if name == embedded.EMBEDDED:
-        name = str(embedded.SAMPLE_PATH)
-    if is_local(name):
-        suffix = name.rsplit(".", 1)[-1]
-        builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(suffix)
-        if builder is None:
-            raise DataError(f"{name}: unsupported file type; use .json, .jsonl, .csv or .parquet")
-        check_file(name)
-        try:
-            rows = datasets.load_dataset(builder, data_files=name, split="train")
-        except FileNotFoundError as err:
-            raise DataError(f"{name}: file not found; check data.dataset") from err
-        except Exception as err:
-            raise DataError(f"{name}: could not be read as {builder} ({str(err).splitlines()[0]})") from err
-    else:
-        rows = datasets.load_dataset(name, split=adapter.split)
-    missing = [c for c in adapter.columns if c not in rows.column_names]
-    if missing:
-        keys = [f"data.{role}_column" for role, column in zip(("prompt", "chosen", "rejected"), adapter.columns)
-                if column in missing] if adapter.kind == "preferences" else ["data.prompt_column/chosen_column/rejected_column"]
-        raise DataError(
-            f"{name}: missing column(s) {missing}; found {rows.column_names}. "
-            f"Map your columns with {', '.join(keys)} (data.kind=preferences)."
-        )
-    if len(rows) == 0:
-        raise DataError(f"{name}: no rows; it needs one row per preference pair")
-    if adapter.limit is not None:
-        rows = rows.select(range(min(adapter.limit, len(rows))))
-    return rows
-
-
-def check_file(path: str) -> None:
-    """Fail naming the file and line where datasets' own error would be cryptic: missing, empty, not UTF-8,
-    malformed JSON (a ``.json`` file may hold one document or, like ``.jsonl``, one object per line)."""
-    try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found; check data.dataset") from None
-    except OSError as err:
-        raise DataError(f"{path}: cannot be read ({type(err).__name__}: {err.strerror or err})") from None
-    if not raw.strip():
-        raise DataError(f"{path}: the file is empty; it needs one row per preference pair")
-    suffix = path.rsplit(".", 1)[-1]
-    if suffix == "parquet":
-        return
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line} (byte {err.start}) is not UTF-8 text; save the file as UTF-8") from None
-    if suffix == "csv" and "\n" not in text.strip():
-        raise DataError(f"{path}: no rows, only a header line; it needs one row per preference pair")
-    if suffix == "jsonl":
-        _check_json_lines(path, text)
-    elif suffix == "json":
-        _check_json(path, text)
-
-
-def _check_json(path: str, text: str) -> None:
-    """A ``.json`` file: one document (a list of row objects) or, like ``.jsonl``, one object per line."""
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as err:
-        if text.lstrip().startswith("[") or not _is_object(text.strip().splitlines()[0]):
-            raise DataError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})") from None
-        _check_json_lines(path, text)
-        return
-    if not isinstance(document, (list, dict)):
-        raise DataError(f"{path}: holds a JSON {type(document).__name__}; use a list of row objects or JSON lines")
-
-
-def _is_object(line: str) -> bool:
-    try:
-        return isinstance(json.loads(line), dict)
-    except json.JSONDecodeError:
-        return False
-
-
-def _check_json_lines(path: str, text: str) -> None:
-    """Every non-blank line must be one JSON object."""
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {number}, column {err.colno}: not valid JSON ({err.msg}); "
-                            "each line must be one JSON object") from None
-        if not isinstance(value, dict):
-            raise DataError(f"{path}: line {number} is a JSON {type(value).__name__}, not an object; "
-                            "each line must be one JSON object like {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}")
-
-
 def convert(adapter: DataAdapter, rows: Any, tokenizer: Any) -> tuple[list[Pair], Counter, dict[str, dict]]:
     """Turn raw rows into pairs; return pairs, drop counts by reason and one example row per reason."""
     pairs, _, dropped, examples = _convert(adapter, rows, tokenizer)
@@ -329,10 +153,10 @@ def _convert(adapter: DataAdapter, rows: Any, tokenizer: Any) -> tuple[list[Pair
         try:
             pair = adapter.to_pair(row, tokenizer)
             if not all(pair[k].strip() for k in ("prompt", "chosen", "rejected")):
-                raise _Drop("empty text")
+                raise Drop("empty text")
             if pair["chosen"].strip() == pair["rejected"].strip():
-                raise _Drop("chosen identical to rejected")
-        except _Drop as why:
+                raise Drop("chosen identical to rejected")
+        except Drop as why:
             dropped[str(why)] += 1
             examples.setdefault(str(why), {"row": index, **{k: str(v)[:200] for k, v in row.items()}})
             continue
@@ -365,17 +189,17 @@ def prepare(adapter: DataAdapter, tokenizer: Any, max_length: int | None = None)
                             truncated=truncated)
     if n_eval == 0:
         return result
-    column = _split_column(adapter, rows.column_names)
+    column = split_column(adapter, rows.column_names)
     if column is None:
         split = table.train_test_split(test_size=n_eval, seed=adapter.seed)
         log.info("eval split: %d of %d pairs drawn at random by row (data.split_by null)", len(split["test"]), len(pairs))
         return dataclasses.replace(result, train=split["train"], eval=split["test"])
     if column in rows.column_names:
         values = rows[column]
-        keys = [_group_key(values[i]) for i in kept]
+        keys = [group_key(values[i]) for i in kept]
     else:  # ``prompt`` without a raw prompt column (e.g. HH-RLHF transcripts): the converted prompt text
         keys = [pair["prompt"] for pair in pairs]
-    eval_keys = _held_out_groups(adapter, keys, n_eval, column)
+    eval_keys = held_out_groups(adapter, keys, n_eval, column)
     is_eval = [key in eval_keys for key in keys]
     train_rows = [i for i, e in enumerate(is_eval) if not e]
     eval_rows = [i for i, e in enumerate(is_eval) if e]
@@ -439,41 +263,3 @@ def _check_train_left(adapter: DataAdapter, n_pairs: int, n_eval: int, how: str 
         )
 
 
-def _split_column(adapter: DataAdapter, columns: list[str]) -> str | None:
-    """The column whose groups are held out whole: ``split_by`` resolved against the raw columns."""
-    name = adapter.split_by
-    if name is None or name.lower() in ("none", "null"):
-        return None
-    if name == AUTO:
-        return "group" if "group" in columns else "prompt"
-    if name not in columns and name != "prompt":
-        raise DataError(f"{adapter.dataset}: data.split_by={name!r} is not a column; found {columns}. "
-                        "Name one of them, use auto, or null to split by row.")
-    return name
-
-
-def _group_key(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
-
-
-def _held_out_groups(adapter: DataAdapter, keys: list[str], n_eval: int, column: str) -> set[str]:
-    """Whole groups for eval: the unique keys sorted, shuffled with ``seed``, taken in that order until the
-    eval pairs reach ``n_eval`` (the group that reaches or passes it is the last one taken); at least one
-    group always stays in train."""
-    sizes = Counter(keys)
-    if len(sizes) < 2:
-        raise DataError(
-            f"{adapter.dataset}: {len(keys)} pair(s) in {len(sizes)} group(s) of {column!r}: too small to hold out "
-            "whole groups for eval. Lower data.eval_fraction to 0 (no eval split) or set data.split_by null "
-            "(a random row split, whose eval rows may repeat train content)."
-        )
-    order = sorted(sizes)
-    random.Random(adapter.seed).shuffle(order)
-    taken: set[str] = set()
-    count = 0
-    for key in order[:-1]:
-        taken.add(key)
-        count += sizes[key]
-        if count >= n_eval:
-            break
-    return taken

@@ -38,7 +38,7 @@ class Run:
         if self.recipe is None:
             raise DataError(f"{self.source}: no recipe.yaml, so no eval split to rebuild; pass pairs (--pairs FILE)")
         try:
-            return prepare(self.recipe.data, self.tokenizer).eval
+            return prepare(self.recipe.data, self.tokenizer, max_length=self.recipe.dpo.max_length).eval
         except Exception as err:
             raise DataError(f"{self.source}: cannot rebuild the run's eval split from {self.recipe.data.dataset} "
                             f"({err}); pass pairs (--pairs FILE)") from err

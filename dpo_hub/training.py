@@ -24,6 +24,7 @@ from dpo_hub.compare_report import format_side_by_side, format_table, write_outp
 from dpo_hub.data import PreferenceData, prepare
 from dpo_hub.errors import OutputError, RunInterrupted
 from dpo_hub.plots import loss_curve
+from dpo_hub.preflight import check_recipe
 from dpo_hub.presets import untrained_loss
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import setup_logging, use_all_cores, wants_cpu
@@ -50,6 +51,8 @@ def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
     output_dir = Path(recipe.output_dir).resolve()
     outputs.check_writable(output_dir, recipe.overwrite_output_dir)
     recipe, notes = _resolve_on_main(recipe, state)
+    for note in check_recipe(recipe):  # what needs the model's config, before any weights or data load
+        log.info("preflight: %s", note)
     _announce(recipe, notes, state)
     saves = checkpoints.folder_for(output_dir)
     resume_from = _on_main(state, lambda: checkpoints.prepare(saves, recipe.fingerprint(), recipe.resume))
@@ -220,7 +223,7 @@ def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> P
     import datasets
 
     if state.is_main_process:
-        data = prepare(recipe.data, tokenizer)
+        data = prepare(recipe.data, tokenizer, max_length=recipe.dpo.max_length)
         for name, split in (("train", data.train), ("eval", data.eval)):
             if split is not None:
                 split.save_to_disk(str(folder / name))

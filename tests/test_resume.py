@@ -67,6 +67,9 @@ def assert_same_run(resumed: Path, reference: Path, from_step: int) -> None:
     assert after and after == pytest.approx({s: losses(theirs)[s] for s in after}, abs=1e-4), "same data order"
     a, b = load_file(resumed / "adapter_model.safetensors"), load_file(reference / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    largest = max(float((a[k] - b[k]).abs().max()) for k in a)
+    print(f"resumed from step {from_step}: steps {mine['train']['global_step']} vs {theirs['train']['global_step']}; "
+          f"eval {mine['eval_after']} vs {theirs['eval_after']}; largest adapter weight difference {largest:.2e}")
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, reference):

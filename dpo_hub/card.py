@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,8 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from dpo_hub import embedded
+from dpo_hub.compare_report import Comparison, table_rows
+from dpo_hub.sources import is_local
 
 TEMPLATE = """---
 {{ card_data }}
@@ -17,9 +20,9 @@ TEMPLATE = """---
 
 # {{ title }}
 
-A LoRA adapter for [`{{ base_model }}`]({{ base_link }}) trained with Direct Preference Optimization
-(trl's `DPOTrainer`, loss `{{ loss_type }}`, beta {{ beta }}) on `{{ dataset }}` by the
-[dpo_hub](https://github.com/dpo-hub/dpo_hub) recipe `{{ recipe_name }}` (fingerprint `{{ fingerprint }}`).
+A LoRA adapter for `{{ base_model }}` trained with Direct Preference Optimization
+(trl's `DPOTrainer`, loss `{{ loss_type }}`, beta {{ beta }}) on {{ dataset }} by the
+dpo_hub recipe `{{ recipe_name }}` (fingerprint `{{ fingerprint }}`).
 {% if embedded_note %}
 > **Embedded default.** {{ embedded_note }}
 {% endif %}
@@ -35,19 +38,27 @@ model, tokenizer = AutoPeftModelForCausalLM.from_pretrained("{{ repo_id }}"), Au
 
 With dpo_hub: `model, tokenizer = dpo_hub.pull_adapter("{{ repo_id }}")`
 
+{% if sources %}## Data
+
+| source | train pairs | share | held-out pairs | asked |
+|---|---|---|---|---|
+{% for s in sources %}{{ s.row }}
+{% endfor %}
+Each source was split on its own (held-out groups never trained on); the held-out set is the union of theirs.
+{% endif %}
 ## Results
 
 | metric (held-out pairs) | before | after |
 |---|---|---|
 {% for name, before, after in results %}| {{ name }} | {{ before }} | {{ after }} |
 {% endfor %}
+
+![training curve](loss.png)
 {% if comparison %}
-### Base vs tuned on the eval split
+## Base vs tuned on held-out pairs
 
 {{ comparison }}
 {% endif %}
-![training curve](loss.png)
-
 ## Base vs tuned generations
 
 {% for row in generations %}**Prompt:** {{ row.prompt }}
@@ -84,7 +95,10 @@ def base_model_id(recipe_model: str) -> str:
 
 
 def dataset_id(dataset: str) -> str:
-    return embedded.EMBEDDED_DATASET_ID if dataset == embedded.EMBEDDED else dataset
+    """The Hub id of a dataset; a local file is named by its file name only (no local path on a card)."""
+    if dataset == embedded.EMBEDDED:
+        return embedded.EMBEDDED_DATASET_ID
+    return Path(dataset).name if is_local(dataset) else dataset
 
 
 def build_card(output_dir: str | Path, repo_id: str, license: str | None = None) -> ModelCard:
@@ -92,41 +106,71 @@ def build_card(output_dir: str | Path, repo_id: str, license: str | None = None)
     output_dir = Path(output_dir)
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     recipe = yaml.safe_load((output_dir / "recipe.yaml").read_text(encoding="utf-8"))
-    base, data = base_model_id(recipe["model"]), dataset_id(recipe["data"]["dataset"])
+    sources = _sources(recipe["data"], metrics["data"])
+    base, datasets = base_model_id(recipe["model"]), list(dict.fromkeys(s["dataset"] for s in sources))
     before, after = metrics.get("eval_before", {}), metrics.get("eval_after", {})
-    data_name = f"{data} ({recipe['data']['kind']}, {metrics['data']['eval_pairs']} held-out pairs)"
+    kinds = "+".join(dict.fromkeys(s["kind"] for s in sources))
+    data_name = f"{' + '.join(datasets)} ({kinds}, {metrics['data']['eval_pairs']} held-out pairs)"
     eval_results = [
-        EvalResult(task_type="text-generation", task_name="Preference modelling (DPO)", dataset_type=data,
+        EvalResult(task_type="text-generation", task_name="Preference modelling (DPO)", dataset_type=datasets[0],
                    dataset_name=data_name, dataset_split="eval", metric_type=key.removeprefix("eval_"),
                    metric_name=f"eval {label}", metric_value=round(after[key], 4))
         for key, label in RESULT_KEYS.items() if key in after
     ]
     card_data = ModelCardData(
         base_model=base, library_name="peft", pipeline_tag="text-generation",
-        license=license or _MODEL_LICENSES.get(base, "other"), datasets=[data],
+        license=license or _MODEL_LICENSES.get(base, "other"), datasets=datasets,
         tags=["dpo", "lora", "trl", "dpo-hub"], model_name=repo_id,
         eval_results=eval_results or None,
     )
     dpo = recipe["dpo"]
     return ModelCard.from_template(
         card_data, template_str=TEMPLATE, title=repo_id.split("/")[-1], repo_id=repo_id, base_model=base,
-        base_link=f"https://huggingface.co/{base}", dataset=data, loss_type=dpo["loss_type"], beta=dpo["beta"],
+        dataset=" + ".join(f"`{d}`" for d in datasets), loss_type=dpo["loss_type"], beta=dpo["beta"],
         recipe_name=recipe.get("name", "custom"), fingerprint=metrics.get("fingerprint", ""),
         embedded_note=(metrics.get("embedded") or {}).get("what", ""),
+        sources=sources if len(sources) > 1 or recipe["data"].get("kind") == "mix" else [],
         results=[(label, _fmt(before.get(key)), _fmt(after.get(key))) for key, label in RESULT_KEYS.items()],
-        comparison=_comparison_table(output_dir), generations=metrics.get("generations", []),
+        comparison=_comparison_section(output_dir), generations=metrics.get("generations", []),
         hyperparameters=_hyperparameters(recipe, metrics), recipe_yaml=(output_dir / "recipe.yaml").read_text().strip(),
         versions=sorted(metrics.get("versions", {}).items()),
     )
+
+
+def _sources(data: dict, counts: dict) -> list[dict[str, Any]]:
+    """Every source of the run with its share: a mixture's from metrics.json, else the one adapter's."""
+    if counts.get("sources"):
+        asked = [f"{s['rows']} rows" if s.get("rows") else f"weight {s['weight']}" if s.get("weight") else "all"
+                 for s in counts["sources"]]
+        return [{**s, "dataset": dataset_id(s["dataset"]),
+                 "row": f"| {s['kind']}: `{dataset_id(s['dataset'])}` | {s['train_pairs']} | {100 * s['share']:.1f}% | "
+                        f"{s['eval_pairs']} | {how} |"} for s, how in zip(counts["sources"], asked)]
+    return [{"kind": data["kind"], "dataset": dataset_id(data["dataset"]), "train_pairs": counts["train_pairs"],
+             "eval_pairs": counts["eval_pairs"]}]
 
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def _comparison_table(output_dir: Path) -> str:
-    path = output_dir / "comparison.md"
-    return path.read_text(encoding="utf-8").strip() if path.exists() else ""
+def _comparison_section(output_dir: Path) -> str:
+    """The comparison table from comparison.json, as part of the card (no title, path or generations of its own)."""
+    path = output_dir / "comparison.json"
+    if not path.exists():
+        return ""
+    values = json.loads(path.read_text(encoding="utf-8"))
+    comparison = Comparison(**{f.name: values[f.name] for f in dataclasses.fields(Comparison) if f.name in values})
+    p = comparison.preference
+    lines = [f"On the run's {p['n_pairs']} held-out pairs; the base is the same "
+             "weights with the adapter off; 95% confidence intervals (Wilson for shares)." if p else "No pairs.", "",
+             "| metric | base | tuned | change |", "|---|---|---|---|"]
+    lines += [f"| {' | '.join(cell.replace('|', '&#124;') for cell in row)} |"
+              for row in table_rows(dataclasses.replace(comparison, generations=[]))]
+    if p:
+        lines += ["", "Accuracy: share of pairs whose chosen answer gets the higher log-probability. Margin: beta x "
+                  "[(tuned - base) log-prob of chosen - (tuned - base) of rejected].", "",
+                  "![base vs tuned](comparison.png)"]
+    return "\n".join(lines)
 
 
 def _hyperparameters(recipe: dict, metrics: dict) -> list[tuple[str, Any]]:

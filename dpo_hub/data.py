@@ -138,6 +138,7 @@ class PreferenceData:
     examples: dict[str, dict] = field(default_factory=dict)
     split_by: str | None = None  # the column whose groups were held out whole; None: a random row split
     truncated: int = 0  # pairs longer than max_length that trl cuts to their first max_length tokens
+    sources: list[dict] | None = None  # a mixture's sources with their rows and shares (``dpo_hub.mixture``)
 
 
 def convert(adapter: DataAdapter, rows: Any, tokenizer: Any) -> tuple[list[Pair], Counter, dict[str, dict]]:

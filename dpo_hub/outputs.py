@@ -51,6 +51,7 @@ def fresh_staging(output_dir: Path) -> Path:
 
 def finalize(stage: Path, output_dir: Path) -> Path:
     """Move the finished staging folder into place; the old run (if any) goes only after that."""
+    readable_modes(stage)
     old = output_dir.parent / f".{output_dir.name}.replaced"
     shutil.rmtree(old, ignore_errors=True)
     if output_dir.exists():
@@ -64,3 +65,13 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def readable_modes(folder: Path) -> None:
+    """Give every file 0666 and folder 0777 less the umask (0644/0755 usually): savers that write through a
+    temporary file (e.g. ``adapter_model.safetensors``) leave 0600 otherwise."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)

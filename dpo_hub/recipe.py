@@ -21,6 +21,8 @@ import yaml
 
 from dpo_hub.data import ADAPTERS, DataAdapter, UltraFeedback
 from dpo_hub.errors import RecipeError
+from dpo_hub.mixture import Mixture, is_mixture_change
+from dpo_hub.mixture import build as build_mixture
 from dpo_hub.presets import DPOPreset, Generation, LoraPreset, check
 from dpo_hub.sources import AUTO
 
@@ -30,7 +32,7 @@ class Recipe:
     """Everything a DPO run needs, as plain data; ``dpo_hub.train(recipe)`` runs it."""
 
     model: str = field(default=AUTO, metadata={"help": "Hub id or folder; auto: gpt2, the embedded tiny GPT-2 offline."})
-    data: DataAdapter = field(default_factory=UltraFeedback)
+    data: DataAdapter | Mixture = field(default_factory=UltraFeedback)
     lora: LoraPreset = field(default_factory=LoraPreset.gpt2_attention)
     dpo: DPOPreset = field(default_factory=DPOPreset.tutorial)
     generation: Generation = field(default_factory=Generation)
@@ -75,7 +77,7 @@ class Recipe:
                 continue
             lines.append(f"{f.name}:")
             if f.name == "data":
-                lines.append(_yaml_line("kind", value.kind, f"one of {', '.join(ADAPTERS)}", indent=2))
+                lines.append(_yaml_line("kind", value.kind, f"one of {', '.join(ADAPTERS)}, mix", indent=2))
             lines += [_yaml_line(s.name, getattr(value, s.name), s.metadata.get("help", ""), indent=2)
                       for s in dataclasses.fields(value)]
         return "\n".join(lines) + "\n"
@@ -107,6 +109,9 @@ class Recipe:
     def override(self, changes: dict[str, Any], source: str = "override") -> Recipe:
         """A new recipe with dotted keys set, e.g. ``{"dpo.beta": 0.2, "data.limit": 50}``."""
         recipe, changes = self, _flatten(changes, source)  # {"dpo": {"beta": "0.2"}} is "dpo.beta": "0.2", alike
+        if is_mixture_change(recipe.data, changes):  # data.mix, data.mix.N.KEY, data.seed: dpo_hub.mixture
+            mixing = {k.removeprefix("data."): changes.pop(k) for k in list(changes) if k.startswith("data.")}
+            recipe = recipe.replace(data=build_mixture(recipe.data, mixing, source, _coerce))
         if "data.kind" in changes:
             try:
                 recipe = recipe.replace(data=_switch_adapter(recipe.data, changes["data.kind"], source))
@@ -148,6 +153,8 @@ _GROUP_EXAMPLES = {"data": UltraFeedback, "lora": LoraPreset, "dpo": DPOPreset, 
 
 
 def _plain(value: Any) -> Any:
+    if hasattr(value, "to_plain"):  # a mixture and its sources
+        return value.to_plain()
     if dataclasses.is_dataclass(value):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):
@@ -156,7 +163,10 @@ def _plain(value: Any) -> Any:
 
 
 def _yaml_line(key: str, value: Any, help_text: str, indent: int = 0) -> str:
-    dumped = yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10_000)
+    if isinstance(value, tuple) and value and hasattr(value[0], "to_plain"):  # a mixture's sources, one a line
+        items = [f"{' ' * (indent + 2)}- {_yaml_line('x', v, '').partition(': ')[2]}" for v in value]
+        return "\n".join([f"{' ' * indent}{key}:" + (f"  # {help_text}" if help_text else ""), *items])
+    dumped = yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10_000, sort_keys=False)
     dumped = dumped.strip().removesuffix("...").strip()
     return f"{' ' * indent}{key}: {dumped}" + (f"  # {help_text}" if help_text else "")
 
@@ -196,7 +206,7 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _switch_adapter(current: DataAdapter, kind: Any, source: str) -> DataAdapter:
     """The adapter of ``kind``, keeping the selection (split, eval fraction, seed) but not the source or its limit."""
     if not isinstance(kind, str) or kind not in ADAPTERS:
-        raise RecipeError(f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)}")
+        raise RecipeError(f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)} or mix")
     if kind == current.kind:
         return current
     target = ADAPTERS[kind]

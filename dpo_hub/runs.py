@@ -15,9 +15,9 @@ from typing import Any
 
 from dpo_hub.compare import compare_model
 from dpo_hub.compare_report import Comparison, write_outputs
-from dpo_hub.data import prepare
 from dpo_hub.errors import DataError, DpoHubError, HubError, SourceUnavailableError
 from dpo_hub.hub import download_adapter
+from dpo_hub.mixture import prepare_data
 from dpo_hub.presets import Generation
 from dpo_hub.recipe import Recipe
 from dpo_hub.sources import load_adapter_model, load_tokenizer
@@ -38,7 +38,7 @@ class Run:
         if self.recipe is None:
             raise DataError(f"{self.source}: no recipe.yaml, so no eval split to rebuild; pass pairs (--pairs FILE)")
         try:
-            return prepare(self.recipe.data, self.tokenizer, max_length=self.recipe.dpo.max_length).eval
+            return prepare_data(self.recipe.data, self.tokenizer, max_length=self.recipe.dpo.max_length).eval
         except Exception as err:
             raise DataError(f"{self.source}: cannot rebuild the run's eval split from {self.recipe.data.dataset} "
                             f"({err}); pass pairs (--pairs FILE)") from err

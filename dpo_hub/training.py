@@ -7,7 +7,6 @@ reads as the list of its steps; each step is a small function below it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import platform
@@ -21,14 +20,15 @@ from typing import Any
 from dpo_hub import checkpoints, embedded, outputs
 from dpo_hub.compare import compare_model, side_by_side
 from dpo_hub.compare_report import format_side_by_side, format_table, write_outputs
-from dpo_hub.data import PreferenceData, prepare
+from dpo_hub.data import PreferenceData
 from dpo_hub.errors import OutputError, RunInterrupted
+from dpo_hub.mixture import datasets_of, prepare_data, resolve_sources
 from dpo_hub.plots import loss_curve
 from dpo_hub.preflight import check_recipe
 from dpo_hub.presets import untrained_loss
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import setup_logging, use_all_cores, wants_cpu
-from dpo_hub.sources import DEFAULT_DATASET, DEFAULT_MODEL, load_adapter_model, load_model, load_tokenizer, resolve
+from dpo_hub.sources import DEFAULT_MODEL, load_adapter_model, load_model, load_tokenizer, resolve
 
 log = logging.getLogger("dpo_hub")
 LIBRARIES = ("dpo_hub", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub")
@@ -91,9 +91,9 @@ def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
 def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
     """Replace ``auto`` sources by what will really be used; return the notes on any fallback."""
     model, model_note = resolve(recipe.model, DEFAULT_MODEL, "model")
-    dataset, data_note = resolve(recipe.data.dataset, DEFAULT_DATASET, "dataset")
-    notes = [n for n in (model_note, data_note) if n]
-    return recipe.replace(model=model, data=dataclasses.replace(recipe.data, dataset=dataset)), notes
+    data, data_notes = resolve_sources(recipe.data)
+    notes = [n for n in (model_note, *data_notes) if n]
+    return recipe.replace(model=model, data=data), notes
 
 
 def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoints: Path, state: Any = None) -> Any:
@@ -191,7 +191,7 @@ def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, s
 
 def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: Any, train_result: Any, before: dict,
              after: dict, generations: list[dict], comparison: Any, processes: int, started: float) -> dict:
-    using_embedded = embedded.EMBEDDED in (recipe.model, recipe.data.dataset)
+    using_embedded = embedded.EMBEDDED in (recipe.model, *datasets_of(recipe.data))
     return {
         "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model,
         "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
@@ -199,7 +199,7 @@ def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: An
         "train": {**train_result.metrics, "global_step": trainer.state.global_step,
                   "tokens_seen": _tokens_seen(trainer.state.log_history)},
         "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped),
-                 "held_out_by": data.split_by},
+                 "held_out_by": data.split_by, **({"sources": data.sources} if data.sources else {})},
         "processes": processes, "effective_batch_size": effective_batch(trainer),
         "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
@@ -223,17 +223,17 @@ def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> P
     import datasets
 
     if state.is_main_process:
-        data = prepare(recipe.data, tokenizer, max_length=recipe.dpo.max_length)
+        data = prepare_data(recipe.data, tokenizer, max_length=recipe.dpo.max_length)
         for name, split in (("train", data.train), ("eval", data.eval)):
             if split is not None:
                 split.save_to_disk(str(folder / name))
         outputs.write_json(folder / "info.json", {"source": data.source, "dropped": dict(data.dropped),
-                                                  "split_by": data.split_by})
+                                                  "split_by": data.split_by, "sources": data.sources})
     state.wait_for_everyone()
     info = json.loads((folder / "info.json").read_text())
     splits = {n: datasets.load_from_disk(str(folder / n)) if (folder / n).exists() else None for n in ("train", "eval")}
     return PreferenceData(splits["train"], splits["eval"], info["source"], Counter(info["dropped"]),
-                          split_by=info["split_by"])
+                          split_by=info["split_by"], sources=info["sources"])
 
 
 def _model_for_generation(trainer: Any, recipe: Recipe, stage: Path) -> Any:
@@ -272,6 +272,6 @@ def _describe_embedded(recipe: Recipe) -> str:
     if recipe.model == embedded.EMBEDDED:
         parts.append(f"model {embedded.EMBEDDED_MODEL_ID} (GPT-2 architecture {embedded.MODEL_SHAPE}, random seeded "
                      "weights, NOT pretrained GPT-2: no weights can be downloaded) with GPT-2's real tokenizer")
-    if recipe.data.dataset == embedded.EMBEDDED:
+    if embedded.EMBEDDED in datasets_of(recipe.data):
         parts.append("data: the bundled 400-pair UltraFeedback-schema sample")
     return "; ".join(parts)

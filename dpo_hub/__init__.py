@@ -5,11 +5,12 @@ Layers, each importing only from those above it in this list (``tests/test_layer
 0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``: no
    dpo_hub imports but ``errors``/``embedded``
 1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data_files``,
-   ``pair_text``, ``splits``, ``data``
+   ``pair_text``, ``splits``, ``data``, ``mixture`` (several adapters mixed by rows or weights)
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads
 3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
 4. ``card``, ``hub_errors``, ``hub``: the model card; Hub failures as one line, retries; push and download
-5. ``training`` (``train``: recipe -> run folder), ``runs`` (a run folder or Hub repo back as model + recipe)
+5. ``training`` (``train``: recipe -> run folder), ``runs`` (a run folder or Hub repo back as model + recipe),
+   ``sweep`` (a grid of recipes, one run folder per point)
 6. ``launch`` (argv -> recipe -> train -> push), ``cli``, ``recipes.*``
 """
 
@@ -29,15 +30,17 @@ from dpo_hub.errors import (
     SourceUnavailableError,
 )
 from dpo_hub.hub import download_adapter, push_adapter
+from dpo_hub.mixture import MixSource, Mixture
 from dpo_hub.presets import DPOPreset, Generation, LoraPreset
 from dpo_hub.recipe import Recipe
 from dpo_hub.runs import Run, compare_run, open_run, pull_adapter
+from dpo_hub.sweep import sweep
 from dpo_hub.training import train
 
 __version__ = "0.1.0"
 __all__ = [
     "HHRLHF", "CompareError", "Comparison", "DPOPreset", "DataError", "DpoHubError", "Generation", "HubError",
-    "LoraPreset", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError", "Run", "RunInterrupted",
-    "SourceUnavailableError", "UltraFeedback", "build_card", "compare_model", "compare_run", "download_adapter",
-    "open_run", "prepare", "pull_adapter", "push_adapter", "train",
+    "LoraPreset", "MixSource", "Mixture", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError",
+    "Run", "RunInterrupted", "SourceUnavailableError", "UltraFeedback", "build_card", "compare_model", "compare_run",
+    "download_adapter", "open_run", "prepare", "pull_adapter", "push_adapter", "sweep", "train",
 ]

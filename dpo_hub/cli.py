@@ -15,9 +15,9 @@ from dpo_hub.compare import side_by_side
 from dpo_hub.compare_report import format_side_by_side, format_table
 from dpo_hub.errors import DpoHubError, OutputError
 from dpo_hub.hub import push_adapter
-from dpo_hub.launch import run_recipe
+from dpo_hub.launch import run_recipe, run_sweep
 from dpo_hub.presets import Generation
-from dpo_hub.runs import compare_run, open_repo
+from dpo_hub.runs import compare_run, comparison_dir, open_repo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="train a recipe: dpo-hub train [--config FILE] [--key value ...]", add_help=False)
+    sub.add_parser("sweep", add_help=False, help="train a grid of recipes: dpo-hub sweep --config FILE "
+                   "--grid dpo.beta=0.05,0.1 [--grid lora.r=4,8] [--output_dir sweeps/NAME] [--key value ...]")
     push = sub.add_parser("push", help="publish a run's adapter and model card in one commit")
     push.add_argument("output_dir")
     push.add_argument("repo_id")
@@ -41,12 +43,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp.add_argument("--prompt", action="append", default=None)
     cmp.add_argument("--pairs", default=None, help="preference file or dataset (default: the run's eval split)")
     cmp.add_argument("--judge", default=None, help="reward model id for a win rate")
-    cmp.add_argument("--output", default=None, help="folder for comparison.json/md/png")
+    cmp.add_argument("--output", default=None, help="folder for comparison.json/md/png (default: a new "
+                     "RUN_DIR/comparisons/TIME folder; a repo: ./comparison-NAME)")
+    cmp.add_argument("--overwrite", action="store_true", help="replace a comparison already in --output")
     cmp.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo")
     if argv[:1] == ["train"]:
         from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
         return run_recipe(RECIPE, argv[1:])
+    if argv[:1] == ["sweep"]:
+        from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
+
+        return run_sweep(RECIPE, argv[1:])
     args = parser.parse_args(argv)
     try:
         return _dispatch(args)
@@ -71,11 +79,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         settings = Generation(prompts=tuple(args.prompt)) if args.prompt else Generation()
         print(format_side_by_side(side_by_side(run.model, run.tokenizer, settings)))
     elif args.command == "compare":
-        local = Path(args.source).is_dir()
-        name = args.source.rstrip("/").split("/")[-1]
-        output = Path(args.output or (args.source if local else f"comparison-{name}"))
+        output = Path(args.output) if args.output else comparison_dir(args.source, args.pairs)
         comparison = compare_run(args.source, prompts=args.prompt, pairs=args.pairs, judge=args.judge,
-                                 output_dir=output, revision=args.revision)
+                                 output_dir=output, revision=args.revision, overwrite=args.overwrite)
         print(format_table(comparison))
         print(f"\nwrote {output / 'comparison.json'}, comparison.md, comparison.png")
     return 0

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
 from dpo_hub.hub import check_push_target, push_adapter
 from dpo_hub.recipe import Recipe
+from dpo_hub.sweep import parse_grid, sweep
 from dpo_hub.training import train
 
 
@@ -92,6 +93,44 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2 if isinstance(err, _Usage) else 130 if isinstance(err, RunInterrupted) else 1
     return 0
+
+
+def run_sweep(base: Recipe, argv: Sequence[str]) -> int:
+    """``dpo-hub sweep [--config FILE] --grid KEY=V1,V2 ... [--output_dir DIR] [--key value ...]``: exit code."""
+    debug, grids, output, rest, items = "--debug" in argv, [], None, [], [a for a in argv if a != "--debug"]
+    while items:
+        token = items.pop(0)
+        name, eq, value = token.partition("=")
+        if name in ("--grid", "--output_dir"):
+            if not eq:
+                if not items:
+                    return _fail(_Usage(f"command line: {name} needs a value"), debug)
+                value = items.pop(0)
+            grids += [value] if name == "--grid" else []
+            output = value if name == "--output_dir" else output
+        else:
+            rest.append(token)
+    try:
+        try:
+            recipe = recipe_from_argv(base, rest)
+            grid = parse_grid(grids)
+        except DpoHubError as err:
+            raise _Usage(str(err)) from err
+        folder = sweep(recipe, grid, output or f"sweeps/{recipe.name}")
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            print(f"sweep: {folder / 'sweep.md'}", flush=True)
+    except DpoHubError as err:
+        return _fail(err, debug)
+    return 0
+
+
+def _fail(err: DpoHubError, debug: bool) -> int:
+    if debug:
+        raise err
+    print(f"error: {err}", file=sys.stderr)
+    return 2 if isinstance(err, _Usage) else 130 if isinstance(err, RunInterrupted) else 1
 
 
 class _Usage(RecipeError):

@@ -1,4 +1,4 @@
-"""Every figure a run writes: the loss curve (``loss.png``) and the comparison (``comparison.png``).
+"""Every figure dpo_hub writes: the loss curve (``loss.png``), the comparison (``comparison.png``), a sweep's ``sweep.png``.
 
 Plain data in, a PNG out; matplotlib runs headless (Agg).
 """
@@ -63,6 +63,21 @@ def comparison_figure(preference: dict[str, Any] | None, margins: list[float], p
         for ax in (bars, hist):
             ax.text(0.5, 0.5, "no preference pairs", ha="center", va="center")
             ax.set_axis_off()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def sweep_figure(labels: list[str], series: dict[str, list[float | None]], path: Path) -> None:
+    """One bar panel per metric (eval loss, reward accuracy, ...), one bar per sweep point (missing: no bar)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3 + 0.25 * len(labels)), dpi=100, squeeze=False)
+    for ax, (name, values) in zip(axes[0], series.items(), strict=True):
+        ax.barh(range(len(labels)), [v if v is not None else 0 for v in values])
+        for i, value in enumerate(values):
+            ax.text(0, i, f" {value:.4f}" if value is not None else " -", va="center")
+        ax.set(yticks=range(len(labels)), yticklabels=labels if ax is axes[0][0] else [], title=name)
+        ax.invert_yaxis()
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

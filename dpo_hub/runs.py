@@ -8,6 +8,7 @@ are built on it. The loading itself is ``sources.load_adapter_model``, the one b
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 
 from dpo_hub.compare import compare_model
 from dpo_hub.compare_report import Comparison, write_outputs
-from dpo_hub.errors import DataError, DpoHubError, HubError, SourceUnavailableError
+from dpo_hub.errors import DataError, DpoHubError, HubError, OutputExistsError, SourceUnavailableError
 from dpo_hub.hub import download_adapter
 from dpo_hub.mixture import prepare_data
 from dpo_hub.presets import Generation
@@ -116,12 +117,16 @@ def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = 
 
 def compare_run(source: str | Path | Run, prompts: Iterable[str] | None = None, pairs: Any = None,
                 judge: str | None = None, output_dir: str | Path | None = None, revision: str | None = None,
-                batch_size: int = 16, generation: Generation | None = None) -> Comparison:
+                batch_size: int = 16, generation: Generation | None = None, overwrite: bool = False) -> Comparison:
     """Compare base and tuned for a run folder, a Hub repo id, or an opened ``Run``.
 
     The run's recipe gives the default ``pairs`` (its eval split), ``generation`` settings, beta and
-    max_length; with ``output_dir``, comparison.json/.md/.png are written there.
+    max_length; with ``output_dir``, comparison.json/.md/.png are written there (a folder that already holds a
+    comparison is refused, before any work, unless ``overwrite``; ``comparison_dir`` gives a fresh one).
     """
+    if output_dir is not None and (Path(output_dir) / "comparison.json").exists() and not overwrite:
+        raise OutputExistsError(f"{output_dir} already holds a comparison (comparison.json); nothing was changed. "
+                                "Choose another output folder (--output) or pass --overwrite to replace it.")
     run = source if isinstance(source, Run) else open_run(source, revision)
     recipe, label = run.recipe, None
     if pairs is None and recipe is not None:
@@ -134,3 +139,16 @@ def compare_run(source: str | Path | Run, prompts: Iterable[str] | None = None, 
     if output_dir is not None:
         write_outputs(comparison, Path(output_dir))
     return comparison
+
+
+def comparison_dir(source: str | Path, pairs: str | None = None) -> Path:
+    """A new folder for a comparison of ``source``: ``RUN_DIR/comparisons/TIME[-PAIRS]`` for a run folder (its own
+    comparison files are kept), ``comparison-NAME`` in the current folder for a Hub repo."""
+    if not Path(source).is_dir():
+        return Path(f"comparison-{str(source).rstrip('/').split('/')[-1]}")
+    name = time.strftime("%Y%m%d-%H%M%S") + (f"-{Path(pairs).stem}" if pairs else "")
+    folder, n = Path(source) / "comparisons" / name, 1
+    while folder.exists():
+        n += 1
+        folder = folder.with_name(f"{name}-{n}")
+    return folder

@@ -10,8 +10,34 @@ from typing import Any
 log = logging.getLogger("dpo_hub")
 
 
+# Warnings the libraries emit on every run that no user setting causes or can fix: (category, message regex).
+KNOWN_NOISE = (
+    # transformers 5 renamed gradient checkpointing; trl and transformers still call the old names internally
+    (FutureWarning, r"`(is_)?gradient_checkpointing(_kwargs)?` is deprecated and will be removed in v6"),
+    # peft looks for the base model's config on the Hub to see if the vocabulary changed; offline it cannot
+    (UserWarning, r"Could not find a config file in .* - will assume that the vocabulary was not modified"),
+    (UserWarning, r"Unable to fetch remote file due to the following error"),
+)
+
+
+def quiet_known_noise() -> None:
+    """Hide ``KNOWN_NOISE`` (by category and message, nothing else) and the ``datasets`` per-step progress bars of
+    small bookkeeping (saving, mapping); every other warning still shows."""
+    import warnings
+
+    for category, message in KNOWN_NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+    except ImportError:
+        pass
+
+
 def setup_logging(is_main: bool) -> None:
-    """One ``[dpo_hub]`` line per stage, printed by the main process only."""
+    """One ``[dpo_hub]`` line per stage, printed by the main process only; known library noise hidden."""
+    quiet_known_noise()
     if not log.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("[dpo_hub] %(message)s"))

@@ -150,13 +150,20 @@ def test_judge_win_rate(tmp_path, tuned, tokenizer):
 
 
 def test_run_folder_default_pairs_and_outputs(run_dir, tuned, tokenizer, capsys):
+    (run_dir / "comparison.json").write_text('{"the run": "its own"}', encoding="utf-8")
     assert cli.main(["compare", str(run_dir)]) == 0
     table = capsys.readouterr().out
     assert "preference accuracy (summed log-prob)" in table and "implicit reward margin" in table
-    result = json.loads((run_dir / "comparison.json").read_text())
+    assert (run_dir / "comparison.json").read_text() == '{"the run": "its own"}', "the run's own files are kept"
+    [folder] = (run_dir / "comparisons").iterdir()
+    assert f"wrote {folder / 'comparison.json'}" in table
+    result = json.loads((folder / "comparison.json").read_text())
     assert result["preference"]["n_pairs"] == 6 and result["settings"]["beta"] == 0.1
-    assert "preference accuracy" in (run_dir / "comparison.md").read_text()
-    assert (run_dir / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert "preference accuracy" in (folder / "comparison.md").read_text()
+    assert (folder / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+    assert cli.main(["compare", str(run_dir), "--output", str(run_dir), "--prompt", "Hi"]) == 1
+    assert "already holds a comparison" in capsys.readouterr().err, "an explicit --output is not overwritten either"
+    assert (run_dir / "comparison.json").read_text() == '{"the run": "its own"}'
     # the saved adapter scores exactly like the in-memory one on the run's own eval split
     eval_pairs = prepare(Recipe.from_yaml(run_dir / "recipe.yaml").data, tokenizer).eval
     direct = score_pairs(tuned, tokenizer, load_pairs(eval_pairs))

@@ -22,10 +22,10 @@ def write_prefs(path, n=30):
 
 
 def mix_yaml(prefs, rows=24, weight=0.25) -> str:
-    return f"""model: embedded
+    return f"""model: auto
 data:
   mix:
-    - {{kind: ultrafeedback, dataset: embedded, limit: 60, eval_fraction: 0.25, rows: {rows}}}
+    - {{kind: ultrafeedback, dataset: auto, limit: 60, eval_fraction: 0.25, rows: {rows}}}
     - {{kind: preferences, dataset: {prefs}, eval_fraction: 0.2, weight: {weight}}}
   seed: 3
 dpo: {{max_steps: 2, max_length: 128}}
@@ -61,6 +61,14 @@ def test_mixture_shares_are_recorded_in_metrics_and_card(mixed_run):
     assert "| ultrafeedback: `dpo-hub/ultrafeedback-sample` | 24 | 75.0% |" in text
     assert "| preferences: `prefs.jsonl` | 8 | 25.0% |" in text
     assert build_card(out, "tester/mixed").data.datasets == ["dpo-hub/ultrafeedback-sample", "prefs.jsonl"]
+
+
+def test_run_shows_only_warnings_that_concern_users(mixed_run):
+    _, proc, _ = mixed_run
+    for noise in ("is deprecated and will be removed in v6", "Could not find a config file in",
+                  "Unable to fetch remote file", "Saving the dataset", "Generating train split"):
+        assert noise not in proc.stderr + proc.stdout, noise
+    assert "EMBEDDED DEFAULT" in proc.stdout and "gpt2 unavailable" in proc.stdout, "dpo_hub's own warnings still show"
 
 
 def test_card_reads_as_one_document(mixed_run):

@@ -133,3 +133,33 @@ def test_unwritable_output_dir_fails_before_anything_loads(tmp_path, where, mess
     with pytest.raises(OutputError, match=message):
         train(small(), tmp_path / where)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"], "nothing was created"
+
+
+NOISE = ("is deprecated and will be removed in v6", "Could not find a config file in", "Unable to fetch remote file",
+         "Saving the dataset", "Generating train split")
+
+
+def test_run_shows_only_warnings_that_concern_users(trained_run):
+    _, proc = trained_run
+    for noise in NOISE:
+        assert noise not in proc.stderr + proc.stdout, noise
+    assert "EMBEDDED DEFAULT" in proc.stdout, "dpo_hub's own warnings still show"
+
+
+def test_noise_filters_are_narrow():
+    import warnings
+    from functools import partial
+
+    from dpo_hub.runtime import quiet_known_noise
+
+    warn = partial(warnings.warn, stacklevel=1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_known_noise()
+        warn("`gradient_checkpointing` is deprecated and will be removed in v6. Use x.", FutureWarning)
+        warn("Could not find a config file in gpt2 - will assume that the vocabulary was not modified.",
+             UserWarning)
+        warn("`other_setting` is deprecated and will be removed in v6.", FutureWarning)
+        warn("Could not find a config file in gpt2 - will assume that the vocabulary was not modified.",
+             RuntimeWarning)
+    assert [str(w.message)[:15] for w in caught] == ["`other_setting`", "Could not find "]

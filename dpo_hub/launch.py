@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
 from dpo_hub.hub import check_push_target, push_adapter
 from dpo_hub.recipe import Recipe
-from dpo_hub.sweep import parse_grid, sweep
+from dpo_hub.sweep import grid_points, parse_grid, sweep
 from dpo_hub.training import train
 
 
@@ -97,6 +97,11 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
 
 def run_sweep(base: Recipe, argv: Sequence[str]) -> int:
     """``dpo-hub sweep [--config FILE] --grid KEY=V1,V2 ... [--output_dir DIR] [--key value ...]``: exit code."""
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: dpo-hub sweep [--config FILE] --grid KEY=V1,V2,... [--grid ...] [--output_dir DIR] "
+              "[--key value ...]\n  every combination of the --grid values is trained into DIR/FINGERPRINT "
+              "(default DIR: sweeps/RECIPE_NAME); finished points are skipped\n" + recipe_help(base))
+        return 0
     debug, grids, output, rest, items = "--debug" in argv, [], None, [], [a for a in argv if a != "--debug"]
     while items:
         token = items.pop(0)
@@ -114,6 +119,7 @@ def run_sweep(base: Recipe, argv: Sequence[str]) -> int:
         try:
             recipe = recipe_from_argv(base, rest)
             grid = parse_grid(grids)
+            grid_points(recipe, grid)  # every point checked: a bad key or value is a usage error (exit 2)
         except DpoHubError as err:
             raise _Usage(str(err)) from err
         folder = sweep(recipe, grid, output or f"sweeps/{recipe.name}")

@@ -47,7 +47,7 @@ def test_sweep_trains_each_point_then_skips_finished_ones(tmp_path):
     assert {p["status"] for p in json.loads((out / "sweep.json").read_text())["points"]} == {"skipped (finished before)"}
 
 
-def test_grid_values_and_bad_grids():
+def test_grid_values_and_bad_grids(tmp_path):
     assert parse_grid(["dpo.beta=0.05,0.1", "lora.target_modules=[c_attn],[c_attn,c_fc]"]) == {
         "dpo.beta": ["0.05", "0.1"], "lora.target_modules": ["[c_attn]", "[c_attn,c_fc]"]}
     points = grid_points(RECIPE, parse_grid(["dpo.beta=0.05,0.1", "lora.r=4,8"]))
@@ -61,3 +61,7 @@ def test_grid_values_and_bad_grids():
         grid_points(RECIPE, {"dpo.beta": ["0.1", "-1"]})
     with pytest.raises(RecipeError, match="are the same recipe"):
         grid_points(RECIPE, {"dpo.beta": ["0.1", "0.10"]})
+    proc = run([sys.executable, "-m", "dpo_hub", "sweep", "--grid", "dpo.betta=0.1", "--output_dir", str(tmp_path / "s")],
+               offline_env(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.startswith("error: --grid point dpo.betta=0.1: unknown recipe key")
+    assert not (tmp_path / "s").exists(), "a bad grid fails before anything is created"

@@ -132,7 +132,7 @@ def build_card(output_dir: str | Path, repo_id: str, license: str | None = None)
         sources=sources if len(sources) > 1 or recipe["data"].get("kind") == "mix" else [],
         results=[(label, _fmt(before.get(key)), _fmt(after.get(key))) for key, label in RESULT_KEYS.items()],
         comparison=_comparison_section(output_dir), generations=metrics.get("generations", []),
-        hyperparameters=_hyperparameters(recipe, metrics), recipe_yaml=(output_dir / "recipe.yaml").read_text().strip(),
+        hyperparameters=_hyperparameters(recipe, metrics), recipe_yaml=_recipe_text(output_dir),
         versions=sorted(metrics.get("versions", {}).items()),
     )
 
@@ -147,6 +147,12 @@ def _sources(data: dict, counts: dict) -> list[dict[str, Any]]:
                         f"{s['eval_pairs']} | {how} |"} for s, how in zip(counts["sources"], asked)]
     return [{"kind": data["kind"], "dataset": dataset_id(data["dataset"]), "train_pairs": counts["train_pairs"],
              "eval_pairs": counts["eval_pairs"]}]
+
+
+def _recipe_text(output_dir: Path) -> str:
+    """recipe.yaml without its header comment (it names the run's local folder)."""
+    lines = (output_dir / "recipe.yaml").read_text(encoding="utf-8").strip().splitlines()
+    return "\n".join(lines[next((i for i, line in enumerate(lines) if not line.startswith("#")), 0):])
 
 
 def _fmt(value: Any) -> str:

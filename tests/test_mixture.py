@@ -82,6 +82,7 @@ def test_card_reads_as_one_document(mixed_run):
     assert "preference accuracy" in comparison and str(tmp) not in comparison, "no local path in the comparison"
     assert text.count("**Prompt:** Is eating animals cruel?") == 1 and text.count("- tuned:") == 1, "generations once"
     assert "huggingface.co/" not in text and "github.com" not in text, "no links to placeholder pages"
+    assert f"--config {out}" not in text, "the recipe is shown without its local header"
 
 
 def test_run_files_are_world_readable(mixed_run):

@@ -17,6 +17,8 @@ from typing import Any
 log = logging.getLogger("dpo_hub")
 ADAPTERS_GROUP = "dpo_hub.adapters"
 RECIPES_GROUP = "dpo_hub.recipes"
+LORA_PRESETS_GROUP = "dpo_hub.lora_presets"  # for a name registry of LoRA preset factories (lora.preset)
+DPO_PRESETS_GROUP = "dpo_hub.dpo_presets"  # for a name registry of DPO preset factories (dpo.preset)
 
 
 @dataclass(frozen=True)

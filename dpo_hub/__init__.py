@@ -2,27 +2,30 @@
 
 Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
 
-0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``: no
-   dpo_hub imports but ``errors``/``embedded``
+0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``,
+   ``plugins`` (entry point registries): no dpo_hub imports but ``errors``/``embedded``
 1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data_files``,
    ``pair_text``, ``splits``, ``data``, ``mixture`` (several adapters mixed by rows or weights)
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads
 3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
 4. ``card``, ``hub_errors``, ``hub``: the model card; Hub failures as one line, retries; push and download
 5. ``training`` (``train``: recipe -> run folder), ``runs`` (a run folder or Hub repo back as model + recipe),
-   ``sweep`` (a grid of recipes, one run folder per point)
-6. ``launch`` (argv -> recipe -> train -> push), ``cli``, ``recipes.*``
+   ``sweep`` (a grid of recipes, one run folder per point), ``merge`` (adapter merged into its base: a standalone
+   model folder, pushed like a run)
+6. ``launch`` (argv -> recipe -> train -> push), ``cli``, ``recipes`` (shipped and installed recipe modules),
+   ``recipes.*``
 """
 
 from dpo_hub.card import build_card
 from dpo_hub.compare import compare_model
 from dpo_hub.compare_report import Comparison
-from dpo_hub.data import HHRLHF, Preferences, UltraFeedback, prepare
+from dpo_hub.data import HHRLHF, Preferences, Selection, UltraFeedback, prepare
 from dpo_hub.errors import (
     CompareError,
     DataError,
     DpoHubError,
     HubError,
+    MergeError,
     OutputError,
     OutputExistsError,
     RecipeError,
@@ -30,6 +33,7 @@ from dpo_hub.errors import (
     SourceUnavailableError,
 )
 from dpo_hub.hub import download_adapter, push_adapter
+from dpo_hub.merge import merge_adapter, push_merged
 from dpo_hub.mixture import MixSource, Mixture
 from dpo_hub.presets import DPOPreset, Generation, LoraPreset
 from dpo_hub.recipe import Recipe
@@ -40,7 +44,8 @@ from dpo_hub.training import train
 __version__ = "0.1.0"
 __all__ = [
     "HHRLHF", "CompareError", "Comparison", "DPOPreset", "DataError", "DpoHubError", "Generation", "HubError",
-    "LoraPreset", "MixSource", "Mixture", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError",
-    "Run", "RunInterrupted", "SourceUnavailableError", "UltraFeedback", "build_card", "compare_model", "compare_run",
-    "download_adapter", "open_run", "prepare", "pull_adapter", "push_adapter", "sweep", "train",
+    "LoraPreset", "MergeError", "MixSource", "Mixture", "OutputError", "OutputExistsError", "Preferences", "Recipe",
+    "RecipeError", "Run", "RunInterrupted", "Selection", "SourceUnavailableError", "UltraFeedback", "build_card",
+    "compare_model", "compare_run", "download_adapter", "merge_adapter", "open_run", "prepare", "pull_adapter",
+    "push_adapter", "push_merged", "sweep", "train",
 ]

@@ -187,3 +187,8 @@ def _hyperparameters(recipe: dict, metrics: dict) -> list[tuple[str, Any]]:
     rows += [("effective batch", metrics.get("effective_batch_size")), ("processes", metrics.get("processes")),
              ("train pairs", metrics["data"]["train_pairs"]), ("eval pairs", metrics["data"]["eval_pairs"])]
     return rows
+
+
+def model_license(base: str) -> str:
+    """The licence of a base model dpo_hub knows, else ``other``."""
+    return _MODEL_LICENSES.get(base, "other")

@@ -14,9 +14,11 @@ from pathlib import Path
 from dpo_hub.compare import side_by_side
 from dpo_hub.compare_report import format_side_by_side, format_table
 from dpo_hub.errors import DpoHubError, OutputError
-from dpo_hub.hub import push_adapter
+from dpo_hub.hub import check_push_target, push_adapter
 from dpo_hub.launch import run_recipe, run_sweep
+from dpo_hub.merge import DTYPES, merge_adapter, push_merged
 from dpo_hub.presets import Generation
+from dpo_hub.recipes import format_installed
 from dpo_hub.runs import compare_run, comparison_dir, open_repo
 
 
@@ -47,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "RUN_DIR/comparisons/TIME folder; a repo: ./comparison-NAME)")
     cmp.add_argument("--overwrite", action="store_true", help="replace a comparison already in --output")
     cmp.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo")
+    merge = sub.add_parser("merge", help="merge a run's adapter into its base: a standalone model folder")
+    merge.add_argument("source", help="run folder or Hub repo id of an adapter")
+    merge.add_argument("--output", required=True, help="folder for the merged model (appears only when complete)")
+    merge.add_argument("--dtype", default=None, choices=DTYPES, help="dtype written (default: the base model's)")
+    merge.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    merge.add_argument("--push", default=None, metavar="REPO", help="then publish the merged model to this Hub repo")
+    merge.add_argument("--private", action="store_true", help="with --push: create the repo private")
+    sub.add_parser("recipes", help="list installed recipes, the command that runs each, and data adapters")
     if argv[:1] == ["train"]:
         from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
@@ -78,6 +89,15 @@ def _dispatch(args: argparse.Namespace) -> int:
               f"{run.model.peft_config['default'].base_model_name_or_path}")
         settings = Generation(prompts=tuple(args.prompt)) if args.prompt else Generation()
         print(format_side_by_side(side_by_side(run.model, run.tokenizer, settings)))
+    elif args.command == "merge":
+        if args.push:  # before the merge: a push that cannot succeed should cost nothing
+            check_push_target(args.push)
+        folder = merge_adapter(args.source, args.output, args.dtype, args.revision, overwrite=args.overwrite)
+        print(f"wrote {folder} (model.safetensors, tokenizer, generation_config.json, README.md)")
+        if args.push:
+            print(f"pushed to {push_merged(folder, args.push, private=args.private)}")
+    elif args.command == "recipes":
+        print(format_installed())
     elif args.command == "compare":
         output = Path(args.output) if args.output else comparison_dir(args.source, args.pairs)
         comparison = compare_run(args.source, prompts=args.prompt, pairs=args.pairs, judge=args.judge,

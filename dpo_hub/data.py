@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from dpo_hub.data_files import load_rows
 from dpo_hub.errors import DataError
 from dpo_hub.pair_text import Drop, Pair, chat_pair, last_reply, split_transcript, text_field
+from dpo_hub.plugins import ADAPTERS_GROUP, Registry
 from dpo_hub.presets import check, check_choice
 from dpo_hub.sources import AUTO, DEFAULT_DATASET
 from dpo_hub.splits import group_key, held_out_groups, split_column
@@ -30,7 +31,15 @@ MIN_TRAIN_PAIRS = 2
 
 
 @dataclass(frozen=True)
-class _Selection:
+class Selection:
+    """Which rows to read and how to split them: the base of every adapter, a plugin's included.
+
+    A subclass is a frozen dataclass with a ``kind`` (its ``data.kind`` name), ``columns`` (the raw
+    columns it needs), a ``dataset`` field and ``to_pair(row, tokenizer)`` -> prompt/chosen/rejected text
+    (raise ``pair_text.Drop`` for a row that cannot train).
+    """
+
+    columns: ClassVar[tuple[str, ...]] = ()
     split: str = field(default="train", metadata={"help": "Split of the source to read."})
     limit: int | None = field(default=2000, metadata={"help": "First N rows used (>= 1; the tutorial used 50); None: all."})
     eval_fraction: float = field(default=0.15, metadata={"help": "Share held out for evaluation, in [0, 1); 0: none."})
@@ -51,7 +60,7 @@ class _Selection:
 
 
 @dataclass(frozen=True)
-class UltraFeedback(_Selection):
+class UltraFeedback(Selection):
     """UltraFeedback-binarized rows (argilla schema): ``prompt``, ``chosen``/``rejected`` message lists."""
 
     kind: ClassVar[str] = "ultrafeedback"
@@ -79,7 +88,7 @@ class UltraFeedback(_Selection):
 
 
 @dataclass(frozen=True)
-class HHRLHF(_Selection):
+class HHRLHF(Selection):
     """Anthropic HH-RLHF transcripts, split at the last ``Assistant:`` turn."""
 
     kind: ClassVar[str] = "hh_rlhf"
@@ -95,7 +104,7 @@ class HHRLHF(_Selection):
 
 
 @dataclass(frozen=True)
-class Preferences(_Selection):
+class Preferences(Selection):
     """Any Hub dataset or local JSON/JSONL/CSV/Parquet file, with a column mapping."""
 
     kind: ClassVar[str] = "preferences"
@@ -123,8 +132,21 @@ class Preferences(_Selection):
                   "the column of your file that holds it")
 
 
-ADAPTERS = {cls.kind: cls for cls in (UltraFeedback, HHRLHF, Preferences)}
-DataAdapter = UltraFeedback | HHRLHF | Preferences
+def _check_adapter(name: str, obj: Any) -> str | None:
+    """Why an entry point of ``dpo_hub.adapters`` is no usable adapter class, or None."""
+    if not (isinstance(obj, type) and issubclass(obj, Selection) and dataclasses.is_dataclass(obj)):
+        return f"it is {obj!r}, not a dataclass subclass of dpo_hub.data.Selection"
+    if getattr(obj, "kind", None) != name:
+        return f"its kind {getattr(obj, 'kind', None)!r} differs from the entry point name {name!r}"
+    if "dataset" not in {f.name for f in dataclasses.fields(obj)} or not callable(getattr(obj, "to_pair", None)):
+        return "it needs a dataset field and a to_pair(row, tokenizer) method"
+    return None
+
+
+# data.kind -> adapter class: the built-ins, then installed plugins (entry point group dpo_hub.adapters)
+ADAPTERS = Registry(ADAPTERS_GROUP, {cls.kind: cls for cls in (UltraFeedback, HHRLHF, Preferences)}, _check_adapter,
+                    "data.kind")
+DataAdapter = UltraFeedback | HHRLHF | Preferences  # or a plugin's Selection subclass
 
 
 @dataclass

@@ -43,3 +43,7 @@ class RunInterrupted(DpoHubError):
 
 class HubError(DpoHubError, RuntimeError):
     """A push or pull that cannot proceed; the message says why and what to do."""
+
+
+class MergeError(DpoHubError, ValueError):
+    """A merge that cannot be made as asked (a dtype dpo_hub does not write, a folder that is no merged model)."""

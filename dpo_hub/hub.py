@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,20 +64,29 @@ def push_adapter(output_dir: str | Path, repo_id: str, private: bool = False, re
     returned). Connection errors, timeouts and HTTP 5xx are retried ``attempts`` times in all, waiting
     ``base_delay`` seconds, then twice as long each time; until a commit lands the repo keeps its head.
     """
-    from huggingface_hub import HfApi
-
     output_dir = Path(output_dir)
     _require_finished(output_dir)
+    metrics = json.loads((output_dir / COMPLETE_MARKER).read_text())
+    return push_files(lambda repo: _files_to_publish(output_dir, repo, license), repo_id, private, revision, token,
+                      message=f"dpo_hub: {metrics.get('recipe', 'run')} ({metrics.get('fingerprint', '')})",
+                      description=f"LoRA adapter trained by dpo_hub from {base_model_id(metrics.get('model', ''))}.",
+                      attempts=attempts, base_delay=base_delay)
+
+
+def push_files(files_for: Callable[[str], dict[str, bytes | Path]], repo_id: str, private: bool = False,
+               revision: str | None = None, token: str | None = None, message: str = "dpo_hub", description: str = "",
+               attempts: int = PUSH_ATTEMPTS, base_delay: float = PUSH_BASE_DELAY) -> str:
+    """The push machinery of ``push_adapter`` for any files: ``files_for(namespace/name)`` gives repo path ->
+    content (bytes, or a local file's path); one commit, skipped when unchanged, retried when transient."""
+    from huggingface_hub import HfApi
+
     _validate_repo_id(repo_id)
     token = _require_token(repo_id, token)
-    metrics = json.loads((output_dir / COMPLETE_MARKER).read_text())
-    message = f"dpo_hub: {metrics.get('recipe', 'run')} ({metrics.get('fingerprint', '')})"
-    description = f"LoRA adapter trained by dpo_hub from {base_model_id(metrics.get('model', ''))}."
     what = f"push to {repo_label(repo_id, revision)}"
     with hub_errors(repo_id, revision, token, "push to", attempts=attempts):
         repo_id = with_retries(lambda: _writable_repo_id(HfApi(token=token).whoami(), repo_id), what, attempts,
                                base_delay)
-        files = _files_to_publish(output_dir, repo_id, license)
+        files = files_for(repo_id)
         return with_retries(lambda: _push_once(files, repo_id, private, revision, token, message, description),
                             what, attempts, base_delay)
 
@@ -93,7 +103,7 @@ def download_adapter(repo_id: str, revision: str | None = None, token: str | Non
 
 
 # -- one push -------------------------------------------------------------------------------------
-def _push_once(files: dict[str, bytes], repo_id: str, private: bool, revision: str | None, token: str,
+def _push_once(files: dict[str, bytes | Path], repo_id: str, private: bool, revision: str | None, token: str,
                message: str, description: str) -> str:
     """One attempt: nothing if the target already holds ``files``, else create repo/branch and commit."""
     from huggingface_hub import CommitOperationAdd, HfApi
@@ -112,7 +122,7 @@ def _push_once(files: dict[str, bytes], repo_id: str, private: bool, revision: s
     return info.commit_url
 
 
-def _head_if_unchanged(api: Any, repo_id: str, revision: str | None, files: dict[str, bytes]) -> str | None:
+def _head_if_unchanged(api: Any, repo_id: str, revision: str | None, files: dict[str, bytes | Path]) -> str | None:
     """The head commit of ``revision`` if it holds every file of ``files`` byte for byte, else None."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.utils.sha import git_hash
@@ -126,11 +136,23 @@ def _head_if_unchanged(api: Any, repo_id: str, revision: str | None, files: dict
         entry = remote.get(path)
         if entry is None:
             return None
-        same = (entry.lfs.sha256 == hashlib.sha256(data).hexdigest() if entry.lfs is not None
-                else entry.blob_id == git_hash(data))
+        if entry.lfs is not None:
+            same = entry.lfs.sha256 == _sha256(data)
+        else:
+            same = entry.blob_id == git_hash(data.read_bytes() if isinstance(data, Path) else data)
         if not same:
             return None
     return info.sha
+
+
+def _sha256(data: bytes | Path) -> str:
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with data.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _files_to_publish(output_dir: Path, repo_id: str, license: str | None) -> dict[str, bytes]:

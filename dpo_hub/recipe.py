@@ -115,6 +115,8 @@ class Recipe:
         if "data.kind" in changes:
             try:
                 recipe = recipe.replace(data=_switch_adapter(recipe.data, changes["data.kind"], source))
+            except RecipeError:
+                raise
             except (TypeError, ValueError) as err:
                 raise RecipeError(f"{source}: {err}") from err
         grouped: dict[str, dict[str, Any]] = {}
@@ -206,7 +208,8 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _switch_adapter(current: DataAdapter, kind: Any, source: str) -> DataAdapter:
     """The adapter of ``kind``, keeping the selection (split, eval fraction, seed) but not the source or its limit."""
     if not isinstance(kind, str) or kind not in ADAPTERS:
-        raise RecipeError(f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)} or mix")
+        raise RecipeError(f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)} or mix"
+                          f"{ADAPTERS.why_missing(kind)}")
     if kind == current.kind:
         return current
     target = ADAPTERS[kind]

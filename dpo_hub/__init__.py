@@ -2,8 +2,8 @@
 
 Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
 
-0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``: no
-   dpo_hub imports but ``errors``/``embedded``
+0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``,
+   ``speedups``, ``reference_logps``, ``plan``: no dpo_hub imports but ``errors``/``embedded``/``outputs``
 1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data_files``,
    ``pair_text``, ``splits``, ``data``
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads

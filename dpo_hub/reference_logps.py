@@ -96,7 +96,9 @@ def _compute(trainer: Any, dataset: Any, name: str) -> dict[str, list[float]]:
     model = trainer.model
     device = trainer.accelerator.device
     batch_size = trainer.args.precompute_ref_batch_size or trainer.args.per_device_eval_batch_size
-    loader = DataLoader(dataset.select_columns(list(TOKEN_COLUMNS)), batch_size=batch_size,
+    lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(*(dataset[col] for col in TOKEN_COLUMNS))]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)  # similar lengths together: little padding
+    loader = DataLoader(dataset.select_columns(list(TOKEN_COLUMNS)).select(order), batch_size=batch_size,
                         collate_fn=trainer.data_collator, shuffle=False)
     was_training = model.training
     model.eval()
@@ -112,7 +114,8 @@ def _compute(trainer: Any, dataset: Any, name: str) -> dict[str, list[float]]:
     finally:
         model.train(was_training)
     log.info("reference log-probs (%s): %d pairs in %.1f s", name, len(chosen), time.perf_counter() - started)
-    return {REF_COLUMNS[0]: chosen, REF_COLUMNS[1]: rejected}
+    restore = sorted(range(len(order)), key=order.__getitem__)  # back to the dataset's row order
+    return {REF_COLUMNS[0]: [chosen[i] for i in restore], REF_COLUMNS[1]: [rejected[i] for i in restore]}
 
 
 def _store(path: Path, values: dict) -> None:

@@ -3,7 +3,8 @@
 Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
 
 0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``,
-   ``plugins`` (entry point registries): no dpo_hub imports but ``errors``/``embedded``
+   ``plugins`` (entry point registries), ``speedups``, ``reference_logps``, ``plan``: no dpo_hub imports but
+   ``errors``/``embedded``/``outputs``
 1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data_files``,
    ``pair_text``, ``splits``, ``data``, ``mixture`` (several adapters mixed by rows or weights)
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads

@@ -9,7 +9,6 @@ tokens count (prompt and padding are masked). Each sequence gets one forward per
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,40 +94,57 @@ def _batches(lengths: list[int], size: int, max_tokens: int) -> list[list[int]]:
     return batches
 
 
+HEAD_CHUNK = 256  # positions projected onto the vocabulary at a time: 256 x 50,257 fp32 logits are ~50 MB
+
+
 def _score_batch(model: Any, seqs: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
-    """Rows: tuned log-prob sum, base log-prob sum, response tokens, KL(tuned||base) sum; one column a sequence."""
+    """Rows: tuned log-prob sum, base log-prob sum, response tokens, KL(tuned||base) sum; one column a sequence.
+
+    Only response positions reach the output layer, ``HEAD_CHUNK`` at a time: a batch x length x vocabulary
+    logits tensor is never held whole.
+    """
     device = next(model.parameters()).device
     ids = torch.full((len(seqs), max(len(s) for s, _ in seqs)), pad_id, dtype=torch.long)
     mask, response = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool)
     for row, (seq, start) in enumerate(seqs):
         ids[row, :len(seq)], mask[row, :len(seq)], response[row, start:len(seq)] = torch.tensor(seq), 1, True
-    width = ids.shape[1]
-    keep = min(width, width - min(start for _, start in seqs) + 1)  # the first scored position onwards
-    kwargs = {"logits_to_keep": keep} if _accepts_logits_to_keep(model) else {}
-    offset = width - keep if kwargs else 0
-    ids, mask, scored = ids.to(device), mask.to(device), response[:, 1:].to(device)  # logits at t predict t+1
+    ids, mask, scored = ids.to(device), mask.to(device), response[:, 1:].to(device)  # position t predicts t+1
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    plain = _plain_head(model)
+    head = inner.get_output_embeddings() if plain else torch.nn.Identity()  # else: the model's own logits
 
-    def logprobs() -> torch.Tensor:
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs).logits[:, :-1]
-        return torch.log_softmax(logits[scored[:, offset:]].float(), dim=-1)  # scored positions: (tokens, vocab)
+    def hidden() -> torch.Tensor:  # the decoder's last hidden states at scored positions (LoRA layers inside)
+        if not plain:
+            return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1][scored]
+        return inner.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1][scored]
 
-    tuned = logprobs()
+    tuned_hidden = hidden()
     with adapter_off(model):
-        base = logprobs()
+        base_hidden = hidden()
     targets = ids[:, 1:][scored].unsqueeze(-1)
+    per_token = torch.zeros(3, len(targets), dtype=torch.float64, device=device)
+    for at in range(0, len(targets), HEAD_CHUNK):
+        part = slice(at, at + HEAD_CHUNK)
+        tuned = torch.log_softmax(head(tuned_hidden[part]).float(), dim=-1)
+        with adapter_off(model):
+            base = torch.log_softmax(head(base_hidden[part]).float(), dim=-1)
+        per_token[0, part] = tuned.gather(-1, targets[part])[:, 0].double()
+        per_token[1, part] = base.gather(-1, targets[part])[:, 0].double()
+        per_token[2, part] = torch.linalg.vecdot(tuned.exp(), tuned - base).double()  # KL(tuned || base)
     rows = scored.nonzero()[:, 0]
-    values = [tuned.gather(-1, targets)[:, 0], base.gather(-1, targets)[:, 0], torch.ones_like(rows, dtype=torch.float),
-              torch.linalg.vecdot(tuned.exp(), tuned - base)]  # KL(tuned || base) at each scored position
     out = torch.zeros(4, len(seqs), dtype=torch.float64, device=device)
-    for k, value in enumerate(values):
-        out[k].index_add_(0, rows, value.double())
+    for k, value in enumerate((per_token[0], per_token[1], torch.ones_like(per_token[0]), per_token[2])):
+        out[k].index_add_(0, rows, value)
     return out.cpu()
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
-    """Whether the causal LM under any PEFT wrapper can skip the head on prompt positions."""
+def _plain_head(model: Any) -> bool:
+    """Whether logits are exactly the output layer applied to the decoder's last hidden states."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
+    config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
+    scaled = any(getattr(config, name, None) not in (None, 1, 1.0) for name in
+                 ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
+    return not scaled and inner.get_output_embeddings() is not None and inner.base_model is not inner
 
 
 def context_length(model: Any) -> int | None:

@@ -179,7 +179,11 @@ class DPOPreset:
     per_device_train_batch_size: int = field(
         default=1, metadata={"help": "Pairs per device per step (>= 1); higher: more memory."},
     )
-    per_device_eval_batch_size: int = field(default=8, metadata={"help": "Pairs per device when evaluating (>= 1)."})
+    per_device_eval_batch_size: int = field(
+        default=2,
+        metadata={"help": "Pairs per device when evaluating and in the reference pass (>= 1); higher: more memory "
+                          "(trl's 8 holds ~1 GB of logit tiles at 512 tokens), faster only on GPUs."},
+    )
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "Steps summed before an update (>= 1)."})
     effective_batch_size: int | None = field(
         default=None,
@@ -200,15 +204,32 @@ class DPOPreset:
     )
     save_total_limit: int = field(default=2, metadata={"help": "Checkpoints kept (the newest, >= 1); more: more disk."})
     precision: str = field(
-        default="fp32", metadata={"help": "fp32 | bf16 | fp16 | auto (bf16 on GPUs that support it); fp16 needs a GPU."},
+        default="auto",
+        metadata={"help": "fp32 | bf16 | fp16 | auto: bf16 autocast where the hardware computes it (GPUs with bf16, "
+                          "CPUs with AVX-512 BF16/AMX), else fp32; LoRA weights stay fp32. fp16 needs a GPU."},
     )
     disable_dropout: bool = field(default=False, metadata={"help": "trl's default True zeroes lora_dropout."})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "Less memory, ~30% slower."})
+    base_model_dropout: bool = field(
+        default=False,
+        metadata={"help": "Dropout inside the frozen base model (GPT-2's config has 0.1); false: off, so the "
+                          "precomputed reference is exact and attention runs fused (lora_dropout still applies)."},
+    )
+    gradient_checkpointing: bool | str = field(
+        default="auto",
+        metadata={"help": "true: less memory, ~30% slower; auto: on only when the step's estimated activations "
+                          "pass half the free memory."},
+    )
+    reference_cache: bool = field(
+        default=True,
+        metadata={"help": "Reference log-probs computed once before training (no gradients, batched) and cached "
+                          "in $DPO_HUB_CACHE for reruns and sweeps; false: trl recomputes them every step."},
+    )
     seed: int = field(default=42, metadata={"help": "Seed for init, shuffling and dropout."})
 
     @classmethod
     def tutorial(cls) -> DPOPreset:
-        """The tutorial's values on today's trl: beta 0.1, lr 1e-4, 1 epoch, batch 1, fp32, dropout kept."""
+        """The tutorial's hyperparameters (beta 0.1, lr 1e-4, 1 epoch, batch 1, LoRA dropout kept) with dpo_hub's
+        speed settings: precision, checkpointing and the reference pass decided for the hardware."""
         return cls()
 
     def __post_init__(self) -> None:
@@ -238,6 +259,9 @@ class DPOPreset:
             check(f"dpo.{name}", value, value is None or value >= 1, ">= 1 or null", "null: not set")
         check("dpo.max_length", self.max_length, self.max_length >= MIN_MAX_LENGTH, f">= {MIN_MAX_LENGTH}",
               "prompt + answer tokens; 512 is usual, more needs more memory")
+        check("dpo.gradient_checkpointing", self.gradient_checkpointing,
+              isinstance(self.gradient_checkpointing, bool) or self.gradient_checkpointing == "auto",
+              "a bool (true/false) or auto", "auto decides from the estimated activation memory")
         check_choice("dpo.eval_strategy", self.eval_strategy, STRATEGIES)
         check_choice("dpo.save_strategy", self.save_strategy, STRATEGIES)
 
@@ -257,23 +281,20 @@ class DPOPreset:
         """Build the ``trl.DPOConfig`` for a run writing checkpoints under ``output_dir``."""
         from trl import DPOConfig
 
-        bf16, fp16 = _precision_flags(self.precision, use_cpu)
+        from dpo_hub.speedups import resolve_precision
+
+        precision, _ = resolve_precision(self.precision, use_cpu)
         kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("loss_type", "precision", "effective_batch_size", "gradient_accumulation_steps"):
+        for name in ("loss_type", "precision", "effective_batch_size", "gradient_accumulation_steps",
+                     "base_model_dropout", "reference_cache"):
             kwargs.pop(name)
+        kwargs["gradient_checkpointing"] = self.gradient_checkpointing is True  # auto: decided once the model loads
         return DPOConfig(
-            output_dir=output_dir, loss_type=[self.loss_type], bf16=bf16, fp16=fp16, use_cpu=use_cpu,
+            output_dir=output_dir, loss_type=[self.loss_type], bf16=precision == "bf16", fp16=precision == "fp16",
+            use_cpu=use_cpu,
             gradient_accumulation_steps=self.accumulation_for(num_processes), report_to="none",
             **{**kwargs, **extra},
         )
-
-
-def _precision_flags(precision: str, use_cpu: bool) -> tuple[bool, bool]:
-    import torch
-
-    if precision == "auto":
-        precision = "bf16" if not use_cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return precision == "bf16", precision == "fp16"
 
 
 @dataclass(frozen=True)

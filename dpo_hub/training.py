@@ -17,7 +17,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from dpo_hub import checkpoints, embedded, outputs
+from dpo_hub import checkpoints, embedded, outputs, plan, reference_logps, speedups
 from dpo_hub.compare import compare_model, side_by_side
 from dpo_hub.compare_report import format_side_by_side, format_table, write_outputs
 from dpo_hub.data import PreferenceData
@@ -109,13 +109,30 @@ def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoi
     )
     with state.main_process_first():
         model = load_model(recipe.model)
+    _speed_settings(recipe, model, args, state)
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data.train, eval_dataset=data.eval,
                          processing_class=tokenizer, peft_config=recipe.lora.to_peft_config(model))
+    trainer.reference_pass_s = 0.0
+    if recipe.dpo.reference_cache and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        trainer.reference_pass_s = reference_logps.attach(trainer, state)
     log.info("training: effective batch %d (per device %d x %d process(es) x accumulation %d)",
              effective_batch(trainer), recipe.dpo.per_device_train_batch_size, state.num_processes,
              args.gradient_accumulation_steps)
     return trainer
+
+
+def _speed_settings(recipe: Recipe, model: Any, args: Any, state: Any) -> None:
+    """Precision, checkpointing, base-model dropout and completion-only log-probs for this hardware; logged."""
+    use_cpu = state.device.type == "cpu"
+    precision, why = speedups.resolve_precision(recipe.dpo.precision, use_cpu)
+    log.info("precision %s: %s (dpo.precision=%s)", precision, why, recipe.dpo.precision)
+    args.gradient_checkpointing, why = speedups.want_checkpointing(recipe.dpo.gradient_checkpointing, model, args,
+                                                                   state.device)
+    log.info("gradient checkpointing %s: %s", "on" if args.gradient_checkpointing else "off", why)
+    if not recipe.dpo.base_model_dropout:
+        speedups.disable_base_dropout(model)
+    speedups.score_completions_only()
 
 
 def effective_batch(trainer: Any) -> int:
@@ -153,6 +170,11 @@ def _fit(trainer: Any, data: PreferenceData, saves: Path, resume_from: Path | No
     log.info("eval before training: %s", before or "no eval split")
     if resume_from:
         log.info("resuming from %s (step %s)", resume_from, resume_from.name.rsplit("-", 1)[-1])
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights are placed by train(): no warm-up
+    trainer.plan = plan.make_plan(trainer, warm_up=not sharded)
+    for line in plan.describe(trainer.plan, trainer.args.use_cpu):
+        log.info(line)
+    trainer.add_callback(plan.Progress())
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if callback.interrupted:
         raise RunInterrupted(
@@ -197,7 +219,9 @@ def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: An
         "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
         "eval_before": before, "eval_after": after,
         "train": {**train_result.metrics, "global_step": trainer.state.global_step,
-                  "tokens_seen": _tokens_seen(trainer.state.log_history)},
+                  "tokens_seen": _tokens_seen(trainer.state.log_history),
+                  "reference_pass_s": round(trainer.reference_pass_s, 2)},
+        "plan": trainer.plan.to_dict(),
         "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped),
                  "held_out_by": data.split_by, **({"sources": data.sources} if data.sources else {})},
         "processes": processes, "effective_batch_size": effective_batch(trainer),

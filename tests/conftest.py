@@ -45,3 +45,9 @@ def trained_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_dpo_hub_cache(tmp_path_factory):
+    """Reference log-probs and downloads go to a folder of this test session, not ~/.cache/dpo_hub."""
+    os.environ["DPO_HUB_CACHE"] = str(tmp_path_factory.mktemp("dpo_hub_cache"))

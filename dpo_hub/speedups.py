@@ -1,0 +1,116 @@
+"""What makes a run fast on the hardware it has: precision, checkpointing, dropout, log-probs.
+
+Each function returns its decision and a reason, which the run logs (``precision auto: fp32 (...)``).
+Measured effects are in ``benchmarks/README.md`` (``benchmarks/bench_dpo.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("dpo_hub")
+CHECKPOINTING_SHARE = 0.5  # checkpoint when activations would take more than this share of free memory
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); without, torch emulates it, slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, use_cpu: bool) -> tuple[str, str]:
+    """``dpo.precision`` -> (fp32 | bf16 | fp16, why); ``auto`` picks bf16 autocast where the hardware has it.
+
+    LoRA weights and optimizer state stay fp32 in every case: bf16 only changes the matmuls (autocast).
+    """
+    import torch
+
+    if precision != "auto":
+        return precision, "set by dpo.precision"
+    if use_cpu:
+        if cpu_has_bf16():
+            return "bf16", "this CPU has AVX-512 BF16/AMX: bf16 autocast, fp32 weights"
+        return "fp32", "this CPU has no AVX-512 BF16/AMX, where bf16 is emulated and slower"
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16", f"{torch.cuda.get_device_name()} computes bf16: autocast, fp32 weights"
+    return "fp32", "this accelerator has no bf16"
+
+
+def activation_bytes(config: Any, sequences: int, length: int, bytes_per_value: int) -> int:
+    """Activations kept for the backward pass of one step (Korthikanti et al. 2022, per layer
+    ``s*b*h*(34 + 5*a*s/h)`` bytes at 2 bytes a value; the attention term is left out, as the fused attention
+    kernels keep no ``s x s`` scores)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd", 768)
+    layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", 12)
+    return int(layers * sequences * length * hidden * 34 * bytes_per_value / 2)
+
+
+def free_memory_bytes(device: Any) -> int:
+    import psutil
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available
+
+
+def want_checkpointing(setting: bool | str, model: Any, args: Any, device: Any) -> tuple[bool, str]:
+    """``dpo.gradient_checkpointing``: true/false as set; ``auto`` checkpoints only when the activations of the
+    longest step would pass ``CHECKPOINTING_SHARE`` of the free memory (it costs ~30% more compute)."""
+    if setting != "auto":
+        return bool(setting), "set by dpo.gradient_checkpointing"
+    need = activation_bytes(model.config, 2 * args.per_device_train_batch_size, args.max_length or 1024,
+                            2 if (args.bf16 or args.fp16) else 4)
+    free = free_memory_bytes(device)
+    on = need > CHECKPOINTING_SHARE * free
+    return on, (f"activations of a {args.max_length}-token step ~{need / 2**30:.2f} GiB vs {free / 2**30:.1f} GiB free: "
+                + ("on (less memory, ~30% slower)" if on else "off (faster)"))
+
+
+def disable_base_dropout(model: Any) -> int:
+    """Zero the dropout inside the frozen base model, keeping LoRA's own dropout; return how many were zeroed.
+
+    With the base deterministic, the reference (adapter off) equals what is precomputed, and attention takes the
+    fused kernel. trl's ``disable_dropout`` zeroes LoRA's dropout as well.
+    """
+    import torch
+
+    zeroed = 0
+    for name, module in model.named_modules():
+        if "lora_" in name:
+            continue
+        if isinstance(module, torch.nn.Dropout) and module.p:
+            module.p, zeroed = 0.0, zeroed + 1
+        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout:
+            module.attention_dropout, zeroed = 0.0, zeroed + 1
+    return zeroed
+
+
+def score_completions_only() -> bool:
+    """Let trl's fused LM head project only completion positions on the CPU too (it already does on CUDA).
+
+    trl scores every position on devices without Triton to keep tile shapes fixed for compilers; eager CPU
+    runs gain from skipping the prompt's positions. Returns False (and changes nothing) if trl moved the code.
+    """
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:
+        return False
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None or getattr(original, "dpo_hub_patched", False):
+        return original is not None
+
+    def compact(device: Any) -> bool:
+        return device.type == "cpu" or original(device)
+
+    compact.dpo_hub_patched = True
+    trl_utils._use_triton = compact
+    return True

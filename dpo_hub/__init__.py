@@ -2,9 +2,10 @@
 
 Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
 
-0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``: no
-   dpo_hub imports but ``errors``/``embedded``
-1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data_files``,
+0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``,
+   ``losses`` (trl's loss types), ``passthrough`` (any DPOConfig/LoraConfig field), ``trackers`` (report_to):
+   no dpo_hub imports but ``errors``/``embedded``
+1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation; by name), ``data_files``,
    ``pair_text``, ``splits``, ``data``
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads
 3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
@@ -29,15 +30,15 @@ from dpo_hub.errors import (
     SourceUnavailableError,
 )
 from dpo_hub.hub import download_adapter, push_adapter
-from dpo_hub.presets import DPOPreset, Generation, LoraPreset
+from dpo_hub.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset
 from dpo_hub.recipe import Recipe
 from dpo_hub.runs import Run, compare_run, open_run, pull_adapter
 from dpo_hub.training import train
 
 __version__ = "0.1.0"
 __all__ = [
-    "HHRLHF", "CompareError", "Comparison", "DPOPreset", "DataError", "DpoHubError", "Generation", "HubError",
-    "LoraPreset", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError", "Run", "RunInterrupted",
-    "SourceUnavailableError", "UltraFeedback", "build_card", "compare_model", "compare_run", "download_adapter",
-    "open_run", "prepare", "pull_adapter", "push_adapter", "train",
+    "DPO_PRESETS", "HHRLHF", "LORA_PRESETS", "CompareError", "Comparison", "DPOPreset", "DataError", "DpoHubError",
+    "Generation", "HubError", "LoraPreset", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError",
+    "Run", "RunInterrupted", "SourceUnavailableError", "UltraFeedback", "build_card", "compare_model", "compare_run",
+    "download_adapter", "open_run", "prepare", "pull_adapter", "push_adapter", "train",
 ]

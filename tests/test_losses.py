@@ -12,7 +12,7 @@ import math
 import pytest
 
 from dpo_hub import embedded, prepare
-from dpo_hub.presets import trl_loss_types, untrained_loss
+from dpo_hub.losses import trl_loss_types, untrained_loss
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 from dpo_hub.training import build_trainer
 

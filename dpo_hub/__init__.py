@@ -3,8 +3,8 @@
 Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
 
 0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``,
-   ``losses`` (trl's loss types), ``passthrough`` (any DPOConfig/LoraConfig field), ``trackers`` (report_to):
-   no dpo_hub imports but ``errors``/``embedded``
+   ``losses`` (trl's loss types), ``coercion`` (typed values), ``passthrough`` (any DPOConfig/LoraConfig field),
+   ``trackers`` (report_to): no dpo_hub imports but ``errors``/``embedded``
 1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation; by name), ``data_files``,
    ``pair_text``, ``splits``, ``data``
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads

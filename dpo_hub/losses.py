@@ -43,7 +43,8 @@ def untrained_loss(loss_type: str | Sequence[str], beta: float, label_smoothing:
     their weighted sum (weights default to 1.0, as in trl), ``None`` if any part is.
     Used for the reference line of the loss plot; the values follow each loss's paper at zero margin.
     """
-    if not isinstance(loss_type, str):
+    if not isinstance(loss_type, str) or weights is not None:
+        loss_type = (loss_type,) if isinstance(loss_type, str) else loss_type
         parts = [untrained_loss(name, beta, label_smoothing, discopop_tau) for name in loss_type]
         if any(p is None for p in parts):
             return None

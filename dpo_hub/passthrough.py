@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import enum
 import functools
-import types
+import json
 import typing
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from dpo_hub.coercion import coerce, is_config, options, origin
 from dpo_hub.errors import RecipeError
 
 LIBRARY = {"dpo": ("trl", "DPOConfig"), "lora": ("peft", "LoraConfig")}
@@ -58,6 +58,9 @@ class Settings(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Settings({self._items!r})"
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self._items, sort_keys=True, default=str))
 
 
 @functools.cache
@@ -110,115 +113,8 @@ def library_kwargs(group: str, values: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for name, value in values.items():
         hint = library_fields(group)[name][0]
-        configs = [a for a in _options(hint) if dataclasses.is_dataclass(a)]
-        if isinstance(value, dict) and configs and not any(_origin(a) is dict for a in _options(hint)):
+        configs = [a for a in options(hint) if is_config(a)]
+        if isinstance(value, dict) and configs and not any(origin(a) is dict for a in options(hint)):
             value = configs[0](**value)
         out[name] = value
     return out
-
-
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """A YAML value or command-line text as type ``hint``; RecipeError naming ``key`` and the type otherwise."""
-    origin, args = _origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
-            return None
-        options = sorted(_options(hint), key=lambda a: _origin(a) in (list, tuple, dict))  # scalars first
-        enums = [a for a in options if isinstance(a, type) and issubclass(a, enum.Enum)]
-        if enums and isinstance(value, str):
-            return coerce(value, enums[0], key)
-        for option in options:
-            try:
-                return coerce(value, option, key)
-            except RecipeError:
-                continue
-        raise RecipeError(f"{key} must be {describe(hint)}, got {value!r}")
-    if origin is typing.Literal:
-        if any(value == c or (isinstance(c, str) and "[" in c and str(value).startswith(c.split("[")[0])) for c in args):
-            return value
-        raise RecipeError(f"{key}={value!r} must be one of: {', '.join(map(str, args))}")
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        choices = [e.value for e in hint]
-        if value not in choices:
-            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3)
-            hint_text = f"did you mean {' or '.join(close)}? " if close else ""
-            raise RecipeError(f"{key}={value!r} is not allowed; {hint_text}use one of: {', '.join(map(str, choices))}")
-        return value
-    if origin in (list, tuple):
-        if isinstance(value, str):
-            value = _yaml(value, key) if value.strip().startswith("[") else [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{key} must be {describe(hint)} (a list, or comma-separated text), got {value!r}")
-        items = [coerce(v, args[0] if args else Any, key) for v in value]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        value = _yaml(value, key) if isinstance(value, str) else value
-        if not isinstance(value, dict):
-            raise RecipeError(f"{key} must be a mapping (YAML, or text like '{{a: 1}}'), got {value!r}")
-        return value
-    if dataclasses.is_dataclass(hint):
-        return coerce(value, dict, key)
-    return _scalar(value, hint, key)
-
-
-def describe(hint: Any) -> str:
-    """A type hint in words: ``int, list of int or null``."""
-    if _origin(hint) in (typing.Union, types.UnionType):
-        words = [describe(a) for a in typing.get_args(hint) if a is not type(None)]
-        words += ["null"] if type(None) in typing.get_args(hint) else []
-        return ", ".join(words[:-1]) + f" or {words[-1]}" if len(words) > 1 else words[0]
-    if _origin(hint) in (list, tuple):
-        return f"list of {describe(typing.get_args(hint)[0])}" if typing.get_args(hint) else "list"
-    if _origin(hint) is dict:
-        return "mapping"
-    if _origin(hint) is typing.Literal:
-        return "one of " + "/".join(map(str, typing.get_args(hint)))
-    return getattr(hint, "__name__", str(hint))
-
-
-def _scalar(value: Any, hint: Any, key: str) -> Any:
-    wrong = RecipeError(f"{key} must be {describe(hint)}, got {type(value).__name__} {value!r}")
-    if isinstance(value, (dict, list, tuple)) or (isinstance(value, bool) and hint in (int, float)):
-        raise wrong
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise wrong
-    if hint in (int, float):
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise wrong from None
-        if hint is int and not number.is_integer():
-            raise wrong
-        return int(number) if hint is int else number
-    if hint is str:
-        if not isinstance(value, (str, int, float)):
-            raise wrong
-        return str(value)
-    if isinstance(hint, type) and isinstance(value, hint):
-        return value
-    raise RecipeError(f"{key} has type {describe(hint)}, which a recipe cannot set")
-
-
-def _yaml(text: str, key: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{key}: {text!r} is not valid YAML ({err})") from None
-
-
-def _origin(hint: Any) -> Any:
-    return typing.get_origin(hint) or (hint if hint in (list, tuple, dict) else None)
-
-
-def _options(hint: Any) -> list[Any]:
-    if _origin(hint) in (typing.Union, types.UnionType):
-        return [a for a in typing.get_args(hint) if a is not type(None)]
-    return [hint]

@@ -18,9 +18,10 @@ from typing import Any
 
 import yaml
 
+from dpo_hub.coercion import coerce
 from dpo_hub.data import ADAPTERS, DataAdapter, UltraFeedback
 from dpo_hub.errors import RecipeError
-from dpo_hub.passthrough import coerce, field_help, settable
+from dpo_hub.passthrough import field_help, settable
 from dpo_hub.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset, check
 from dpo_hub.sources import AUTO
 

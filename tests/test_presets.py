@@ -113,6 +113,7 @@ def test_multi_loss_reaches_trl_with_its_weights(tmp_path):
     assert DPOPreset(loss_type=["sigmoid"]).loss_type == "sigmoid", "one loss stays a text (and its fingerprint)"
     assert untrained_loss(preset.loss_type, 0.1, weights=[1.0, 0.5]) == pytest.approx(math.log(2) + 0.5 * 25.0)
     assert untrained_loss(("sigmoid", "hinge"), 0.1) == pytest.approx(math.log(2) + 1.0), "weights default to 1.0"
+    assert untrained_loss("sigmoid", 0.1, weights=[2.0]) == pytest.approx(2 * math.log(2)), "one loss, weighted"
     assert untrained_loss(("sigmoid", "sft"), 0.1, weights=[1.0, 0.5]) is None, "sft depends on the model"
     assert describe_losses(("sigmoid", "sft"), [1.0, 0.5]) == "sigmoid x 1.0 + sft x 0.5"
     assert describe_losses("sigmoid") == "sigmoid"

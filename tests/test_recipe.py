@@ -193,6 +193,14 @@ def test_preset_by_name_then_fields_on_top(tmp_path, order):
     assert cli.lora == recipe.lora and cli.lora.preset == "all_linear"
 
 
+def test_keys_name_the_presets_and_optionally_every_settable_library_field():
+    assert {"lora.preset", "dpo.preset", "dpo.beta"} <= set(Recipe.keys()) and "dpo.weight_decay" not in Recipe.keys()
+    every = Recipe.keys(passthrough=True)
+    assert {"dpo.weight_decay", "dpo.report_to", "lora.use_rslora", "lora.layers_to_transform"} <= set(every)
+    assert not {"dpo.bf16", "dpo.hub_token", "dpo.output_dir", "lora.task_type", "dpo.extra"} & set(every)
+    assert len(every) == len(set(every)), "a preset field is not listed again as a pass-through one"
+
+
 def test_a_plugin_can_register_a_preset(monkeypatch):
     monkeypatch.setitem(LORA_PRESETS, "wide", lambda: LoraPreset(r=64, lora_alpha=128, extra={"use_rslora": True}))
     recipe = RECIPE.override({"lora.preset": "wide"})

@@ -197,6 +197,7 @@ class DPOPreset:
     def __post_init__(self) -> None:
         losses = self.loss_type.split(",") if isinstance(self.loss_type, str) else list(self.loss_type)
         losses = [str(name).strip() for name in losses]
+        check("dpo.loss_type", self.loss_type, bool(losses), "one or more trl losses", "e.g. sigmoid, or sigmoid,sft")
         object.__setattr__(self, "loss_type", losses[0] if len(losses) == 1 else tuple(losses))
         for loss in losses:
             if loss != "sigmoid" and loss not in trl_loss_types():  # importing trl takes seconds

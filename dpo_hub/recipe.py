@@ -188,7 +188,7 @@ def _group_lines(group: str, value: Any) -> list[str]:
 def _preset(group: str, name: Any, source: str) -> Any:
     """The named preset of ``group`` (``lora``/``dpo``), recording its name."""
     presets = _PRESET_GROUPS[group]
-    if name not in presets:
+    if not isinstance(name, str) or name not in presets:
         close = difflib.get_close_matches(str(name), list(presets), n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
         raise RecipeError(f"{source}: {group}.preset={name!r} is unknown; {hint}use one of: {', '.join(presets)}")

@@ -172,6 +172,8 @@ def test_fingerprint_counts_what_is_set_and_nothing_else():
     ({"dpo.report_to": "none,tensorboard"}, ["dpo.report_to", "'none' turns every tracker off"]),
     ({"dpo.loss_type": "sigmoid,sft", "dpo.loss_weights": "1"}, ["dpo.loss_weights", "2 weight(s)"]),
     ({"dpo.loss_type": "sigmoid,sigmod"}, ["dpo.loss_type='sigmod'", "sigmoid"]),
+    ({"dpo": {"loss_type": []}}, ["dpo.loss_type", "one or more trl losses"]),
+    ({"lora": {"preset": ["all_linear"]}}, ["lora.preset=['all_linear'] is unknown", "all_linear"]),
 ])
 def test_bad_pass_through_and_presets_name_the_key(changes, expected):
     with pytest.raises(RecipeError) as err:

@@ -3,9 +3,10 @@
 Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
 
 0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``,
-   ``plugins`` (entry point registries), ``speedups``, ``reference_logps``, ``plan``: no dpo_hub imports but
-   ``errors``/``embedded``/``outputs``
-1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data_files``,
+   ``plugins`` (entry point registries), ``speedups``, ``reference_logps``, ``plan``, ``losses`` (trl's loss
+   types), ``coercion`` (typed values), ``passthrough`` (any DPOConfig/LoraConfig field), ``trackers`` (report_to):
+   no dpo_hub imports but ``errors``/``embedded``/``outputs``
+1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation; by name), ``data_files``,
    ``pair_text``, ``splits``, ``data``, ``mixture`` (several adapters mixed by rows or weights)
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads
 3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
@@ -36,7 +37,7 @@ from dpo_hub.errors import (
 from dpo_hub.hub import download_adapter, push_adapter
 from dpo_hub.merge import merge_adapter, push_merged
 from dpo_hub.mixture import MixSource, Mixture
-from dpo_hub.presets import DPOPreset, Generation, LoraPreset
+from dpo_hub.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset
 from dpo_hub.recipe import Recipe
 from dpo_hub.runs import Run, compare_run, open_run, pull_adapter
 from dpo_hub.sweep import sweep
@@ -44,9 +45,9 @@ from dpo_hub.training import train
 
 __version__ = "0.1.0"
 __all__ = [
-    "HHRLHF", "CompareError", "Comparison", "DPOPreset", "DataError", "DpoHubError", "Generation", "HubError",
-    "LoraPreset", "MergeError", "MixSource", "Mixture", "OutputError", "OutputExistsError", "Preferences", "Recipe",
-    "RecipeError", "Run", "RunInterrupted", "Selection", "SourceUnavailableError", "UltraFeedback", "build_card",
-    "compare_model", "compare_run", "download_adapter", "merge_adapter", "open_run", "prepare", "pull_adapter",
-    "push_adapter", "push_merged", "sweep", "train",
+    "DPO_PRESETS", "HHRLHF", "LORA_PRESETS", "CompareError", "Comparison", "DPOPreset", "DataError", "DpoHubError",
+    "Generation", "HubError", "LoraPreset", "MergeError", "MixSource", "Mixture", "OutputError", "OutputExistsError",
+    "Preferences", "Recipe", "RecipeError", "Run", "RunInterrupted", "Selection", "SourceUnavailableError",
+    "UltraFeedback", "build_card", "compare_model", "compare_run", "download_adapter", "merge_adapter", "open_run",
+    "prepare", "pull_adapter", "push_adapter", "push_merged", "sweep", "train",
 ]

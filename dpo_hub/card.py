@@ -12,6 +12,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from dpo_hub import embedded
 from dpo_hub.compare_report import Comparison, table_rows
+from dpo_hub.losses import describe_losses
 from dpo_hub.sources import is_local
 
 TEMPLATE = """---
@@ -126,7 +127,8 @@ def build_card(output_dir: str | Path, repo_id: str, license: str | None = None)
     dpo = recipe["dpo"]
     return ModelCard.from_template(
         card_data, template_str=TEMPLATE, title=repo_id.split("/")[-1], repo_id=repo_id, base_model=base,
-        dataset=" + ".join(f"`{d}`" for d in datasets), loss_type=dpo["loss_type"], beta=dpo["beta"],
+        dataset=" + ".join(f"`{d}`" for d in datasets), beta=dpo["beta"],
+        loss_type=describe_losses(dpo["loss_type"], dpo.get("loss_weights")),
         recipe_name=recipe.get("name", "custom"), fingerprint=metrics.get("fingerprint", ""),
         embedded_note=(metrics.get("embedded") or {}).get("what", ""),
         sources=sources if len(sources) > 1 or recipe["data"].get("kind") == "mix" else [],
@@ -181,8 +183,9 @@ def _comparison_section(output_dir: Path) -> str:
 
 def _hyperparameters(recipe: dict, metrics: dict) -> list[tuple[str, Any]]:
     dpo, lora = recipe["dpo"], recipe["lora"]
-    rows = [(f"dpo.{k}", dpo[k]) for k in ("beta", "loss_type", "learning_rate", "num_train_epochs",
-                                           "per_device_train_batch_size", "max_length", "precision")]
+    loss = describe_losses(dpo["loss_type"], dpo.get("loss_weights"))  # each loss with its weight
+    rows = [(f"dpo.{k}", loss if k == "loss_type" else dpo[k]) for k in (
+        "beta", "loss_type", "learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_length", "precision")]
     rows += [(f"lora.{k}", lora[k]) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")]
     rows += [("effective batch", metrics.get("effective_batch_size")), ("processes", metrics.get("processes")),
              ("train pairs", metrics["data"]["train_pairs"]), ("eval pairs", metrics["data"]["eval_pairs"])]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
 from dpo_hub.hub import check_push_target, push_adapter
+from dpo_hub.passthrough import field_help
 from dpo_hub.recipe import Recipe
 from dpo_hub.sweep import grid_points, parse_grid, sweep
 from dpo_hub.training import train
@@ -56,22 +57,33 @@ def recipe_from_argv(base: Recipe, argv: Sequence[str]) -> Recipe:
 
 
 def recipe_help(recipe: Recipe) -> str:
-    """Every key of ``recipe`` with its value and help text (the fields' help is the single source)."""
+    """Every key of ``recipe`` (its adapter and presets) with its value and help text (the fields' help)."""
     lines = ["Recipe keys (override with --key value, or --config FILE.yaml):"]
     for head, obj in [("", recipe)] + [(h, getattr(recipe, h)) for h in ("data", "lora", "dpo", "generation")]:
         for f in dataclasses.fields(obj):
             if head == "" and f.name in ("data", "lora", "dpo", "generation"):
                 continue
             key = f"{head}.{f.name}" if head else f.name
+            if f.metadata.get("passthrough"):  # the settings made, then where the others are
+                lines += [f"  --{f'{head}.{name}':<36} {value!r:<28} {field_help(head, name)}"
+                          for name, value in obj.extra.items()]
+                lines.append(f"  --{f'{head}.FIELD':<36} {'':<28} {f.metadata['help']}")
+                continue
             lines.append(f"  --{key:<36} {getattr(obj, f.name)!r:<28} {f.metadata.get('help', '')}")
+    lines.append(f"  --{'data.kind':<36} {recipe.data.kind!r:<28} switch adapter; --data.kind KIND --help lists its keys")
     return "\n".join(lines + ["  --debug                               show the traceback of an error"])
 
 
 def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
     """Entry of a recipe module: parse overrides, train, optionally push; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(recipe_help(base))
+    if any(a in ("-h", "--help") for a in argv):  # the keys of the adapter and presets the other flags choose
+        try:
+            print(recipe_help(recipe_from_argv(base, [a for a in argv if a not in ("-h", "--help", "--debug")])))
+        except DpoHubError as err:
+            print(recipe_help(base))
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         return 0
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

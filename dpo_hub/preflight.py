@@ -12,16 +12,18 @@ from typing import Any
 
 from dpo_hub import embedded
 from dpo_hub.errors import RecipeError, SourceUnavailableError
-from dpo_hub.presets import trl_loss_types
+from dpo_hub.losses import trl_loss_types
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import wants_cpu
 from dpo_hub.sources import AUTO, DEFAULT_MODEL, resolve
+from dpo_hub.trackers import check_installed
 
 
 def check_recipe(recipe: Recipe) -> list[str]:
-    """Refuse what would fail later (loss, length, LoRA targets, precision, resume, output folder); return notes."""
+    """Refuse what would fail later (loss, tracker, length, LoRA targets, precision, resume, output); return notes."""
     notes: list[str] = []
     _check_loss(recipe)
+    check_installed(recipe.dpo.extra.get("report_to", []))  # a tracker's package
     _check_paths(recipe)
     notes += _check_precision(recipe.dpo.precision)
     model = recipe.model
@@ -68,9 +70,10 @@ def module_names(config: Any) -> set[str]:
 
 
 def _check_loss(recipe: Recipe) -> None:
-    if recipe.dpo.loss_type not in trl_loss_types():
-        raise RecipeError(f"dpo.loss_type={recipe.dpo.loss_type!r} is not a loss the installed trl implements; "
-                          f"use one of: {', '.join(trl_loss_types())}")
+    for loss in recipe.dpo.loss_types:
+        if loss not in trl_loss_types():
+            raise RecipeError(f"dpo.loss_type={loss!r} is not a loss the installed trl implements; "
+                              f"use one of: {', '.join(trl_loss_types())}")
 
 
 def _check_positions(recipe: Recipe, model: str, config: Any) -> None:

@@ -1,7 +1,9 @@
 """LoRA, DPO and generation presets: typed, frozen settings whose field help is the documentation.
 
 Each preset turns into the library object it configures (``peft.LoraConfig``, ``trl.DPOConfig``);
-the presets state every default that differs between trl releases instead of inheriting it.
+the presets state every default that differs between trl releases instead of inheriting it. Any other
+field of those classes rides along in ``extra`` (see ``passthrough``); ``LORA_PRESETS``/``DPO_PRESETS``
+name the starting points a recipe can pick (``lora.preset: all_linear``).
 """
 
 from __future__ import annotations
@@ -9,19 +11,16 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import inspect
 import math
-import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpo_hub import passthrough, trackers
 from dpo_hub.errors import RecipeError
+from dpo_hub.losses import KNOWN_LOSS_TYPES, trl_loss_types
+from dpo_hub.passthrough import Settings
 
-# trl 1.x's losses; ``trl_loss_types()`` reads the installed trl's own list when it can.
-_KNOWN_LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
-)
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 # transformers' ``SchedulerType`` values; ``scheduler_types()`` reads the installed list for any other name.
 _KNOWN_SCHEDULERS = (
@@ -32,22 +31,6 @@ STRATEGIES = ("no", "steps", "epoch")
 LORA_BIASES = ("none", "all", "lora_only")
 MIN_MAX_LENGTH = 16  # below this a prompt and an answer hardly fit
 TUTORIAL_PROMPT = "Is eating animals cruel?"  # the tutorial's final check
-
-
-@functools.cache
-def trl_loss_types() -> tuple[str, ...]:
-    """The loss types the installed trl's ``DPOTrainer`` implements (``DPOConfig`` accepts any string).
-
-    Read from the branches of the trainer's loss code; falls back to trl 1.x's list if that code moved.
-    """
-    from trl import DPOTrainer
-
-    try:
-        source = inspect.getsource(DPOTrainer)
-    except (OSError, TypeError):
-        return _KNOWN_LOSS_TYPES
-    found = tuple(dict.fromkeys(re.findall(r'loss_type == "([a-z_]+)"', source)))
-    return found if "sigmoid" in found else _KNOWN_LOSS_TYPES
 
 
 @functools.cache
@@ -76,24 +59,6 @@ def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise RecipeError(f"{key}={value!r} is not allowed; {hint}use one of: {', '.join(allowed)}")
 
 
-def untrained_loss(loss_type: str, beta: float, label_smoothing: float = 0.0, discopop_tau: float = 0.05) -> float | None:
-    """The loss when policy and reference agree (every log-ratio 0), i.e. at step 0 of a LoRA run.
-
-    ``None`` where it depends on the model (``sft``, the chosen answers' NLL) or is unknown.
-    Used for the reference line of the loss plot; the values follow each loss's paper at zero margin.
-    """
-    half = math.log(2)  # -log sigmoid(0)
-    eps = label_smoothing
-    values = {
-        "sigmoid": half, "robust": half, "aot": half, "aot_unpaired": half, "sigmoid_norm": half,
-        "hinge": 1.0, "apo_zero": 1.0, "apo_down": 1.0,
-        "ipo": (1 / (2 * beta)) ** 2, "sppo_hard": 2 * (0.5 / beta) ** 2,
-        "nca_pair": 2 * half, "bco_pair": 2 * half, "discopop": (half + 1.0) / 2,
-        "exo_pair": (0.5 * (math.log(0.5) - math.log1p(-eps)) + 0.5 * (math.log(0.5) - math.log(eps))) if eps > 0 else None,
-    }
-    return values.get(loss_type)
-
-
 @dataclass(frozen=True)
 class LoraPreset:
     """Which layers get LoRA adapters and how large they are."""
@@ -110,6 +75,10 @@ class LoraPreset:
         metadata={"help": "True for GPT-2's Conv1D layers; None: detect from the model."},
     )
     bias: str = field(default="none", metadata={"help": "Which biases train: none, all or lora_only."})
+    preset: str = field(default="gpt2_attention", compare=False, metadata={
+        "help": "Named preset the other lora.* keys apply on top of: gpt2_attention, gpt2_all_linear, all_linear."})
+    extra: Mapping[str, Any] = field(default_factory=Settings, metadata={
+        "passthrough": True, "help": f"Any other peft.LoraConfig field, e.g. use_rslora: true ({passthrough.DOCS['lora']})."})
 
     def __post_init__(self) -> None:
         check("lora.r", self.r, self.r >= 1, ">= 1", "the LoRA rank; 4 to 64 is usual")
@@ -119,6 +88,8 @@ class LoraPreset:
               bool(self.target_modules) and all(isinstance(m, str) and m.strip() for m in self.target_modules),
               "one or more module names", "e.g. c_attn,c_proj, or all-linear")
         check_choice("lora.bias", self.bias, LORA_BIASES)
+        check_choice("lora.preset", self.preset, tuple(LORA_PRESETS))
+        object.__setattr__(self, "extra", passthrough.validated("lora", self.extra, _typed(self)))
 
     @classmethod
     def gpt2_attention(cls) -> LoraPreset:
@@ -128,12 +99,13 @@ class LoraPreset:
     @classmethod
     def gpt2_all_linear(cls) -> LoraPreset:
         """Every GPT-2 Conv1D layer (attention, projections and the MLP's ``c_fc``)."""
-        return cls(target_modules=("c_attn", "c_proj", "c_fc"))
+        return cls(target_modules=("c_attn", "c_proj", "c_fc"), preset="gpt2_all_linear")
 
     @classmethod
     def all_linear(cls, r: int = 8, lora_alpha: int = 16) -> LoraPreset:
         """Generic preset for any architecture: every linear layer but the output head."""
-        return cls(r=r, lora_alpha=lora_alpha, lora_dropout=0.05, target_modules=("all-linear",), fan_in_fan_out=None)
+        return cls(r=r, lora_alpha=lora_alpha, lora_dropout=0.05, target_modules=("all-linear",), fan_in_fan_out=None,
+                   preset="all_linear")
 
     def to_peft_config(self, model: Any = None):
         """Build the ``peft.LoraConfig``; ``fan_in_fan_out=None`` is resolved against ``model``."""
@@ -146,6 +118,7 @@ class LoraPreset:
         return LoraConfig(
             r=self.r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout, target_modules=targets,
             fan_in_fan_out=fan_in_fan_out, bias=self.bias, task_type="CAUSAL_LM",
+            **passthrough.library_kwargs("lora", self.extra),
         )
 
 
@@ -165,7 +138,8 @@ class DPOPreset:
     """DPO hyperparameters, with the costs they carry noted in the help text."""
 
     beta: float = field(default=0.1, metadata={"help": "Strength of the pull towards the reference model; > 0."})
-    loss_type: str = field(default="sigmoid", metadata={"help": f"trl loss: one of {', '.join(_KNOWN_LOSS_TYPES)}."})
+    loss_type: str | tuple[str, ...] = field(default="sigmoid", metadata={
+        "help": f"trl loss, or several (sigmoid,sft) weighted by dpo.loss_weights: {', '.join(KNOWN_LOSS_TYPES)}."})
     label_smoothing: float = field(default=0.0, metadata={"help": "Label noise for the robust/exo losses, in [0, 0.5)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate of the adapter; > 0."})
     lr_scheduler_type: str = field(
@@ -225,6 +199,10 @@ class DPOPreset:
                           "in $DPO_HUB_CACHE for reruns and sweeps; false: trl recomputes them every step."},
     )
     seed: int = field(default=42, metadata={"help": "Seed for init, shuffling and dropout."})
+    preset: str = field(default="tutorial", compare=False, metadata={
+        "help": "Named preset the other dpo.* keys apply on top of: tutorial."})
+    extra: Mapping[str, Any] = field(default_factory=Settings, metadata={
+        "passthrough": True, "help": f"Any other trl.DPOConfig field, e.g. weight_decay: 0.01 ({passthrough.DOCS['dpo']})."})
 
     @classmethod
     def tutorial(cls) -> DPOPreset:
@@ -232,12 +210,31 @@ class DPOPreset:
         speed settings: precision, checkpointing and the reference pass decided for the hardware."""
         return cls()
 
+    @property
+    def loss_types(self) -> tuple[str, ...]:
+        """The loss types, one or several (``loss_type`` is a text for one, a tuple for a combination)."""
+        return (self.loss_type,) if isinstance(self.loss_type, str) else tuple(self.loss_type)
+
     def __post_init__(self) -> None:
-        if self.loss_type != "sigmoid" and self.loss_type not in trl_loss_types():  # importing trl takes seconds
-            raise ValueError(f"dpo.loss_type={self.loss_type!r} is not a loss the installed trl implements; "
-                             f"use one of: {', '.join(trl_loss_types())}")
+        losses = self.loss_type.split(",") if isinstance(self.loss_type, str) else list(self.loss_type)
+        losses = [str(name).strip() for name in losses]
+        check("dpo.loss_type", self.loss_type, bool(losses), "one or more trl losses", "e.g. sigmoid, or sigmoid,sft")
+        object.__setattr__(self, "loss_type", losses[0] if len(losses) == 1 else tuple(losses))
+        for loss in losses:
+            if loss != "sigmoid" and loss not in trl_loss_types():  # importing trl takes seconds
+                raise ValueError(f"dpo.loss_type={loss!r} is not a loss the installed trl implements; "
+                                 f"use one of: {', '.join(trl_loss_types())}")
         check_choice("dpo.precision", self.precision, PRECISIONS)
+        check_choice("dpo.preset", self.preset, tuple(DPO_PRESETS))
         self._check_values()
+        extra = passthrough.validated("dpo", self.extra, _typed(self))
+        if "report_to" in extra:
+            extra = Settings({**extra, "report_to": trackers.normalize(extra["report_to"])})
+        weights = extra.get("loss_weights")
+        check("dpo.loss_weights", weights, weights is None or (len(weights) == len(losses) and all(
+            math.isfinite(w) and w >= 0 for w in weights)), f"{len(losses)} weight(s) >= 0, one per dpo.loss_type",
+            f"dpo.loss_type is {','.join(losses)}; e.g. {','.join(['1.0'] * len(losses))}")
+        object.__setattr__(self, "extra", extra)
 
     def _check_values(self) -> None:
         check("dpo.beta", self.beta, self.beta > 0, "> 0", "the strength of the pull towards the reference; 0.1 is usual")
@@ -286,15 +283,26 @@ class DPOPreset:
         precision, _ = resolve_precision(self.precision, use_cpu)
         kwargs = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         for name in ("loss_type", "precision", "effective_batch_size", "gradient_accumulation_steps",
-                     "base_model_dropout", "reference_cache"):
+                     "base_model_dropout", "reference_cache", "preset", "extra"):
             kwargs.pop(name)
         kwargs["gradient_checkpointing"] = self.gradient_checkpointing is True  # auto: decided once the model loads
         return DPOConfig(
-            output_dir=output_dir, loss_type=[self.loss_type], bf16=precision == "bf16", fp16=precision == "fp16",
-            use_cpu=use_cpu,
-            gradient_accumulation_steps=self.accumulation_for(num_processes), report_to="none",
-            **{**kwargs, **extra},
+            output_dir=output_dir, loss_type=list(self.loss_types), bf16=precision == "bf16", fp16=precision == "fp16",
+            use_cpu=use_cpu, gradient_accumulation_steps=self.accumulation_for(num_processes),
+            **{"report_to": "none", **kwargs, **passthrough.library_kwargs("dpo", self.extra), **extra},
         )
+
+
+LORA_PRESETS: dict[str, Callable[[], LoraPreset]] = {
+    "gpt2_attention": LoraPreset.gpt2_attention, "gpt2_all_linear": LoraPreset.gpt2_all_linear,
+    "all_linear": LoraPreset.all_linear,
+}
+DPO_PRESETS: dict[str, Callable[[], DPOPreset]] = {"tutorial": DPOPreset.tutorial}
+
+
+def _typed(preset: Any) -> list[str]:
+    """The preset's own fields (not pass-through)."""
+    return [f.name for f in dataclasses.fields(preset) if not f.metadata.get("passthrough")]
 
 
 @dataclass(frozen=True)

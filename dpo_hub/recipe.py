@@ -11,7 +11,6 @@ import dataclasses
 import difflib
 import hashlib
 import json
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +18,13 @@ from typing import Any
 
 import yaml
 
+from dpo_hub.coercion import coerce
 from dpo_hub.data import ADAPTERS, DataAdapter, UltraFeedback
 from dpo_hub.errors import RecipeError
 from dpo_hub.mixture import Mixture, is_mixture_change
 from dpo_hub.mixture import build as build_mixture
-from dpo_hub.presets import DPOPreset, Generation, LoraPreset, check
+from dpo_hub.passthrough import field_help, settable
+from dpo_hub.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset, check
 from dpo_hub.sources import AUTO
 
 
@@ -59,6 +60,7 @@ class Recipe:
 
     # ---- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain data; pass-through settings sit beside the preset's fields (``dpo: {beta: 0.1, weight_decay: 0.01}``)."""
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["data"] = {"kind": self.data.kind, **out["data"]}
         return out
@@ -78,8 +80,7 @@ class Recipe:
             lines.append(f"{f.name}:")
             if f.name == "data":
                 lines.append(_yaml_line("kind", value.kind, f"one of {', '.join(ADAPTERS)}, mix", indent=2))
-            lines += [_yaml_line(s.name, getattr(value, s.name), s.metadata.get("help", ""), indent=2)
-                      for s in dataclasses.fields(value)]
+            lines += _group_lines(f.name, value)
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -99,6 +100,9 @@ class Recipe:
         values = self.to_dict()
         for key in ("output_dir", "overwrite_output_dir", "push_to_hub", "resume", "threads", "name"):
             values.pop(key)
+        for group in _PRESET_GROUPS:  # the fields say what is computed, not the preset they started from
+            values[group].pop("preset")
+        values["dpo"].pop("report_to", None)  # where logs go
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
     # ---- changes -------------------------------------------------------------------------------
@@ -112,20 +116,24 @@ class Recipe:
         if is_mixture_change(recipe.data, changes):  # data.mix, data.mix.N.KEY, data.seed: dpo_hub.mixture
             mixing = {k.removeprefix("data."): changes.pop(k) for k in list(changes) if k.startswith("data.")}
             recipe = recipe.replace(data=build_mixture(recipe.data, mixing, source, _coerce))
-        if "data.kind" in changes:
-            try:
-                recipe = recipe.replace(data=_switch_adapter(recipe.data, changes["data.kind"], source))
-            except RecipeError:
-                raise
-            except (TypeError, ValueError) as err:
-                raise RecipeError(f"{source}: {err}") from err
+        try:
+            if "data.kind" in changes:
+                recipe = recipe.replace(data=_switch_adapter(recipe.data, changes.pop("data.kind"), source))
+            for group in _PRESET_GROUPS:  # a preset first, whatever the order: the other keys apply on top
+                if f"{group}.preset" in changes:
+                    recipe = recipe.replace(**{group: _preset(group, changes.pop(f"{group}.preset"), source)})
+        except RecipeError:
+            raise
+        except (TypeError, ValueError) as err:
+            raise RecipeError(err if str(err).startswith(source) else f"{source}: {err}") from err
         grouped: dict[str, dict[str, Any]] = {}
         for key, value in changes.items():
-            if key == "data.kind":
-                continue
             head, _, rest = key.partition(".")
             if rest:
                 part = getattr(recipe, head, None) if head in _NESTED else None
+                if part is not None and rest not in _field_types(type(part)) and head in _PRESET_GROUPS:
+                    grouped.setdefault(head, {}).setdefault("extra", dict(part.extra))[rest] = value  # preset checks it
+                    continue
                 if part is None or rest not in _field_types(type(part)):
                     raise RecipeError(_unknown(key, recipe, source))
                 grouped.setdefault(head, {})[rest] = _coerce(value, _field_types(type(part))[rest], key, source)
@@ -141,16 +149,20 @@ class Recipe:
             raise RecipeError(f"{source}: {err}") from err
 
     @classmethod
-    def keys(cls, recipe: Recipe | None = None) -> list[str]:
-        """Every dotted key a recipe accepts."""
+    def keys(cls, recipe: Recipe | None = None, passthrough: bool = False) -> list[str]:
+        """Every dotted key a recipe accepts; ``passthrough``: with every trl/peft field (imports them)."""
         recipe = recipe or cls()
         out = [k for k in _field_types(Recipe) if k not in _NESTED]
         for head in _NESTED:
-            out += [f"{head}.{k}" for k in _field_types(type(getattr(recipe, head)))]
+            typed = list(_field_types(type(getattr(recipe, head))))
+            out += [f"{head}.{k}" for k in typed]
+            if passthrough and head in _PRESET_GROUPS:
+                out += [f"{head}.{k}" for k in settable(head, typed)]
         return out + ["data.kind"]
 
 
 _NESTED = ("data", "lora", "dpo", "generation")
+_PRESET_GROUPS = {"lora": LORA_PRESETS, "dpo": DPO_PRESETS}
 _GROUP_EXAMPLES = {"data": UltraFeedback, "lora": LoraPreset, "dpo": DPOPreset, "generation": Generation}
 
 
@@ -158,7 +170,11 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "to_plain"):  # a mixture and its sources
         return value.to_plain()
     if dataclasses.is_dataclass(value):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        out = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            out.update({k: _plain(v) for k, v in item.items()} if f.metadata.get("passthrough") else {f.name: _plain(item)})
+        return out
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
@@ -171,6 +187,24 @@ def _yaml_line(key: str, value: Any, help_text: str, indent: int = 0) -> str:
     dumped = yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10_000, sort_keys=False)
     dumped = dumped.strip().removesuffix("...").strip()
     return f"{' ' * indent}{key}: {dumped}" + (f"  # {help_text}" if help_text else "")
+
+
+def _group_lines(group: str, value: Any) -> list[str]:
+    """A group's YAML lines: its preset first, its fields, then pass-through settings with the library's help."""
+    fields = sorted(dataclasses.fields(value), key=lambda f: f.name != "preset")
+    lines = [_yaml_line(f.name, getattr(value, f.name), f.metadata.get("help", ""), indent=2)
+             for f in fields if not f.metadata.get("passthrough")]
+    return lines + [_yaml_line(k, v, field_help(group, k), indent=2) for k, v in getattr(value, "extra", {}).items()]
+
+
+def _preset(group: str, name: Any, source: str) -> Any:
+    """The named preset of ``group`` (``lora``/``dpo``), recording its name."""
+    presets = _PRESET_GROUPS[group]
+    if not isinstance(name, str) or name not in presets:
+        close = difflib.get_close_matches(str(name), list(presets), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise RecipeError(f"{source}: {group}.preset={name!r} is unknown; {hint}use one of: {', '.join(presets)}")
+    return dataclasses.replace(presets[name](), preset=name)
 
 
 def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
@@ -201,8 +235,9 @@ def _check_repo_id(repo_id: str) -> None:
 
 
 def _field_types(cls: type) -> dict[str, Any]:
+    """The fields a recipe key addresses (a preset's pass-through mapping is addressed by its entries' names)."""
     hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if not f.metadata.get("passthrough")}
 
 
 def _switch_adapter(current: DataAdapter, kind: Any, source: str) -> DataAdapter:
@@ -235,37 +270,7 @@ def _unknown(key: str, recipe: Recipe, source: str) -> str:
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Turn a CLI string (or YAML value) into the field's declared type."""
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        errors = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(value, option, key, source)
-            except RecipeError as err:
-                errors.append(str(err))
-        raise RecipeError(errors[0] if errors else f"{source}: {key} cannot be {value!r}")
-    if typing.get_origin(hint) is tuple:
-        if isinstance(value, str) and value.startswith("["):
-            value = yaml.safe_load(value)
-        if not isinstance(value, (str, list, tuple)):
-            raise RecipeError(f"{source}: {key} must be a list (or comma-separated text), got {type(value).__name__} "
-                              f"{value!r}")
-        items = value.split(",") if isinstance(value, str) else list(value)
-        return tuple(_coerce(v.strip() if isinstance(v, str) else v, args[0], key, source) for v in items)
-    if isinstance(value, (dict, list)) or (isinstance(value, bool) and hint in (int, float)):
-        raise RecipeError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
     try:
-        if hint is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if hint is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(value)
-        return hint(value) if hint in (int, float, str) else value
-    except (TypeError, ValueError):
-        raise RecipeError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {value!r}") from None
+        return coerce(value, hint, key)
+    except RecipeError as err:
+        raise RecipeError(f"{source}: {err}") from None

@@ -17,15 +17,15 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from dpo_hub import checkpoints, embedded, outputs, plan, reference_logps, speedups
+from dpo_hub import checkpoints, embedded, outputs, plan, reference_logps, speedups, trackers
 from dpo_hub.compare import compare_model, side_by_side
 from dpo_hub.compare_report import format_side_by_side, format_table, write_outputs
 from dpo_hub.data import PreferenceData
 from dpo_hub.errors import OutputError, RunInterrupted
+from dpo_hub.losses import describe_losses, untrained_loss
 from dpo_hub.mixture import datasets_of, prepare_data, resolve_sources
 from dpo_hub.plots import loss_curve
 from dpo_hub.preflight import check_recipe
-from dpo_hub.presets import untrained_loss
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import setup_logging, use_all_cores, wants_cpu
 from dpo_hub.sources import DEFAULT_MODEL, load_adapter_model, load_model, load_tokenizer, resolve
@@ -70,6 +70,7 @@ def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
     trainer.save_model(str(stage))  # collective under FSDP/DeepSpeed; writes on the main process only
     if state.is_main_process:
         try:
+            trackers.finish_logs(trainer, saves / "runs", stage / "runs")  # TensorBoard's events join the run
             model = _model_for_generation(trainer, recipe, stage)
             generations, comparison = _compare(model, tokenizer, recipe, data, stage)
             metrics = _metrics(recipe, notes, data, trainer, train_result, before, after, generations, comparison,
@@ -113,8 +114,10 @@ def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoi
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data.train, eval_dataset=data.eval,
                          processing_class=tokenizer, peft_config=recipe.lora.to_peft_config(model))
+    trackers.place_logs(trainer, checkpoints / "runs")
     trainer.reference_pass_s = 0.0
-    if recipe.dpo.reference_cache and not (trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+    trl_precomputes = recipe.dpo.extra.get("precompute_ref_log_probs")  # trl's own in-memory pass was asked for
+    if recipe.dpo.reference_cache and not (trl_precomputes or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         trainer.reference_pass_s = reference_logps.attach(trainer, state)
     log.info("training: effective batch %d (per device %d x %d process(es) x accumulation %d)",
              effective_batch(trainer), recipe.dpo.per_device_train_batch_size, state.num_processes,
@@ -276,10 +279,11 @@ def _write_run_files(stage: Path, recipe: Recipe, metrics: dict, generations: li
              f"  accelerate launch -m dpo_hub train --config {recipe.output_dir}/recipe.yaml --output_dir NEW_DIR"
     (stage / "recipe.yaml").write_text(recipe.to_yaml(header), encoding="utf-8")
     (stage / "generations.md").write_text(format_side_by_side(generations) + "\n", encoding="utf-8")
-    dpo = recipe.dpo
-    loss_curve(metrics["log_history"], stage / "loss.png", f"DPO loss ({dpo.loss_type}): {recipe.name}",
-               untrained=untrained_loss(dpo.loss_type, dpo.beta, dpo.label_smoothing),
-               untrained_label=f"{dpo.loss_type} at zero margin")
+    dpo, weights = recipe.dpo, recipe.dpo.extra.get("loss_weights")
+    loss = describe_losses(dpo.loss_type, weights)
+    loss_curve(metrics["log_history"], stage / "loss.png", f"DPO loss ({loss}): {recipe.name}",
+               untrained=untrained_loss(dpo.loss_type, dpo.beta, dpo.label_smoothing, weights=weights),
+               untrained_label=f"{loss} at zero margin")
     outputs.write_json(stage / outputs.COMPLETE_MARKER, metrics)
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pytest
 from peft import get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from dpo_hub import DPOPreset, LoraPreset
+from dpo_hub import DPO_PRESETS, LORA_PRESETS, DPOPreset, LoraPreset
+from dpo_hub.losses import describe_losses, untrained_loss
 
 
 def tiny_gpt2():
@@ -83,3 +85,35 @@ def test_effective_batch_sets_accumulation(processes, accumulation):
 def test_auto_precision_on_cpu_is_fp32(tmp_path):
     config = DPOPreset(precision="auto").to_dpo_config(str(tmp_path), use_cpu=True)
     assert config.bf16 is False and config.fp16 is False
+
+
+def test_pass_through_lora_fields_change_what_peft_builds():
+    preset = LoraPreset(extra={"layers_to_transform": "0", "use_rslora": "true"})
+    peft_model, names = adapted(tiny_gpt2(), preset)
+    assert names and all(n.startswith("transformer.h.0.") for n in names), "only layer 0 of the two"
+    lora_layer = peft_model.get_submodule(f"base_model.model.{sorted(names)[0]}")
+    assert lora_layer.scaling["default"] == pytest.approx(8 / 4 ** 0.5), "rsLoRA: alpha / sqrt(r)"
+
+
+def test_presets_by_name_are_the_classmethods():
+    assert set(LORA_PRESETS) >= {"gpt2_attention", "gpt2_all_linear", "all_linear"} and set(DPO_PRESETS) >= {"tutorial"}
+    for name, make in LORA_PRESETS.items():
+        assert make().preset == name
+    assert LORA_PRESETS["all_linear"]().fan_in_fan_out is None
+    with pytest.raises(ValueError, match="lora.preset='mine'.*all_linear"):
+        LoraPreset(preset="mine")
+
+
+def test_multi_loss_reaches_trl_with_its_weights(tmp_path):
+    preset = DPOPreset(loss_type="sigmoid,ipo", extra={"loss_weights": [1.0, 0.5], "report_to": "tensorboard"})
+    assert preset.loss_type == ("sigmoid", "ipo") and preset.loss_types == ("sigmoid", "ipo")
+    config = preset.to_dpo_config(str(tmp_path), use_cpu=True)
+    assert config.loss_type == ["sigmoid", "ipo"] and config.loss_weights == [1.0, 0.5]
+    assert config.report_to == ["tensorboard"]
+    assert DPOPreset(loss_type=["sigmoid"]).loss_type == "sigmoid", "one loss stays a text (and its fingerprint)"
+    assert untrained_loss(preset.loss_type, 0.1, weights=[1.0, 0.5]) == pytest.approx(math.log(2) + 0.5 * 25.0)
+    assert untrained_loss(("sigmoid", "hinge"), 0.1) == pytest.approx(math.log(2) + 1.0), "weights default to 1.0"
+    assert untrained_loss("sigmoid", 0.1, weights=[2.0]) == pytest.approx(2 * math.log(2)), "one loss, weighted"
+    assert untrained_loss(("sigmoid", "sft"), 0.1, weights=[1.0, 0.5]) is None, "sft depends on the model"
+    assert describe_losses(("sigmoid", "sft"), [1.0, 0.5]) == "sigmoid x 1.0 + sft x 0.5"
+    assert describe_losses("sigmoid") == "sigmoid"

@@ -147,6 +147,7 @@ def run_dpo_hub(work: Path, steps: int) -> dict:
     history = [e for e in metrics["log_history"] if "num_tokens" in e]
     return {"step_ends": [e["train_elapsed_s"] for e in history], "num_tokens": [e["num_tokens"] for e in history],
             "ref_pass_s": metrics["train"].get("reference_pass_s", 0.0),
+            "ref_pairs": metrics["data"]["train_pairs"] + metrics["data"]["eval_pairs"],
             "eval_loss": metrics["eval_after"]["eval_loss"],
             "eval_accuracy": metrics["eval_after"]["eval_rewards/accuracies"], "wall_s": time.perf_counter() - started,
             "plan": metrics.get("plan")}
@@ -192,8 +193,8 @@ def summarize(result: dict) -> dict:
     per_step = [b - a for a, b in zip(ends[WARMUP_STEPS - 1:], ends[WARMUP_STEPS:])]
     timed_tokens = tokens[-1] - tokens[WARMUP_STEPS - 1]
     timed_seconds = ends[-1] - ends[WARMUP_STEPS - 1]
-    # the reference pass is part of the work: charge the timed steps their share of it
-    ref_share = result["ref_pass_s"] * (len(per_step) / len(ends))
+    # the reference pass is part of the work: charge each timed step's pairs their share of it
+    ref_share = result["ref_pass_s"] / result["ref_pairs"] * len(per_step) if result["ref_pass_s"] else 0.0
     return {"tokens_per_s": timed_tokens / (timed_seconds + ref_share), "s_per_step": statistics.median(per_step),
             "peak_memory_gb": result["peak_memory_gb"], "eval_loss": result["eval_loss"],
             "eval_accuracy": result["eval_accuracy"], "wall_s": result["wall_s"], "ref_pass_s": result["ref_pass_s"]}

@@ -244,7 +244,7 @@ def _switch_adapter(current: DataAdapter, kind: Any, source: str) -> DataAdapter
     """The adapter of ``kind``, keeping the selection (split, eval fraction, seed) but not the source or its limit."""
     if not isinstance(kind, str) or kind not in ADAPTERS:
         raise RecipeError(f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)} or mix"
-                          f"{ADAPTERS.why_missing(kind)}")
+                          f"{ADAPTERS.why_missing(kind) if isinstance(kind, str) else ''}")
     if kind == current.kind:
         return current
     target = ADAPTERS[kind]

@@ -94,6 +94,20 @@ def disable_base_dropout(model: Any) -> int:
     return zeroed
 
 
+def fuse_activations(model: Any) -> int:
+    """Swap GPT-2's ``gelu_new`` (tanh GELU written as five tensor ops, each kept for the backward pass) for
+    torch's fused kernel of the same formula; return how many were swapped. Saves ~40% of a step's activations."""
+    from transformers.activations import ACT2FN, NewGELUActivation
+
+    swapped = 0
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, NewGELUActivation):
+                setattr(module, name, ACT2FN["gelu_pytorch_tanh"])
+                swapped += 1
+    return swapped
+
+
 def score_completions_only() -> bool:
     """Let trl's fused LM head project only completion positions on the CPU too (it already does on CUDA).
 

@@ -135,6 +135,7 @@ def _speed_settings(recipe: Recipe, model: Any, args: Any, state: Any) -> None:
     log.info("gradient checkpointing %s: %s", "on" if args.gradient_checkpointing else "off", why)
     if not recipe.dpo.base_model_dropout:
         speedups.disable_base_dropout(model)
+    speedups.fuse_activations(model)
     speedups.score_completions_only()
 
 

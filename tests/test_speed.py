@@ -16,7 +16,7 @@ from dpo_hub import embedded, prepare
 from dpo_hub.plan import make_plan
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 from dpo_hub.reference_logps import cache_root
-from dpo_hub.speedups import resolve_precision, want_checkpointing
+from dpo_hub.speedups import fuse_activations, resolve_precision, want_checkpointing
 from dpo_hub.training import build_trainer
 
 SMALL = {"model": "embedded", "data.dataset": "embedded", "data.limit": 24, "data.eval_fraction": 0.25,
@@ -138,3 +138,14 @@ def test_run_prints_its_plan_and_progress(trained_run):
     logged = [e for e in metrics["log_history"] if "loss" in e]
     assert logged and all(e["train_elapsed_s"] > 0 and "eta_s" in e for e in logged)
     assert logged[-1]["eta_s"] == 0
+
+
+def test_fused_gelu_gives_the_same_logits():
+    model = embedded.build_model()
+    ids = torch.randint(0, 50257, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        assert fuse_activations(model) == model.config.n_layer
+        after = model(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-5)
+    assert fuse_activations(model) == 0  # nothing left to swap

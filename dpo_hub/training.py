@@ -137,6 +137,8 @@ def _speed_settings(recipe: Recipe, model: Any, args: Any, state: Any) -> None:
         speedups.disable_base_dropout(model)
     speedups.fuse_activations(model)
     speedups.score_completions_only()
+    if use_cpu:
+        speedups.smaller_logit_tiles()
 
 
 def effective_batch(trainer: Any) -> int:

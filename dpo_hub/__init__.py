@@ -2,15 +2,16 @@
 
 Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
 
-0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``: no
-   dpo_hub imports but ``errors``/``embedded``
+0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``,
+   ``standins`` (real models/data fetched with pip when the Hub is out of reach), ``model_spec`` (the ``model``
+   group): no dpo_hub imports but ``errors``/``embedded``
 1. ``sources`` (models, tokenizers, adapters, ``auto``), ``presets`` (LoRA, DPO, generation), ``data_files``,
    ``pair_text``, ``splits``, ``data``
 2. ``recipe``: pure data (schema, YAML, overrides, fingerprint); ``preflight``: checks before anything loads
 3. ``compare_scoring``, ``compare_report``, ``compare``: base vs tuned with explicit parameters
 4. ``card``, ``hub_errors``, ``hub``: the model card; Hub failures as one line, retries; push and download
 5. ``training`` (``train``: recipe -> run folder), ``runs`` (a run folder or Hub repo back as model + recipe)
-6. ``launch`` (argv -> recipe -> train -> push), ``cli``, ``recipes.*``
+6. ``launch`` (argv -> recipe -> train -> push), ``cli``, ``recipes.*`` (``smollm2_truthfulqa``, ``gpt2_ultrafeedback``)
 """
 
 from dpo_hub.card import build_card
@@ -29,6 +30,7 @@ from dpo_hub.errors import (
     SourceUnavailableError,
 )
 from dpo_hub.hub import download_adapter, push_adapter
+from dpo_hub.model_spec import ModelSpec
 from dpo_hub.presets import DPOPreset, Generation, LoraPreset
 from dpo_hub.recipe import Recipe
 from dpo_hub.runs import Run, compare_run, open_run, pull_adapter
@@ -37,7 +39,8 @@ from dpo_hub.training import train
 __version__ = "0.1.0"
 __all__ = [
     "HHRLHF", "CompareError", "Comparison", "DPOPreset", "DataError", "DpoHubError", "Generation", "HubError",
-    "LoraPreset", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError", "Run", "RunInterrupted",
+    "LoraPreset", "ModelSpec", "OutputError", "OutputExistsError", "Preferences", "Recipe", "RecipeError", "Run",
+    "RunInterrupted",
     "SourceUnavailableError", "UltraFeedback", "build_card", "compare_model", "compare_run", "download_adapter",
     "open_run", "prepare", "pull_adapter", "push_adapter", "train",
 ]

@@ -79,8 +79,10 @@ RESULT_KEYS = {"eval_loss": "loss", "eval_rewards/accuracies": "reward accuracy"
 _MODEL_LICENSES = {"gpt2": "mit", "openai-community/gpt2": "mit", embedded.EMBEDDED_MODEL_ID: "mit"}
 
 
-def base_model_id(recipe_model: str) -> str:
-    return embedded.EMBEDDED_MODEL_ID if recipe_model == embedded.EMBEDDED else recipe_model
+def base_model_id(recipe_model: str | dict) -> str:
+    """The base model's id from a recipe's ``model`` (a name, or the model group as read from recipe.yaml)."""
+    name = recipe_model.get("name", "") if isinstance(recipe_model, dict) else recipe_model
+    return embedded.EMBEDDED_MODEL_ID if name == embedded.EMBEDDED else name
 
 
 def dataset_id(dataset: str) -> str:

@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp.add_argument("--judge", default=None, help="reward model id for a win rate")
     cmp.add_argument("--output", default=None, help="folder for comparison.json/md/png")
     cmp.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo")
+    for side in ("prompt", "chosen", "rejected"):
+        cmp.add_argument(f"--{side}-column", default=None, help=f"column of --pairs holding the {side} (default: {side})")
+    cmp.add_argument("--max-length", type=int, default=None,
+                     help="tokens scored per sequence, cut like training (default: the run's dpo.max_length)")
     if argv[:1] == ["train"]:
         from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
@@ -69,13 +73,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"loaded {args.repo_id}@{args.revision or 'main'} onto "
               f"{run.model.peft_config['default'].base_model_name_or_path}")
         settings = Generation(prompts=tuple(args.prompt)) if args.prompt else Generation()
-        print(format_side_by_side(side_by_side(run.model, run.tokenizer, settings)))
+        prompt_text = (lambda p: run.recipe.data.prompt_text(p, run.tokenizer)) if run.recipe else None
+        print(format_side_by_side(side_by_side(run.model, run.tokenizer, settings, prompt_text)))
     elif args.command == "compare":
         local = Path(args.source).is_dir()
         name = args.source.rstrip("/").split("/")[-1]
         output = Path(args.output or (args.source if local else f"comparison-{name}"))
+        columns = {f"{side}_column": getattr(args, f"{side}_column") for side in ("prompt", "chosen", "rejected")
+                   if getattr(args, f"{side}_column")}
         comparison = compare_run(args.source, prompts=args.prompt, pairs=args.pairs, judge=args.judge,
-                                 output_dir=output, revision=args.revision)
+                                 output_dir=output, revision=args.revision, max_length=args.max_length, columns=columns)
         print(format_table(comparison))
         print(f"\nwrote {output / 'comparison.json'}, comparison.md, comparison.png")
     return 0

@@ -21,15 +21,19 @@ import yaml
 
 from dpo_hub.data import ADAPTERS, DataAdapter, UltraFeedback
 from dpo_hub.errors import RecipeError
+from dpo_hub.model_spec import ModelSpec
 from dpo_hub.presets import DPOPreset, Generation, LoraPreset, check
-from dpo_hub.sources import AUTO
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything a DPO run needs, as plain data; ``dpo_hub.train(recipe)`` runs it."""
 
-    model: str = field(default=AUTO, metadata={"help": "Hub id or folder; auto: gpt2, the embedded tiny GPT-2 offline."})
+    model: ModelSpec = field(
+        default_factory=ModelSpec,
+        metadata={"help": "The base model: a name (Hub id, folder, .gguf file; auto: gpt2, the embedded tiny GPT-2 "
+                          "offline) or a group of model.* loading settings."},
+    )
     data: DataAdapter = field(default_factory=UltraFeedback)
     lora: LoraPreset = field(default_factory=LoraPreset.gpt2_attention)
     dpo: DPOPreset = field(default_factory=DPOPreset.tutorial)
@@ -46,7 +50,11 @@ class Recipe:
     name: str = field(default="custom", metadata={"help": "Recipe name, recorded in outputs and model cards."})
 
     def __post_init__(self) -> None:
-        for key in ("model", "output_dir", "name"):
+        if isinstance(self.model, str):  # Recipe(model="gpt2"): a plain name is a whole model spec
+            object.__setattr__(self, "model", ModelSpec(name=self.model))
+        check("model", self.model, isinstance(self.model, ModelSpec), "a name or a model group",
+              "e.g. gpt2, or {name: gpt2, dtype: bfloat16}")
+        for key in ("output_dir", "name"):
             check(key, getattr(self, key), bool(str(getattr(self, key)).strip()), "non-empty", "a name or a path")
         check("threads", self.threads, self.threads is None or self.threads >= 1, ">= 1 or null",
               "null: all cores shared by the processes")
@@ -97,6 +105,8 @@ class Recipe:
         values = self.to_dict()
         for key in ("output_dir", "overwrite_output_dir", "push_to_hub", "resume", "threads", "name"):
             values.pop(key)
+        if self.model.is_plain():  # as before the model group existed: a plain name's fingerprint is unchanged
+            values["model"] = self.model.name
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
     # ---- changes -------------------------------------------------------------------------------
@@ -143,8 +153,12 @@ class Recipe:
         return out + ["data.kind"]
 
 
-_NESTED = ("data", "lora", "dpo", "generation")
-_GROUP_EXAMPLES = {"data": UltraFeedback, "lora": LoraPreset, "dpo": DPOPreset, "generation": Generation}
+_NESTED = ("model", "data", "lora", "dpo", "generation")
+_GROUP_EXAMPLES = {"model": ModelSpec, "data": UltraFeedback, "lora": LoraPreset, "dpo": DPOPreset,
+                   "generation": Generation}
+
+
+_WHOLE_TEXT_LISTS = ("generation.prompts",)  # text from the command line is one item; pass [a, b] for several
 
 
 def _plain(value: Any) -> Any:
@@ -156,8 +170,11 @@ def _plain(value: Any) -> Any:
 
 
 def _yaml_line(key: str, value: Any, help_text: str, indent: int = 0) -> str:
-    dumped = yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10_000)
-    dumped = dumped.strip().removesuffix("...").strip()
+    if isinstance(value, str) and ("\n" in value or value != value.strip()):  # "\n" on one line, as YAML reads it
+        dumped = json.dumps(value, ensure_ascii=False)
+    else:
+        dumped = yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10_000)
+        dumped = dumped.strip().removesuffix("...").strip()
     return f"{' ' * indent}{key}: {dumped}" + (f"  # {help_text}" if help_text else "")
 
 
@@ -169,6 +186,8 @@ def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise RecipeError(f"{source}: recipe key {key!r} is not a name; keys look like dpo.beta or output_dir")
         if key not in _NESTED:
             flat[key] = value
+        elif key == "model" and isinstance(value, str):  # model: gpt2 / --model gpt2 names the model
+            flat["model.name"] = value
         elif isinstance(value, dict):
             flat.update({f"{key}.{sub}": v for sub, v in value.items()})
         elif value is not None:  # an empty ``dpo:`` in YAML changes nothing
@@ -240,8 +259,11 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if not isinstance(value, (str, list, tuple)):
             raise RecipeError(f"{source}: {key} must be a list (or comma-separated text), got {type(value).__name__} "
                               f"{value!r}")
-        items = value.split(",") if isinstance(value, str) else list(value)
-        return tuple(_coerce(v.strip() if isinstance(v, str) else v, args[0], key, source) for v in items)
+        if isinstance(value, str):  # a prompt is one item as written (commas, trailing newlines and all)
+            items = [value] if key in _WHOLE_TEXT_LISTS else [v.strip() for v in value.split(",")]
+        else:
+            items = list(value)
+        return tuple(_coerce(v, args[0], key, source) for v in items)
     if isinstance(value, (dict, list)) or (isinstance(value, bool) and hint in (int, float)):
         raise RecipeError(f"{source}: {key} must be {getattr(hint, '__name__', hint)}, got {type(value).__name__} {value!r}")
     try:

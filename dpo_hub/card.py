@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from dpo_hub import embedded
+from dpo_hub import embedded, standins
 
 TEMPLATE = """---
 {{ card_data }}
@@ -22,6 +22,8 @@ A LoRA adapter for [`{{ base_model }}`]({{ base_link }}) trained with Direct Pre
 [dpo_hub](https://github.com/dpo-hub/dpo_hub) recipe `{{ recipe_name }}` (fingerprint `{{ fingerprint }}`).
 {% if embedded_note %}
 > **Embedded default.** {{ embedded_note }}
+{% endif %}{% if standin_note %}
+> **Stand-in base model.** Trained on {{ standin_note }}.
 {% endif %}
 ## Use it
 
@@ -82,7 +84,9 @@ _MODEL_LICENSES = {"gpt2": "mit", "openai-community/gpt2": "mit", embedded.EMBED
 def base_model_id(recipe_model: str | dict) -> str:
     """The base model's id from a recipe's ``model`` (a name, or the model group as read from recipe.yaml)."""
     name = recipe_model.get("name", "") if isinstance(recipe_model, dict) else recipe_model
-    return embedded.EMBEDDED_MODEL_ID if name == embedded.EMBEDDED else name
+    if name == embedded.EMBEDDED:
+        return embedded.EMBEDDED_MODEL_ID
+    return (standins.stand_in_for(name) or {}).get("hub_id", name)  # a pip stand-in: the Hub model it stands for
 
 
 def dataset_id(dataset: str) -> str:
@@ -115,6 +119,8 @@ def build_card(output_dir: str | Path, repo_id: str, license: str | None = None)
         base_link=f"https://huggingface.co/{base}", dataset=data, loss_type=dpo["loss_type"], beta=dpo["beta"],
         recipe_name=recipe.get("name", "custom"), fingerprint=metrics.get("fingerprint", ""),
         embedded_note=(metrics.get("embedded") or {}).get("what", ""),
+        standin_note=(standins.stand_in_for(recipe["model"]["name"] if isinstance(recipe["model"], dict)
+                                            else recipe["model"]) or {}).get("what", ""),
         results=[(label, _fmt(before.get(key)), _fmt(after.get(key))) for key, label in RESULT_KEYS.items()],
         comparison=_comparison_table(output_dir), generations=metrics.get("generations", []),
         hyperparameters=_hyperparameters(recipe, metrics), recipe_yaml=(output_dir / "recipe.yaml").read_text().strip(),

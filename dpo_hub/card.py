@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from dpo_hub import embedded
+from dpo_hub import embedded, standins
 from dpo_hub.compare_report import Comparison, table_rows
 from dpo_hub.losses import describe_losses
 from dpo_hub.sources import is_local
@@ -26,6 +26,8 @@ A LoRA adapter for `{{ base_model }}` trained with Direct Preference Optimizatio
 dpo_hub recipe `{{ recipe_name }}` (fingerprint `{{ fingerprint }}`).
 {% if embedded_note %}
 > **Embedded default.** {{ embedded_note }}
+{% endif %}{% if standin_note %}
+> **Stand-in base model.** Trained on {{ standin_note }}.
 {% endif %}
 ## Use it
 
@@ -91,8 +93,12 @@ RESULT_KEYS = {"eval_loss": "loss", "eval_rewards/accuracies": "reward accuracy"
 _MODEL_LICENSES = {"gpt2": "mit", "openai-community/gpt2": "mit", embedded.EMBEDDED_MODEL_ID: "mit"}
 
 
-def base_model_id(recipe_model: str) -> str:
-    return embedded.EMBEDDED_MODEL_ID if recipe_model == embedded.EMBEDDED else recipe_model
+def base_model_id(recipe_model: str | dict) -> str:
+    """The base model's id from a recipe's ``model`` (a name, or the model group as read from recipe.yaml)."""
+    name = recipe_model.get("name", "") if isinstance(recipe_model, dict) else recipe_model
+    if name == embedded.EMBEDDED:
+        return embedded.EMBEDDED_MODEL_ID
+    return (standins.stand_in_for(name) or {}).get("hub_id", name)  # a pip stand-in: the Hub model it stands for
 
 
 def dataset_id(dataset: str) -> str:
@@ -132,6 +138,8 @@ def build_card(output_dir: str | Path, repo_id: str, license: str | None = None)
         recipe_name=recipe.get("name", "custom"), fingerprint=metrics.get("fingerprint", ""),
         embedded_note=(metrics.get("embedded") or {}).get("what", ""),
         sources=sources if len(sources) > 1 or recipe["data"].get("kind") == "mix" else [],
+        standin_note=(standins.stand_in_for(recipe["model"]["name"] if isinstance(recipe["model"], dict)
+                                            else recipe["model"]) or {}).get("what", ""),
         results=[(label, _fmt(before.get(key)), _fmt(after.get(key))) for key, label in RESULT_KEYS.items()],
         comparison=_comparison_section(output_dir), generations=metrics.get("generations", []),
         hyperparameters=_hyperparameters(recipe, metrics), recipe_yaml=_recipe_text(output_dir),

@@ -58,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     merge.add_argument("--push", default=None, metavar="REPO", help="then publish the merged model to this Hub repo")
     merge.add_argument("--private", action="store_true", help="with --push: create the repo private")
     sub.add_parser("recipes", help="list installed recipes, the command that runs each, and data adapters")
+    for side in ("prompt", "chosen", "rejected"):
+        cmp.add_argument(f"--{side}-column", default=None, help=f"column of --pairs holding the {side} (default: {side})")
+    cmp.add_argument("--max-length", type=int, default=None,
+                     help="tokens scored per sequence, cut like training (default: the run's dpo.max_length)")
     if argv[:1] == ["train"]:
         from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
@@ -88,7 +92,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"loaded {args.repo_id}@{args.revision or 'main'} onto "
               f"{run.model.peft_config['default'].base_model_name_or_path}")
         settings = Generation(prompts=tuple(args.prompt)) if args.prompt else Generation()
-        print(format_side_by_side(side_by_side(run.model, run.tokenizer, settings)))
+        prompt_text = (lambda p: run.recipe.data.prompt_text(p, run.tokenizer)) if run.recipe else None
+        print(format_side_by_side(side_by_side(run.model, run.tokenizer, settings, prompt_text)))
     elif args.command == "merge":
         if args.push:  # before the merge: a push that cannot succeed should cost nothing
             check_push_target(args.push)
@@ -100,8 +105,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(format_installed())
     elif args.command == "compare":
         output = Path(args.output) if args.output else comparison_dir(args.source, args.pairs)
+        columns = {f"{side}_column": getattr(args, f"{side}_column") for side in ("prompt", "chosen", "rejected")
+                   if getattr(args, f"{side}_column")}
         comparison = compare_run(args.source, prompts=args.prompt, pairs=args.pairs, judge=args.judge,
-                                 output_dir=output, revision=args.revision, overwrite=args.overwrite)
+                                 output_dir=output, revision=args.revision, overwrite=args.overwrite,
+                                 max_length=args.max_length, columns=columns)
         print(format_table(comparison))
         print(f"\nwrote {output / 'comparison.json'}, comparison.md, comparison.png")
     return 0

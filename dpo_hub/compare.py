@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +41,20 @@ def generate(model: Any, tokenizer: Any, prompt: str, settings: Any) -> str:
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
-def side_by_side(model: Any, tokenizer: Any, settings: Any) -> list[dict[str, Any]]:
-    """Each prompt answered by the base (adapter off) and the tuned model with identical settings."""
+def side_by_side(model: Any, tokenizer: Any, settings: Any,
+                 prompt_text: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+    """Each prompt answered by the base (adapter off) and the tuned model with identical settings.
+
+    ``prompt_text`` formats a prompt as training did (``DataAdapter.prompt_text``: chat template, separator).
+    """
     was_training = model.training
     model.eval()
     rows = []
     for prompt in settings.prompts:
+        text = prompt_text(prompt) if prompt_text else prompt
         with adapter_off(model):
-            base = generate(model, tokenizer, prompt, settings)
-        tuned = generate(model, tokenizer, prompt, settings)
+            base = generate(model, tokenizer, text, settings)
+        tuned = generate(model, tokenizer, text, settings)
         rows.append({"prompt": prompt, "base": base, "tuned": tuned, "differ": base != tuned})
     model.train(was_training)
     return rows
@@ -80,11 +85,13 @@ def judge_generations(judge: str, generations: list[dict[str, Any]]) -> dict[str
 def compare_model(model: Any, tokenizer: Any, pairs: Any = None, prompts: Iterable[str] | None = None,
                   generation: Generation | None = None, judge: str | None = None, beta: float = 0.1,
                   max_length: int | None = None, batch_size: int = 16, source: str = "model",
-                  generations: list[dict[str, Any]] | None = None) -> Comparison:
+                  generations: list[dict[str, Any]] | None = None,
+                  prompt_text: Callable[[str], str] | None = None) -> Comparison:
     """Compare a loaded PEFT model (tuned) with itself under ``adapter_off`` (base).
 
     ``pairs``: see ``load_pairs``; ``prompts`` replace ``generation.prompts`` (``[]``: none);
-    ``generations``: rows already made by ``side_by_side``, reused instead of generating again.
+    ``generations``: rows already made by ``side_by_side``, reused instead of generating again;
+    ``prompt_text``: formats prompts as training did (see ``side_by_side``).
     """
     if not hasattr(model, "disable_adapter"):
         raise CompareError(f"{source}: not a PEFT model with an adapter, so there is no base/tuned difference")
@@ -95,7 +102,7 @@ def compare_model(model: Any, tokenizer: Any, pairs: Any = None, prompts: Iterab
     if not generation.prompts and not pair_rows:
         raise CompareError(f"{source}: nothing to compare; give at least one prompt or some preference pairs")
     if generations is None:
-        generations = side_by_side(model, tokenizer, generation) if generation.prompts else []
+        generations = side_by_side(model, tokenizer, generation, prompt_text) if generation.prompts else []
     preference, per_pair = (summarize(score_pairs(model, tokenizer, pair_rows, batch_size, max_length), beta)
                             if pair_rows else (None, []))
     return Comparison(

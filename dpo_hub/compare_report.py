@@ -138,6 +138,9 @@ def table_rows(c: Comparison) -> list[tuple[str, str, str, str]]:
 def _title(c: Comparison) -> str:
     pairs = c.preference
     held = f"{pairs['n_pairs']} pairs ({c.settings.get('pairs') or 'given'})" if pairs else "no pairs"
+    if pairs and pairs.get("skipped"):
+        held += (f", {pairs['skipped']} skipped (prompt alone fills max_length {c.settings.get('max_length')}, "
+                 "the pairs training drops too)")
     return f"Base vs tuned: {c.source}; {held}; 95% CIs (Wilson for shares)"
 
 

@@ -68,17 +68,20 @@ def score_pairs(model: Any, tokenizer: Any, pairs: Iterable[Pair], batch_size: i
     index = [i for i, e in enumerate(encoded) if all(start < len(ids) for ids, start in e)]
     kept = [encoded[i] for i in index]
     seqs = [e[0] for e in kept] + [e[1] for e in kept]
-    out = torch.zeros(4, len(seqs), dtype=torch.float64)
+    unique: dict[tuple, int] = {}  # a chosen answer shared by several pairs of one question is scored once
+    slot = [unique.setdefault((tuple(ids), start), len(unique)) for ids, start in seqs]
+    distinct = [(list(ids), start) for ids, start in unique]
+    scored = torch.zeros(4, len(distinct), dtype=torch.float64)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     was_training = model.training
     model.eval()
     try:
-        for batch in _batches([len(ids) for ids, _ in seqs], 2 * batch_size, max_tokens):
-            out[:, batch] = _score_batch(model, [seqs[j] for j in batch], pad_id)
+        for batch in _batches([len(ids) for ids, _ in distinct], 2 * batch_size, max_tokens):
+            scored[:, batch] = _score_batch(model, [distinct[j] for j in batch], pad_id)
     finally:
         model.train(was_training)
     n = len(kept)
-    t, b, tokens, kl = out.tolist()
+    t, b, tokens, kl = scored[:, slot].tolist()
     return PairScores(t[:n], t[n:], b[:n], b[n:], [int(x) for x in tokens[:n]], [int(x) for x in tokens[n:]],
                       kl[:n], skipped=len(encoded) - n, index=index)
 

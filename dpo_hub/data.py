@@ -19,7 +19,18 @@ from typing import Any, ClassVar
 
 from dpo_hub.data_files import load_rows
 from dpo_hub.errors import DataError
-from dpo_hub.pair_text import Drop, Pair, chat_pair, last_reply, split_transcript, text_field
+from dpo_hub.pair_text import (
+    Drop,
+    Pair,
+    chat_answer,
+    chat_pair,
+    chat_prompt,
+    format_prompt,
+    last_reply,
+    split_transcript,
+    text_field,
+    transcript_messages,
+)
 from dpo_hub.plugins import ADAPTERS_GROUP, Registry
 from dpo_hub.presets import check, check_choice
 from dpo_hub.sources import AUTO, DEFAULT_DATASET
@@ -60,7 +71,27 @@ class Selection:
 
 
 @dataclass(frozen=True)
-class UltraFeedback(Selection):
+class _Format:
+    format: str = field(
+        default="text",
+        metadata={"help": "text: prompt + separator + answer; chat: the tokenizer's chat template (message lists, or "
+                          "a plain prompt as one user turn), used alike in training, scoring and generation."},
+    )
+    separator: str = field(
+        default="\n", metadata={"help": "Text format: what joins prompt and answer (training, scoring, generation)."},
+    )
+
+    def __post_init__(self) -> None:
+        check_choice("data.format", self.format, FORMATS)
+        check("data.separator", self.separator, isinstance(self.separator, str), "text", "e.g. a newline; '' for none")
+
+    def prompt_text(self, prompt: Any, tokenizer: Any) -> str:
+        """A generation prompt formatted exactly as the training prompts were."""
+        return format_prompt(prompt, tokenizer, self.format, self.separator)
+
+
+@dataclass(frozen=True)
+class UltraFeedback(_Format, Selection):
     """UltraFeedback-binarized rows (argilla schema): ``prompt``, ``chosen``/``rejected`` message lists."""
 
     kind: ClassVar[str] = "ultrafeedback"
@@ -69,11 +100,9 @@ class UltraFeedback(Selection):
         default=AUTO,
         metadata={"help": f"Hub id or local file; auto: {DEFAULT_DATASET}, the bundled sample offline; embedded."},
     )
-    format: str = field(default="text", metadata={"help": "text: last assistant message; chat: chat template."})
-
     def __post_init__(self) -> None:
-        super().__post_init__()
-        check_choice("data.format", self.format, FORMATS)
+        Selection.__post_init__(self)
+        _Format.__post_init__(self)
 
     @classmethod
     def tutorial(cls, dataset: str = AUTO) -> UltraFeedback:
@@ -83,7 +112,7 @@ class UltraFeedback(Selection):
     def to_pair(self, row: dict, tokenizer: Any) -> Pair:
         if self.format == "chat":
             return chat_pair(row["chosen"], row["rejected"], tokenizer)
-        return {"prompt": text_field(row["prompt"], "prompt"), "chosen": last_reply(row["chosen"], "chosen"),
+        return {"prompt": text_field(row["prompt"], "prompt") + self.separator, "chosen": last_reply(row["chosen"], "chosen"),
                 "rejected": last_reply(row["rejected"], "rejected")}
 
 
@@ -94,8 +123,21 @@ class HHRLHF(Selection):
     kind: ClassVar[str] = "hh_rlhf"
     columns: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
     dataset: str = field(default="Anthropic/hh-rlhf", metadata={"help": "Hub id or local file."})
+    format: str = field(default="text", metadata={"help": "text: the transcript as written; chat: its turns in the "
+                                                          "tokenizer's chat template."})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("data.format", self.format, FORMATS)
+
+    def prompt_text(self, prompt: Any, tokenizer: Any) -> str:
+        """A generation prompt formatted exactly as the training prompts were."""
+        return chat_prompt(prompt, tokenizer) if self.format == "chat" else f"\n\nHuman: {prompt}\n\nAssistant:"
 
     def to_pair(self, row: dict, tokenizer: Any) -> Pair:
+        if self.format == "chat":
+            return chat_pair(transcript_messages(row["chosen"], "chosen"), transcript_messages(row["rejected"], "rejected"),
+                             tokenizer)
         prompt, chosen = split_transcript(row["chosen"], "chosen")
         rejected_prompt, rejected = split_transcript(row["rejected"], "rejected")
         if prompt != rejected_prompt:
@@ -104,7 +146,7 @@ class HHRLHF(Selection):
 
 
 @dataclass(frozen=True)
-class Preferences(Selection):
+class Preferences(_Format, Selection):
     """Any Hub dataset or local JSON/JSONL/CSV/Parquet file, with a column mapping."""
 
     kind: ClassVar[str] = "preferences"
@@ -119,17 +161,30 @@ class Preferences(Selection):
         return (self.prompt_column, self.chosen_column, self.rejected_column)
 
     def to_pair(self, row: dict, tokenizer: Any) -> Pair:
-        return {
-            "prompt": text_field(row[self.prompt_column], self.prompt_column),
-            "chosen": last_reply(row[self.chosen_column], self.chosen_column),
-            "rejected": last_reply(row[self.rejected_column], self.rejected_column),
-        }
+        prompt, chosen, rejected = (row[c] for c in self.columns)
+        if self.format == "chat" and _is_conversation(chosen) and _is_conversation(rejected):
+            return chat_pair(chosen, rejected, tokenizer)  # whole conversations, the prompt turns included
+        answers = [last_reply(chosen, self.chosen_column), last_reply(rejected, self.rejected_column)]
+        if self.format == "chat":
+            turns = prompt if isinstance(prompt, list) else text_field(prompt, self.prompt_column)
+            for message in turns if isinstance(turns, list) else []:
+                text_field(message.get("content") if isinstance(message, dict) else message, self.prompt_column)
+            return {"prompt": chat_prompt(turns, tokenizer), "chosen": chat_answer(answers[0], tokenizer),
+                    "rejected": chat_answer(answers[1], tokenizer)}
+        return {"prompt": text_field(prompt, self.prompt_column) + self.separator, "chosen": answers[0],
+                "rejected": answers[1]}
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        Selection.__post_init__(self)
+        _Format.__post_init__(self)
         for name in ("prompt_column", "chosen_column", "rejected_column"):
             check(f"data.{name}", getattr(self, name), bool(str(getattr(self, name)).strip()), "a column name",
                   "the column of your file that holds it")
+
+
+def _is_conversation(value: Any) -> bool:
+    """A message list holding a user turn (a whole conversation, not just the answer)."""
+    return isinstance(value, list) and any(isinstance(m, dict) and m.get("role") == "user" for m in value)
 
 
 def _check_adapter(name: str, obj: Any) -> str | None:

@@ -59,9 +59,10 @@ def recipe_from_argv(base: Recipe, argv: Sequence[str]) -> Recipe:
 def recipe_help(recipe: Recipe) -> str:
     """Every key of ``recipe`` (its adapter and presets) with its value and help text (the fields' help)."""
     lines = ["Recipe keys (override with --key value, or --config FILE.yaml):"]
-    for head, obj in [("", recipe)] + [(h, getattr(recipe, h)) for h in ("data", "lora", "dpo", "generation")]:
+    groups = ("model", "data", "lora", "dpo", "generation")
+    for head, obj in [("", recipe)] + [(h, getattr(recipe, h)) for h in groups]:
         for f in dataclasses.fields(obj):
-            if head == "" and f.name in ("data", "lora", "dpo", "generation"):
+            if head == "" and f.name in groups:
                 continue
             key = f"{head}.{f.name}" if head else f.name
             if f.metadata.get("passthrough"):  # the settings made, then where the others are

@@ -160,14 +160,15 @@ def _entry(values: Any, current: MixSource | None, index: int, source: str, coer
     return MixSource(adapter, rows, weight)
 
 
-def resolve_sources(data: Any) -> tuple[Any, list[str]]:
-    """``data`` with each ``auto`` dataset replaced by what will be used, and the notes on any fallback."""
+def resolve_sources(data: Any, default: str = DEFAULT_DATASET) -> tuple[Any, list[str]]:
+    """``data`` with each ``auto`` dataset replaced by what will be used (``default`` when reachable), and the notes
+    on any fallback."""
     if not isinstance(data, Mixture):
-        dataset, note = resolve(data.dataset, DEFAULT_DATASET, "dataset")
+        dataset, note = resolve(data.dataset, default, "dataset")
         return dataclasses.replace(data, dataset=dataset), [note] if note else []
     entries, notes = [], []
     for entry in data.mix:
-        adapter, more = resolve_sources(entry.adapter)
+        adapter, more = resolve_sources(entry.adapter, default)
         entries.append(dataclasses.replace(entry, adapter=adapter))
         notes += [n for n in more if n not in notes]
     return dataclasses.replace(data, mix=tuple(entries)), notes

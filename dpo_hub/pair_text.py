@@ -71,15 +71,63 @@ def split_transcript(text: Any, name: str) -> tuple[str, str]:
     return text[: cut + len(marker)], text[cut + len(marker):]
 
 
+def transcript_messages(text: Any, name: str) -> list[dict]:
+    """An HH-RLHF transcript (``\\n\\nHuman: ...\\n\\nAssistant: ...``) as a message list."""
+    import re
+
+    parts = re.split(r"\n\n(Human|Assistant):", text_field(text, name))
+    if len(parts) < 3:
+        raise Drop("no Human/Assistant turns in transcript")
+    roles = {"Human": "user", "Assistant": "assistant"}
+    return [{"role": roles[r], "content": c.strip()} for r, c in zip(parts[1::2], parts[2::2])]
+
+
 def chat_pair(chosen: Any, rejected: Any, tokenizer: Any) -> Pair:
+    """Two conversations that differ only in their last (assistant) turn -> the templated prompt and answers.
+
+    An answer ends where the template's end-of-turn token starts: trl appends the tokenizer's eos
+    itself, so keeping the template's own would train (and score) the end of turn twice.
+    """
     chosen, rejected = _conversation(chosen, "chosen"), _conversation(rejected, "rejected")
     if chosen[:-1] != rejected[:-1]:
         raise Drop("chosen and rejected conversations differ before the last turn")
+    prompt = chat_prompt(chosen[:-1], tokenizer)
     if getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template(chosen[:-1], tokenize=False, add_generation_prompt=True)
         full = [tokenizer.apply_chat_template(c, tokenize=False) for c in (chosen, rejected)]
-        answers = [f[len(prompt):] if f.startswith(prompt) else c[-1]["content"] for f, c in zip(full, (chosen, rejected))]
+        answers = [_answer(f[len(prompt):], c[-1]["content"], tokenizer.eos_token) if f.startswith(prompt)
+                   else c[-1]["content"] for f, c in zip(full, (chosen, rejected))]
     else:  # no template (GPT-2): a plain "Role: text" transcript
-        prompt = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in chosen[:-1]) + "Assistant:"
         answers = [" " + chosen[-1]["content"], " " + rejected[-1]["content"]]
     return {"prompt": prompt, "chosen": answers[0], "rejected": answers[1]}
+
+
+def chat_prompt(messages: Any, tokenizer: Any) -> str:
+    """The prompt text a chat model answers: ``messages`` (or one user turn of plain text) in its template."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages) + "Assistant:"
+
+
+def format_prompt(prompt: Any, tokenizer: Any, format: str, separator: str = "") -> str:
+    """The prompt exactly as training saw it: chat -> the chat template; text -> the text + ``separator``."""
+    if format == "chat":
+        return chat_prompt(prompt, tokenizer)
+    return prompt + separator
+
+
+def chat_answer(answer: str, tokenizer: Any) -> str:
+    """A plain answer as the template would close it, up to (not including) the eos that trl appends."""
+    if not getattr(tokenizer, "chat_template", None):
+        return " " + answer
+    turns = [{"role": "user", "content": "?"}, {"role": "assistant", "content": answer}]
+    prompt = tokenizer.apply_chat_template(turns[:1], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(turns, tokenize=False)
+    return _answer(full[len(prompt):], answer, tokenizer.eos_token) if full.startswith(prompt) else answer
+
+
+def _answer(suffix: str, content: str, eos: str | None) -> str:
+    """The templated answer ``suffix`` cut before the end-of-turn eos that follows ``content``."""
+    end = suffix.find(eos, suffix.find(content) + len(content)) if eos and content in suffix else -1
+    return suffix[:end] if end >= 0 else suffix

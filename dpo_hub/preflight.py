@@ -6,6 +6,7 @@ device) and creates nothing; it raises ``RecipeError`` naming the key and what t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,10 @@ from typing import Any
 from dpo_hub import embedded
 from dpo_hub.errors import RecipeError, SourceUnavailableError
 from dpo_hub.losses import trl_loss_types
+from dpo_hub.model_spec import ModelSpec, as_spec
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import wants_cpu
-from dpo_hub.sources import AUTO, DEFAULT_MODEL, resolve
+from dpo_hub.sources import AUTO, auto_defaults, resolve
 from dpo_hub.trackers import check_installed
 
 
@@ -26,31 +28,38 @@ def check_recipe(recipe: Recipe) -> list[str]:
     check_installed(recipe.dpo.extra.get("report_to", []))  # a tracker's package
     _check_paths(recipe)
     notes += _check_precision(recipe.dpo.precision)
+    _check_quantization(recipe.model)
     model = recipe.model
-    if model == AUTO:
-        model, why = resolve(model, DEFAULT_MODEL, "model")
-        notes += [f"model auto checked as {model}" + (f" ({why})" if why else "")]
+    if model.name == AUTO:
+        name, why = resolve(AUTO, auto_defaults(recipe.name)[0], "model")
+        model = dataclasses.replace(model, name=name)
+        notes += [f"model auto checked as {name}" + (f" ({why})" if why else "")]
     config = model_config(model)
-    _check_positions(recipe, model, config)
-    _check_targets(recipe, model, config)
+    _check_positions(recipe, model.name, config)
+    _check_targets(recipe, model.name, config)
     return notes
 
 
-def model_config(model: str) -> Any:
-    """The ``transformers`` config of ``model`` (Hub id, folder or ``embedded``): the config file only."""
-    if model == embedded.EMBEDDED:
+def model_config(model: str | ModelSpec) -> Any:
+    """The ``transformers`` config of ``model`` (Hub id, folder, .gguf or ``embedded``): the config file only."""
+    spec = as_spec(model)
+    if spec.name == embedded.EMBEDDED:
         from transformers import GPT2Config
 
         return GPT2Config(vocab_size=50257, **embedded.MODEL_SHAPE)
     from transformers import AutoConfig
 
+    where, gguf_file = spec.location()
+    extra = {k: v for k, v in (("revision", spec.revision), ("gguf_file", gguf_file)) if v is not None}
     try:
-        return AutoConfig.from_pretrained(model, trust_remote_code=False)
+        return AutoConfig.from_pretrained(where, trust_remote_code=False, **extra)
+    except ImportError as err:
+        raise SourceUnavailableError(f"model {spec.name!r}: {err}; pip install gguf to read GGUF files") from None
     except (OSError, ValueError) as err:
-        if model == embedded.EMBEDDED_MODEL_ID:
+        if spec.name == embedded.EMBEDDED_MODEL_ID:
             return model_config(embedded.EMBEDDED)
         raise SourceUnavailableError(
-            f"model {model!r}: its config could not be read ({str(err).splitlines()[0]}). Check the name and your "
+            f"model {spec.name!r}: its config could not be read ({str(err).splitlines()[0]}). Check the name and your "
             "network, or use --model auto (the embedded default when offline) or --model embedded."
         ) from None
 
@@ -67,6 +76,20 @@ def module_names(config: Any) -> set[str]:
         raise RecipeError(f"model: not a causal language model ({str(err).splitlines()[0]}); "
                           "use a decoder-only LM such as gpt2") from None
     return {name for name, _ in model.named_modules() if name}
+
+
+def _check_quantization(model: ModelSpec) -> None:
+    """4/8-bit loading needs bitsandbytes and a GPU: refuse it before any weights load."""
+    if model.quantization is None:
+        return
+    if wants_cpu():
+        raise RecipeError(f"model.quantization={model.quantization} needs a CUDA GPU (bitsandbytes) and this run is "
+                          "on the CPU; remove model.quantization (--model.quantization null) to train in full precision")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise RecipeError(f"model.quantization={model.quantization} needs the bitsandbytes package; "
+                          "pip install bitsandbytes, or remove model.quantization")
 
 
 def _check_loss(recipe: Recipe) -> None:

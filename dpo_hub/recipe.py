@@ -23,16 +23,20 @@ from dpo_hub.data import ADAPTERS, DataAdapter, UltraFeedback
 from dpo_hub.errors import RecipeError
 from dpo_hub.mixture import Mixture, is_mixture_change
 from dpo_hub.mixture import build as build_mixture
+from dpo_hub.model_spec import ModelSpec
 from dpo_hub.passthrough import field_help, settable
 from dpo_hub.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset, check
-from dpo_hub.sources import AUTO
 
 
 @dataclass(frozen=True)
 class Recipe:
     """Everything a DPO run needs, as plain data; ``dpo_hub.train(recipe)`` runs it."""
 
-    model: str = field(default=AUTO, metadata={"help": "Hub id or folder; auto: gpt2, the embedded tiny GPT-2 offline."})
+    model: ModelSpec = field(
+        default_factory=ModelSpec,
+        metadata={"help": "The base model: a name (Hub id, folder, .gguf file; auto: gpt2, the embedded tiny GPT-2 "
+                          "offline) or a group of model.* loading settings."},
+    )
     data: DataAdapter | Mixture = field(default_factory=UltraFeedback)
     lora: LoraPreset = field(default_factory=LoraPreset.gpt2_attention)
     dpo: DPOPreset = field(default_factory=DPOPreset.tutorial)
@@ -49,7 +53,11 @@ class Recipe:
     name: str = field(default="custom", metadata={"help": "Recipe name, recorded in outputs and model cards."})
 
     def __post_init__(self) -> None:
-        for key in ("model", "output_dir", "name"):
+        if isinstance(self.model, str):  # Recipe(model="gpt2"): a plain name is a whole model spec
+            object.__setattr__(self, "model", ModelSpec(name=self.model))
+        check("model", self.model, isinstance(self.model, ModelSpec), "a name or a model group",
+              "e.g. gpt2, or {name: gpt2, dtype: bfloat16}")
+        for key in ("output_dir", "name"):
             check(key, getattr(self, key), bool(str(getattr(self, key)).strip()), "non-empty", "a name or a path")
         check("threads", self.threads, self.threads is None or self.threads >= 1, ">= 1 or null",
               "null: all cores shared by the processes")
@@ -103,6 +111,8 @@ class Recipe:
         for group in _PRESET_GROUPS:  # the fields say what is computed, not the preset they started from
             values[group].pop("preset")
         values["dpo"].pop("report_to", None)  # where logs go
+        if self.model.is_plain():  # as before the model group existed: a plain name's fingerprint is unchanged
+            values["model"] = self.model.name
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
     # ---- changes -------------------------------------------------------------------------------
@@ -161,9 +171,11 @@ class Recipe:
         return out + ["data.kind"]
 
 
-_NESTED = ("data", "lora", "dpo", "generation")
+_NESTED = ("model", "data", "lora", "dpo", "generation")
 _PRESET_GROUPS = {"lora": LORA_PRESETS, "dpo": DPO_PRESETS}
-_GROUP_EXAMPLES = {"data": UltraFeedback, "lora": LoraPreset, "dpo": DPOPreset, "generation": Generation}
+_GROUP_EXAMPLES = {"model": ModelSpec, "data": UltraFeedback, "lora": LoraPreset, "dpo": DPOPreset,
+                   "generation": Generation}
+_WHOLE_TEXT_LISTS = ("generation.prompts",)  # text from the command line is one item; pass [a, b] for several
 
 
 def _plain(value: Any) -> Any:
@@ -184,8 +196,11 @@ def _yaml_line(key: str, value: Any, help_text: str, indent: int = 0) -> str:
     if isinstance(value, tuple) and value and hasattr(value[0], "to_plain"):  # a mixture's sources, one a line
         items = [f"{' ' * (indent + 2)}- {_yaml_line('x', v, '').partition(': ')[2]}" for v in value]
         return "\n".join([f"{' ' * indent}{key}:" + (f"  # {help_text}" if help_text else ""), *items])
-    dumped = yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10_000, sort_keys=False)
-    dumped = dumped.strip().removesuffix("...").strip()
+    if isinstance(value, str) and ("\n" in value or value != value.strip()):  # "\n" on one line, as YAML reads it
+        dumped = json.dumps(value, ensure_ascii=False)
+    else:
+        dumped = yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10_000, sort_keys=False)
+        dumped = dumped.strip().removesuffix("...").strip()
     return f"{' ' * indent}{key}: {dumped}" + (f"  # {help_text}" if help_text else "")
 
 
@@ -215,6 +230,8 @@ def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
             raise RecipeError(f"{source}: recipe key {key!r} is not a name; keys look like dpo.beta or output_dir")
         if key not in _NESTED:
             flat[key] = value
+        elif key == "model" and isinstance(value, str):  # model: gpt2 / --model gpt2 names the model
+            flat["model.name"] = value
         elif isinstance(value, dict):
             flat.update({f"{key}.{sub}": v for sub, v in value.items()})
         elif value is not None:  # an empty ``dpo:`` in YAML changes nothing
@@ -270,6 +287,8 @@ def _unknown(key: str, recipe: Recipe, source: str) -> str:
 
 def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Turn a CLI string (or YAML value) into the field's declared type."""
+    if key in _WHOLE_TEXT_LISTS and isinstance(value, str) and not value.strip().startswith("["):
+        value = [value]  # a prompt is one item as written (commas, trailing newlines and all)
     try:
         return coerce(value, hint, key)
     except RecipeError as err:

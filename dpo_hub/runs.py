@@ -16,6 +16,7 @@ from typing import Any
 
 from dpo_hub.compare import compare_model
 from dpo_hub.compare_report import Comparison, write_outputs
+from dpo_hub.data import Preferences
 from dpo_hub.errors import DataError, DpoHubError, HubError, OutputExistsError, SourceUnavailableError
 from dpo_hub.hub import download_adapter
 from dpo_hub.mixture import prepare_data
@@ -109,6 +110,15 @@ def first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
+def pairs_file(path: str, recipe: Recipe | None, columns: dict[str, str] | None = None) -> Preferences:
+    """A pairs file read as the run's training data was formatted (chat template or separator), columns mapped."""
+    fmt = {k: getattr(recipe.data, k) for k in ("format", "separator") if hasattr(recipe.data, k)} if recipe else {}
+    try:
+        return Preferences(dataset=path, limit=None, eval_fraction=0.0, **fmt, **(columns or {}))
+    except (TypeError, ValueError) as err:
+        raise DataError(f"{path}: {err}") from err
+
+
 def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> tuple[Any, Any]:
     """Download ``repo_id``, load its base model, attach the adapter; return (model, tokenizer) in eval mode."""
     run = open_repo(repo_id, revision, token)
@@ -117,12 +127,16 @@ def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = 
 
 def compare_run(source: str | Path | Run, prompts: Iterable[str] | None = None, pairs: Any = None,
                 judge: str | None = None, output_dir: str | Path | None = None, revision: str | None = None,
-                batch_size: int = 16, generation: Generation | None = None, overwrite: bool = False) -> Comparison:
+                batch_size: int = 16, generation: Generation | None = None, overwrite: bool = False,
+                max_length: int | None = None, columns: dict[str, str] | None = None) -> Comparison:
     """Compare base and tuned for a run folder, a Hub repo id, or an opened ``Run``.
 
-    The run's recipe gives the default ``pairs`` (its eval split), ``generation`` settings, beta and
-    max_length; with ``output_dir``, comparison.json/.md/.png are written there (a folder that already holds a
-    comparison is refused, before any work, unless ``overwrite``; ``comparison_dir`` gives a fresh one).
+    The run's recipe gives the default ``pairs`` (its eval split), ``generation`` settings, beta,
+    max_length (``max_length`` overrides it) and the prompt format (chat template or separator), used
+    for prompts and a pairs file alike; ``columns`` maps a pairs file's columns (``prompt_column``,
+    ``chosen_column``, ``rejected_column``). With ``output_dir``, comparison.json/.md/.png are written there (a
+    folder that already holds a comparison is refused, before any work, unless ``overwrite``; ``comparison_dir``
+    gives a fresh one).
     """
     if output_dir is not None and (Path(output_dir) / "comparison.json").exists() and not overwrite:
         raise OutputExistsError(f"{output_dir} already holds a comparison (comparison.json); nothing was changed. "
@@ -131,10 +145,14 @@ def compare_run(source: str | Path | Run, prompts: Iterable[str] | None = None, 
     recipe, label = run.recipe, None
     if pairs is None and recipe is not None:
         pairs, label = run.eval_pairs(), f"the run's eval split of {recipe.data.dataset}"
+    elif isinstance(pairs, (str, Path)):
+        pairs = pairs_file(str(pairs), recipe, columns)
+    prompt_text = (lambda p: recipe.data.prompt_text(p, run.tokenizer)) if recipe else None
     comparison = compare_model(
         run.model, run.tokenizer, pairs, prompts, generation or (recipe.generation if recipe else None), judge,
-        beta=recipe.dpo.beta if recipe else 0.1, max_length=recipe.dpo.max_length if recipe else None,
-        batch_size=batch_size, source=run.source)
+        beta=recipe.dpo.beta if recipe else 0.1,
+        max_length=max_length or (recipe.dpo.max_length if recipe else None),
+        batch_size=batch_size, source=run.source, prompt_text=prompt_text)
     comparison.settings["pairs"] = label or comparison.settings["pairs"]
     if output_dir is not None:
         write_outputs(comparison, Path(output_dir))

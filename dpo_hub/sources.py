@@ -11,12 +11,17 @@ import logging
 import os
 from pathlib import Path
 
-from dpo_hub import embedded
+from dpo_hub import embedded, standins
 from dpo_hub.errors import SourceUnavailableError
+from dpo_hub.model_spec import ModelSpec, as_spec
 
 AUTO = "auto"
 DEFAULT_MODEL = "gpt2"
 DEFAULT_DATASET = "argilla/ultrafeedback-binarized-preferences-cleaned"
+SMOLLM2 = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TRUTHFULQA = "truthfulqa/truthful_qa"
+# what "auto" means per recipe: (model, dataset) from the Hub; each falls back to FALLBACKS' stand-in
+AUTO_BY_RECIPE = {"smollm2_truthfulqa": (SMOLLM2, TRUTHFULQA)}
 log = logging.getLogger("dpo_hub")
 
 
@@ -35,54 +40,83 @@ def hub_has(repo_id: str, repo_type: str = "model") -> tuple[bool, str]:
 
 
 def resolve(name: str, default: str, repo_type: str) -> tuple[str, str | None]:
-    """Turn ``"auto"`` into ``default`` or ``"embedded"``; return (name, reason it fell back or None)."""
+    """Turn ``"auto"`` into ``default`` (from the Hub) or its stand-in; return (name, note on a fallback or None).
+
+    Stand-ins: gpt2 and UltraFeedback -> ``embedded``; SmolLM2 -> its PyPI GGUF, de-quantised; TruthfulQA ->
+    the bigbench copy. TruthfulQA from the Hub is rewritten as a local pairs file too.
+    """
     if name != AUTO:
         return name, None
     ok, why = hub_has(default, repo_type)
-    return (default, None) if ok else (embedded.EMBEDDED, f"{default} unavailable ({why})")
+    if default == TRUTHFULQA:
+        return (str(standins.truthfulqa_pairs(from_hub=True)), None) if ok else (
+            str(standins.truthfulqa_pairs()), f"{default} unavailable ({why}); using {standins.TRUTHFULQA_NOTE}")
+    if ok:
+        return default, None
+    if default == SMOLLM2:
+        return str(standins.smollm2_folder()), f"{default} unavailable ({why}); using {standins.SMOLLM2_NOTE}"
+    return embedded.EMBEDDED, f"{default} unavailable ({why})"
+
+
+def auto_defaults(recipe_name: str) -> tuple[str, str]:
+    """(model, dataset) that ``auto`` stands for in the recipe named ``recipe_name``."""
+    return AUTO_BY_RECIPE.get(recipe_name, (DEFAULT_MODEL, DEFAULT_DATASET))
 
 
 def is_local(name: str) -> bool:
     return os.path.exists(name) or Path(name).suffix in {".json", ".jsonl", ".csv", ".parquet"}
 
 
-def load_tokenizer(name: str):
-    """Tokenizer for ``name`` (Hub id, local folder or ``embedded``), with a pad token."""
-    if name == embedded.EMBEDDED:
+def load_tokenizer(model: str | ModelSpec):
+    """Tokenizer for ``model`` (Hub id, local folder, .gguf file or ``embedded``), with a pad token."""
+    spec = as_spec(model)
+    if spec.name == embedded.EMBEDDED:
         return embedded.load_tokenizer()
     from transformers import AutoTokenizer
 
+    where, gguf_file = spec.location()
+    extra = {k: v for k, v in (("revision", spec.revision), ("gguf_file", gguf_file)) if v is not None}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(where, trust_remote_code=False, **extra)
     except OSError as err:
-        if name == embedded.EMBEDDED_MODEL_ID:
+        if spec.name == embedded.EMBEDDED_MODEL_ID:
             return embedded.load_tokenizer()
-        raise _unavailable(name, err) from err
+        raise _unavailable(spec.name, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(name: str, dtype=None, token: str | None = None):
-    """Causal LM for ``name``; safetensors only and never remote code.
+def load_model(model: str | ModelSpec, dtype=None, token: str | None = None):
+    """Causal LM for ``model`` (a name or a ``ModelSpec``); safetensors or GGUF only and never remote code.
 
     ``embedded`` (and its Hub id, when the Hub does not have it) is the seeded tiny GPT-2, rebuilt
-    locally with the same weights every time.
+    locally with the same weights every time. A GGUF model is de-quantised into a plain float model.
     """
-    if name == embedded.EMBEDDED:
+    spec = as_spec(model)
+    if spec.name == embedded.EMBEDDED:
         return embedded.build_model()
     from transformers import AutoModelForCausalLM
 
+    where, gguf_file = spec.location()
+    kwargs = {"dtype": dtype, **spec.load_kwargs()}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    else:
+        kwargs["use_safetensors"] = True
     try:
-        return AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=False, use_safetensors=True,
-                                                    token=token)
+        loaded = AutoModelForCausalLM.from_pretrained(where, trust_remote_code=False, token=token, **kwargs)
     except OSError as err:
-        if name == embedded.EMBEDDED_MODEL_ID:
+        if spec.name == embedded.EMBEDDED_MODEL_ID:
             return embedded.build_model()
-        raise _unavailable(name, err) from err
+        raise _unavailable(spec.name, err) from err
+    if gguf_file:
+        standins.forget_quantizer(loaded)  # de-quantised weights: let it save and train as a plain model
+    return loaded
 
 
-def load_adapter_model(folder: str | Path, base: str | None = None, token: str | None = None, trainable: bool = False):
+def load_adapter_model(folder: str | Path, base: str | ModelSpec | None = None, token: str | None = None,
+                       trainable: bool = False):
     """The LoRA adapter saved in ``folder`` on its base model (``base``, else the one its config names).
 
     Safetensors only, never remote code; in eval mode unless ``trainable``.

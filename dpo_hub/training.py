@@ -7,6 +7,7 @@ reads as the list of its steps; each step is a small function below it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -28,7 +29,7 @@ from dpo_hub.plots import loss_curve
 from dpo_hub.preflight import check_recipe
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import setup_logging, use_all_cores, wants_cpu
-from dpo_hub.sources import DEFAULT_MODEL, load_adapter_model, load_model, load_tokenizer, resolve
+from dpo_hub.sources import auto_defaults, load_adapter_model, load_model, load_tokenizer, resolve
 
 log = logging.getLogger("dpo_hub")
 LIBRARIES = ("dpo_hub", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub")
@@ -91,10 +92,11 @@ def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
 
 def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
     """Replace ``auto`` sources by what will really be used; return the notes on any fallback."""
-    model, model_note = resolve(recipe.model, DEFAULT_MODEL, "model")
-    data, data_notes = resolve_sources(recipe.data)
+    default_model, default_dataset = auto_defaults(recipe.name)
+    model, model_note = resolve(recipe.model.name, default_model, "model")
+    data, data_notes = resolve_sources(recipe.data, default_dataset)
     notes = [n for n in (model_note, *data_notes) if n]
-    return recipe.replace(model=model, data=data), notes
+    return recipe.replace(model=dataclasses.replace(recipe.model, name=model), data=data), notes
 
 
 def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoints: Path, state: Any = None) -> Any:
@@ -152,9 +154,11 @@ def _resolve_on_main(recipe: Recipe, state: Any) -> tuple[Recipe, list[str]]:
 
 
 def _announce(recipe: Recipe, notes: list[str], state: Any) -> None:
-    if notes:
+    if notes and embedded.EMBEDDED in (recipe.model.name, recipe.data.dataset):
         log.warning("=" * 78 + "\nEMBEDDED DEFAULT: %s.\nRunning on the embedded default instead: %s.\n" + "=" * 78,
                     "; ".join(notes), _describe_embedded(recipe))
+    elif notes:  # a real stand-in fetched with pip (e.g. SmolLM2's GGUF, TruthfulQA from bigbench)
+        log.warning("=" * 78 + "\nSTAND-IN: %s.\n" + "=" * 78, ";\n".join(notes))
     threads = use_all_cores(recipe.threads, state)
     print(f"[dpo_hub] rank {state.process_index} of world size {state.num_processes} ready "
           f"({state.distributed_type.value}, {state.backend or 'no backend'}, {state.device})", flush=True)
@@ -168,12 +172,13 @@ def _fit(trainer: Any, data: PreferenceData, saves: Path, resume_from: Path | No
     callback = checkpoints.Checkpointing()
     trainer.add_callback(callback)
     callback.install_signal_handler()
+    evaluate = data.eval is not None and trainer.args.eval_strategy != "no"  # "no": only the comparison scores it
     before = (checkpoints.load_eval_before(saves) if resume_from else None) or {}
-    if not before and data.eval is not None:
+    if not before and evaluate:
         before = _pick(trainer.evaluate())
         if trainer.is_world_process_zero():
             checkpoints.save_eval_before(saves, before)
-    log.info("eval before training: %s", before or "no eval split")
+    log.info("eval before training: %s", before or ("no eval split" if data.eval is None else "dpo.eval_strategy no"))
     if resume_from:
         log.info("resuming from %s (step %s)", resume_from, resume_from.name.rsplit("-", 1)[-1])
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights are placed by train(): no warm-up
@@ -187,8 +192,8 @@ def _fit(trainer: Any, data: PreferenceData, saves: Path, resume_from: Path | No
             f"interrupted at step {callback.stopped_at}: a checkpoint is saved in {saves}. "
             "Run the same command again to resume from it."
         )
-    after = _pick(trainer.evaluate()) if data.eval is not None else {}
-    log.info("eval after training: %s", after or "no eval split")
+    after = _pick(trainer.evaluate()) if evaluate else {}
+    log.info("eval after training: %s", after or ("no eval split" if data.eval is None else "dpo.eval_strategy no"))
     return before, result, after
 
 
@@ -204,25 +209,33 @@ def _on_main(state: Any, work: Any) -> Any:
 
 def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, stage: Path) -> tuple[list, Any]:
     """Base vs tuned answers, and (with an eval split) the comparison files in the staging folder."""
-    generations = side_by_side(model, tokenizer, recipe.generation)
+    prompt_text = _prompt_formatter(recipe, tokenizer)
+    generations = side_by_side(model, tokenizer, recipe.generation, prompt_text)
     print("\n" + format_side_by_side(generations), flush=True)
     if data.eval is None:
         return generations, None
     log.info("comparing base and tuned on the %d eval pairs", len(data.eval))
     comparison = compare_model(model, tokenizer, data.eval, generation=recipe.generation, beta=recipe.dpo.beta,
-                               max_length=recipe.dpo.max_length, source=recipe.output_dir, generations=generations)
+                               max_length=recipe.dpo.max_length, source=recipe.output_dir, generations=generations,
+                               prompt_text=prompt_text)
     comparison.settings["pairs"] = f"the run's eval split of {recipe.data.dataset}"
     write_outputs(comparison, stage)
     print(format_table(comparison), flush=True)
     return generations, comparison
 
 
+def _prompt_formatter(recipe: Recipe, tokenizer: Any) -> Any:
+    """Generation prompts formatted as the data adapter formatted the training prompts."""
+    return lambda prompt: recipe.data.prompt_text(prompt, tokenizer)
+
+
 def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: Any, train_result: Any, before: dict,
              after: dict, generations: list[dict], comparison: Any, processes: int, started: float) -> dict:
-    using_embedded = embedded.EMBEDDED in (recipe.model, *datasets_of(recipe.data))
+    using_embedded = embedded.EMBEDDED in (recipe.model.name, *datasets_of(recipe.data))
     return {
-        "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model,
+        "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model.name,
         "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
+        "stand_ins": notes if notes and not using_embedded else None,
         "eval_before": before, "eval_after": after,
         "train": {**train_result.metrics, "global_step": trainer.state.global_step,
                   "tokens_seen": _tokens_seen(trainer.state.log_history),
@@ -243,7 +256,7 @@ def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: An
 
 def _eval_summary(before: dict, after: dict) -> str:
     if not after:
-        return " (no eval split)"
+        return " (no trl eval: see the comparison)"
     return (f": eval loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}, "
             f"reward accuracy {after.get('eval_rewards/accuracies', float('nan')):.2f}")
 
@@ -300,7 +313,7 @@ def _tokens_seen(log_history: list[dict]) -> int:
 
 def _describe_embedded(recipe: Recipe) -> str:
     parts = []
-    if recipe.model == embedded.EMBEDDED:
+    if recipe.model.name == embedded.EMBEDDED:
         parts.append(f"model {embedded.EMBEDDED_MODEL_ID} (GPT-2 architecture {embedded.MODEL_SHAPE}, random seeded "
                      "weights, NOT pretrained GPT-2: no weights can be downloaded) with GPT-2's real tokenizer")
     if embedded.EMBEDDED in datasets_of(recipe.data):

@@ -107,8 +107,8 @@ BAD_TYPES = {
                             ["data.prompt_colum", "data.prompt_column"]),
     "kind_unknown": ({"data.kind": "csv"}, ["data.kind='csv'", "preferences"]),
     "kind_not_text": ({"data.kind": ["x"]}, ["data.kind=['x']", "hh_rlhf"]),
-    "key_of_other_kind": ({"data.kind": "hh_rlhf", "data.format": "chat"},
-                          ["data.format", "data.kind=ultrafeedback", "data.kind=hh_rlhf"]),
+    "key_of_other_kind": ({"data.kind": "hh_rlhf", "data.separator": ": "},  # every kind has data.format now
+                          ["data.separator", "data.kind=ultrafeedback", "data.kind=hh_rlhf"]),
 }
 
 

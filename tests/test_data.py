@@ -63,8 +63,8 @@ def test_ultrafeedback_text_drops_bad_rows_with_counts(tmp_path, tokenizer, capl
                             "chosen is missing": 1}
     assert data.examples["chosen is missing"]["row"] == 10
     assert "dropped 1 row(s): chosen is empty" in caplog.text
-    pair = next(p for p in data.train if p["prompt"] == "Question 0?")
-    assert pair == {"prompt": "Question 0?", "chosen": "Helpful answer 0.", "rejected": "Rude answer 0."}
+    pair = next(p for p in data.train if p["prompt"] == "Question 0?\n")
+    assert pair == {"prompt": "Question 0?\n", "chosen": "Helpful answer 0.", "rejected": "Rude answer 0."}
 
 
 def test_ultrafeedback_chat_without_template(tmp_path, tokenizer):
@@ -108,7 +108,7 @@ def test_local_files_with_a_column_mapping(tmp_path, tokenizer, suffix):
                           eval_fraction=0.2, limit=None)
     data = prepare(adapter, tokenizer)
     assert (len(data.train), len(data.eval)) == (8, 2)
-    assert {p["prompt"] for p in data.train} | {p["prompt"] for p in data.eval} == {f"q{i}" for i in range(10)}
+    assert {p["prompt"] for p in data.train} | {p["prompt"] for p in data.eval} == {f"q{i}\n" for i in range(10)}
 
 
 def test_missing_column_names_file_column_and_columns_found(tmp_path, tokenizer):
@@ -129,7 +129,7 @@ def test_split_is_seeded(tmp_path, tokenizer):
 def test_limit_takes_the_first_rows_like_the_tutorial(tokenizer):
     data = prepare(UltraFeedback.tutorial(dataset="embedded"), tokenizer)
     assert (len(data.train), len(data.eval)) == (45, 5)
-    first_50 = {r["prompt"] for r in embedded.sample_rows()[:50]}
+    first_50 = {r["prompt"] + "\n" for r in embedded.sample_rows()[:50]}  # the text format's separator
     assert set(data.train["prompt"]) | set(data.eval["prompt"]) == first_50
 
 
@@ -148,7 +148,7 @@ def test_embedded_eval_split_is_held_out_in_content(tokenizer, limit):
     """The default adapter holds out whole template families: eval text is never seen in training."""
     data = prepare(UltraFeedback(dataset="embedded", limit=limit), tokenizer)
     assert data.split_by == "group"
-    group_of = {r["prompt"]: r["group"] for r in embedded.sample_rows()}
+    group_of = {r["prompt"] + "\n": r["group"] for r in embedded.sample_rows()}  # + the separator
     train_groups, eval_groups = {group_of[p] for p in data.train["prompt"]}, {group_of[p] for p in data.eval["prompt"]}
     assert len(eval_groups) >= 2 and not train_groups & eval_groups
     for key in ("prompt", "chosen", "rejected"):

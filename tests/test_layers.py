@@ -14,13 +14,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_hub"
 LAYERS = [  # a module may import modules of a lower layer, or of its own layer listed before it
     ["errors", "embedded", "embedded.make_sample", "outputs", "checkpoints", "plots", "runtime", "accelerate_config",
-     "plugins", "speedups", "reference_logps", "plan", "losses", "coercion", "passthrough", "trackers"],
+     "plugins", "speedups", "reference_logps", "plan", "losses", "coercion", "passthrough", "trackers",
+     "standins", "model_spec"],
     ["sources", "presets", "data_files", "pair_text", "splits", "data", "mixture"],
     ["recipe", "preflight"],
     ["compare_scoring", "compare_report", "compare"],
     ["card", "hub_errors", "hub"],
     ["training", "runs", "sweep", "merge"],
-    ["launch", "recipes", "recipes.gpt2_ultrafeedback", "cli", "__main__"],
+    ["launch", "recipes", "recipes.smollm2_truthfulqa", "recipes.gpt2_ultrafeedback", "cli", "__main__"],
 ]
 RANK = {name: (layer, i) for layer, names in enumerate(LAYERS) for i, name in enumerate(names)}
 

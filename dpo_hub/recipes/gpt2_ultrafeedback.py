@@ -18,6 +18,7 @@ from dpo_hub.data import UltraFeedback
 from dpo_hub.launch import run_recipe
 from dpo_hub.presets import DPOPreset, LoraPreset
 from dpo_hub.recipe import Recipe
+from dpo_hub.recipes import smollm2_truthfulqa
 
 RECIPE = Recipe(
     name="gpt2_ultrafeedback",
@@ -40,7 +41,8 @@ TUTORIAL = RECIPE.replace(name="gpt2_ultrafeedback_tutorial", data=UltraFeedback
 TUTORIAL_HEADER = """The tutorial exactly: GPT-2, the first 50 UltraFeedback rows, 90/10 split, DPOPreset.tutorial().
 Run: accelerate launch -m dpo_hub train --config recipes/gpt2_ultrafeedback_tutorial.yaml
 Its 5-pair eval split measures little; the default recipe (gpt2_ultrafeedback.yaml) holds out more."""
-SHIPPED = {"gpt2_ultrafeedback": (RECIPE, YAML_HEADER), "gpt2_ultrafeedback_tutorial": (TUTORIAL, TUTORIAL_HEADER)}
+SHIPPED = {"gpt2_ultrafeedback": (RECIPE, YAML_HEADER), "gpt2_ultrafeedback_tutorial": (TUTORIAL, TUTORIAL_HEADER),
+           "smollm2_truthfulqa": (smollm2_truthfulqa.RECIPE, smollm2_truthfulqa.YAML_HEADER)}
 
 
 def write_yaml_files(folder: str = "recipes") -> None:

@@ -151,6 +151,9 @@ def _fingerprint_with_model_string(recipe: Recipe) -> str:
     for key in ("output_dir", "overwrite_output_dir", "push_to_hub", "resume", "threads", "name"):
         values.pop(key)
     values["model"] = recipe.model.name
+    for group in ("lora", "dpo"):  # the fingerprint leaves out the preset names and where logs go
+        values[group].pop("preset")
+    values["dpo"].pop("report_to", None)
     return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -214,7 +214,7 @@ def test_help_lists_the_chosen_adapters_keys_and_how_to_pass_through(capsys):
                                "--dpo.weight_decay", "0.01", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--data.prompt_column" in out and "--data.chosen_column" in out
-    assert "--data.format" not in out, "an UltraFeedback-only key"
+    assert "argilla/ultrafeedback" not in out, "UltraFeedback's own dataset help"
     assert "--lora.preset                          'all_linear'" in out
     assert "--dpo.weight_decay" in out and "Weight decay coefficient" in out
     assert "Any other trl.DPOConfig field" in out and "Any other peft.LoraConfig field" in out

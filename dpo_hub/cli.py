@@ -20,6 +20,7 @@ from dpo_hub.merge import DTYPES, merge_adapter, push_merged
 from dpo_hub.presets import Generation
 from dpo_hub.recipes import format_installed
 from dpo_hub.runs import compare_run, comparison_dir, open_repo
+from dpo_hub.training import prompt_formatter
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,7 +93,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"loaded {args.repo_id}@{args.revision or 'main'} onto "
               f"{run.model.peft_config['default'].base_model_name_or_path}")
         settings = Generation(prompts=tuple(args.prompt)) if args.prompt else Generation()
-        prompt_text = (lambda p: run.recipe.data.prompt_text(p, run.tokenizer)) if run.recipe else None
+        prompt_text = prompt_formatter(run.recipe.data, run.tokenizer) if run.recipe else None
         print(format_side_by_side(side_by_side(run.model, run.tokenizer, settings, prompt_text)))
     elif args.command == "merge":
         if args.push:  # before the merge: a push that cannot succeed should cost nothing

@@ -104,8 +104,8 @@ def _compute(trainer: Any, dataset: Any, name: str) -> dict[str, list[float]]:
     model.eval()
     chosen, rejected = [], []
     started = time.perf_counter()
-    try:
-        with torch.no_grad():
+    try:  # iterating a DataLoader draws a seed from the global RNG: keep training's random stream untouched
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
             for batch in loader:
                 batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
                 c, r = trainer.compute_ref_log_probs(model, batch)

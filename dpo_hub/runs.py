@@ -23,6 +23,7 @@ from dpo_hub.mixture import prepare_data
 from dpo_hub.presets import Generation
 from dpo_hub.recipe import Recipe
 from dpo_hub.sources import load_adapter_model, load_tokenizer
+from dpo_hub.training import prompt_formatter
 
 
 @dataclass
@@ -147,7 +148,7 @@ def compare_run(source: str | Path | Run, prompts: Iterable[str] | None = None, 
         pairs, label = run.eval_pairs(), f"the run's eval split of {recipe.data.dataset}"
     elif isinstance(pairs, (str, Path)):
         pairs = pairs_file(str(pairs), recipe, columns)
-    prompt_text = (lambda p: recipe.data.prompt_text(p, run.tokenizer)) if recipe else None
+    prompt_text = prompt_formatter(recipe.data, run.tokenizer) if recipe else None
     comparison = compare_model(
         run.model, run.tokenizer, pairs, prompts, generation or (recipe.generation if recipe else None), judge,
         beta=recipe.dpo.beta if recipe else 0.1,

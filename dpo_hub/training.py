@@ -225,8 +225,17 @@ def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, s
 
 
 def _prompt_formatter(recipe: Recipe, tokenizer: Any) -> Any:
-    """Generation prompts formatted as the data adapter formatted the training prompts."""
-    return lambda prompt: recipe.data.prompt_text(prompt, tokenizer)
+    """Generation prompts formatted as the data adapter formatted the training prompts (a mixture: as its first
+    source; an adapter without a prompt format, e.g. a plugin's: as written)."""
+    return prompt_formatter(recipe.data, tokenizer)
+
+
+def prompt_formatter(data: Any, tokenizer: Any) -> Any:
+    """``prompt -> text`` as ``data`` (an adapter or a mixture) formats training prompts, or None to keep them."""
+    adapter = data.mix[0].adapter if hasattr(data, "mix") else data
+    if not hasattr(adapter, "prompt_text"):
+        return None
+    return lambda prompt: adapter.prompt_text(prompt, tokenizer)
 
 
 def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: Any, train_result: Any, before: dict,

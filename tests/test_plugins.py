@@ -158,7 +158,7 @@ def test_recipes_lists_plugins_and_the_cli_uses_their_adapter(site, tmp_path):
         assert f"entry point '{point}'" in skipped and reason in skipped, (point, skipped)
     assert skipped.count("of distribution broken-plugin 0.1 was skipped") == 4
     assert "error: command line: data.kind='nope' is unknown; use one of ['hh_rlhf', 'preferences', 'theirs', " \
-           "'ultrafeedback'] (data.kind 'nope': entry point 'nope = no_such_module:Thing' (group dpo_hub.adapters) " \
+           "'ultrafeedback'] or mix (data.kind 'nope': entry point 'nope = no_such_module:Thing' (group dpo_hub.adapters) " \
            "of distribution broken-plugin 0.1 was skipped: it cannot be imported" in err
     assert "CODE 2" in out
 

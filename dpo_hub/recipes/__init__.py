@@ -17,7 +17,7 @@ from typing import Any
 from dpo_hub.plugins import RECIPES_GROUP, Origin, Registry
 from dpo_hub.recipe import Recipe
 
-SHIPPED = ("dpo_hub.recipes.gpt2_ultrafeedback",)
+SHIPPED = ("dpo_hub.recipes.gpt2_ultrafeedback", "dpo_hub.recipes.smollm2_truthfulqa")
 
 
 @dataclass(frozen=True)

@@ -149,3 +149,16 @@ def test_fused_gelu_gives_the_same_logits():
         after = model(input_ids=ids).logits
     assert torch.allclose(before, after, atol=1e-5)
     assert fuse_activations(model) == 0  # nothing left to swap
+
+
+def test_reference_pass_leaves_the_random_stream_alone(tmp_path, tokenizer, monkeypatch):
+    """A computed pass and a cache hit must leave training the same random stream (exact resume)."""
+    from accelerate import PartialState
+
+    from dpo_hub.reference_logps import attach
+
+    trainer = trainer_for(tmp_path, tokenizer, **{"dpo.reference_cache": False})
+    monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "fresh"))
+    rng = torch.random.get_rng_state()
+    attach(trainer, PartialState())  # computed: iterates a DataLoader, which draws a seed
+    assert torch.equal(torch.random.get_rng_state(), rng)

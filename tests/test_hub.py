@@ -116,7 +116,7 @@ def test_card_validates_and_round_trips_its_metrics(hub, trained_run, tmp_path):
     assert res["results"]["loss"] == pytest.approx(metrics["eval_loss"], abs=1e-4)
     assert res["results"]["rewards/accuracies"] == pytest.approx(metrics["eval_rewards/accuracies"], abs=1e-4)
     assert res["results"]["rewards/margins"] == pytest.approx(metrics["eval_rewards/margins"], abs=1e-4)
-    for needle in ("AutoPeftModelForCausalLM", "pull_adapter(", "loss.png", "model: embedded", "Is eating animals",
+    for needle in ("AutoPeftModelForCausalLM", "pull_adapter(", "loss.png", "name: embedded", "Is eating animals",
                    "preference accuracy"):
         assert needle in res["text"]
 

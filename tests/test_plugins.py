@@ -174,6 +174,6 @@ def test_plugin_adapter_trains_from_yaml(site, tmp_path):
     assert metrics["data"]["dropped"] == {"theirs: good equals bad": len(SAME)}, "the plugin's own rows and rule"
     assert metrics["data"]["train_pairs"] + metrics["data"]["eval_pairs"] == ROWS - len(SAME)
     assert metrics["data"]["train_pairs"] > 0 and metrics["data"]["eval_pairs"] > 0
-    assert "\n  kind: theirs  # one of ultrafeedback, hh_rlhf, preferences, theirs\n" in recipe
-    assert "\n  prefix: 'Question: '  # Put before each question.\n" in recipe
+    assert "\n  kind: theirs  # one of ultrafeedback, hh_rlhf, preferences, theirs, mix\n" in recipe
+    assert '\n  prefix: "Question: "  # Put before each question.\n' in recipe
     assert "skipped" in proc.stdout + proc.stderr, "the broken plugin is reported, and the run still trains"

@@ -14,53 +14,46 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from dpo_hub.outputs import write_json
+from dpo_hub.standins import cache_dir
 
 log = logging.getLogger("dpo_hub")
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
-def cache_root() -> Path:
-    """``$DPO_HUB_CACHE`` or ``~/.cache/dpo_hub``: where downloads and reference log-probs are kept."""
-    return Path(os.environ.get("DPO_HUB_CACHE") or Path.home() / ".cache" / "dpo_hub").expanduser()
-
-
 def base_weights_digest(model: Any) -> str:
     """sha256 of every parameter and buffer that is not part of a LoRA adapter (the reference model)."""
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if "lora_" in name:
             continue
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=_uint8()).numpy())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def _uint8():
-    import torch
-
-    return torch.uint8
 
 
 def attach(trainer: Any, state: Any) -> float:
     """Give ``trainer``'s train and eval datasets their reference log-prob columns; return seconds spent.
 
-    The main process computes what the cache lacks and writes it; the other processes then read it. After
+    The main process computes what the cache lacks and writes it; the other processes receive it. After
     this, ``trainer`` reads the reference from each batch instead of running the base model every step.
     """
     started = time.perf_counter()
-    weights = base_weights_digest(trainer.model) if state.is_main_process else ""
     splits = {"train": trainer.train_dataset, "eval": trainer.eval_dataset}
-    files = {name: _cache_file(trainer, weights, ds) for name, ds in splits.items() if ds is not None}
     values: dict[str, dict] = {}
     if state.is_main_process:
-        for name, path in files.items():
+        weights = base_weights_digest(trainer.model)
+        for name, dataset in splits.items():
+            if dataset is None:
+                continue
+            path = _cache_file(trainer, weights, dataset)
             if path.exists():
                 log.info("reference log-probs (%s): reusing %s", name, path)
                 values[name] = json.loads(path.read_text(encoding="utf-8"))
@@ -86,7 +79,7 @@ def _cache_file(trainer: Any, weights: str, dataset: Any) -> Path:
         digest.update(json.dumps(list(dataset[column])).encode())
     digest.update(json.dumps([args.max_length, args.truncation_mode, args.bf16, args.fp16, trainer.ld_alpha,
                               version("trl")]).encode())
-    return cache_root() / "reference_logps" / f"{digest.hexdigest()[:32]}.json"
+    return cache_dir() / "reference_logps" / f"{digest.hexdigest()[:32]}.json"
 
 
 def _compute(trainer: Any, dataset: Any, name: str) -> dict[str, list[float]]:

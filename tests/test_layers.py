@@ -14,8 +14,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_hub"
 LAYERS = [  # a module may import modules of a lower layer, or of its own layer listed before it
     ["errors", "embedded", "embedded.make_sample", "outputs", "checkpoints", "plots", "runtime", "accelerate_config",
-     "plugins", "speedups", "reference_logps", "plan", "losses", "coercion", "passthrough", "trackers",
-     "standins", "model_spec"],
+     "plugins", "standins", "model_spec", "speedups", "reference_logps", "plan", "losses", "coercion",
+     "passthrough", "trackers"],
     ["sources", "presets", "data_files", "pair_text", "splits", "data", "mixture"],
     ["recipe", "preflight"],
     ["compare_scoring", "compare_report", "compare"],

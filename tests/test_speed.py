@@ -15,8 +15,8 @@ from transformers import set_seed
 from dpo_hub import embedded, prepare
 from dpo_hub.plan import make_plan
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
-from dpo_hub.reference_logps import cache_root
 from dpo_hub.speedups import fuse_activations, resolve_precision, want_checkpointing
+from dpo_hub.standins import cache_dir
 from dpo_hub.training import build_trainer
 
 SMALL = {"model": "embedded", "data.dataset": "embedded", "data.limit": 24, "data.eval_fraction": 0.25,
@@ -38,7 +38,7 @@ def first_batch(trainer):
 
 
 def cache_files():
-    return sorted((cache_root() / "reference_logps").glob("*.json"))
+    return sorted((cache_dir() / "reference_logps").glob("*.json"))
 
 
 def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, monkeypatch):

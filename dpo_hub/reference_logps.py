@@ -1,12 +1,14 @@
-"""Reference log-probs: computed once before training, without gradients, batched, and cached on disk.
+"""Reference log-probs: each pair's computed once, without gradients, when a batch first needs it, and cached.
 
-With a LoRA adapter the reference model is the base model with the adapter off, so its log-probs of each
-pair never change during a run. trl's ``DPOTrainer`` computes them again at every step (or, with
-``precompute_ref_log_probs``, once per run in memory). Here they are computed once with trl's own
-``compute_ref_log_probs``, stored under ``$DPO_HUB_CACHE`` (default ``~/.cache/dpo_hub``)
-``/reference_logps/KEY.json``, and reused by any later run whose key matches: the base weights, the
-tokenised pairs, ``max_length`` and the precision. Reruns and sweeps over beta, learning rate or LoRA
-settings skip the pass entirely.
+With a LoRA adapter the reference model is the base model with the adapter off, so its log-probs of a pair
+never change. trl's ``DPOTrainer`` computes them again at every step, or, with ``precompute_ref_log_probs``, for
+the whole train and eval splits before training, in memory. Here a batch's pairs are looked up by the exact
+tokens the model sees; a pair not yet known is computed (trl's own ``compute_ref_log_probs``, adapter off,
+eval mode, no gradients) before the policy's forward pass and kept under ``$DPO_HUB_CACHE`` (default
+``~/.cache/dpo_hub``) ``/reference_logps/KEY/``, KEY being a digest of the base weights, the precision and the
+trl version. So a run pays only for the pairs it trains and evaluates on (a ``max_steps`` run over part of a
+split pays for that part), and reruns, resumed runs and sweeps over beta, learning rate or LoRA settings reuse
+every pair already seen.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import hashlib
 import json
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any
+
+from transformers import TrainerCallback
 
 from dpo_hub.outputs import write_json
 from dpo_hub.standins import cache_dir
 
 log = logging.getLogger("dpo_hub")
-TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
@@ -39,93 +43,135 @@ def base_weights_digest(model: Any) -> str:
     return digest.hexdigest()
 
 
-def attach(trainer: Any, state: Any) -> float:
-    """Give ``trainer``'s train and eval datasets their reference log-prob columns; return seconds spent.
+def pair_keys(inputs: dict) -> list[str]:
+    """One key per pair of a trl batch ([chosen rows; rejected rows]): its tokens and which of them are scored."""
+    ids, attention, completion = (inputs[k].cpu() for k in ("input_ids", "attention_mask", "completion_mask"))
+    half = len(ids) // 2
+    keys = []
+    for i in range(half):
+        digest = hashlib.blake2b(digest_size=16)
+        for row in (i, half + i):
+            kept = attention[row].bool()
+            digest.update(ids[row][kept].numpy().tobytes())
+            digest.update(completion[row][kept].to(dtype=ids.dtype).numpy().tobytes())
+        keys.append(digest.hexdigest())
+    return keys
 
-    The main process computes what the cache lacks and writes it; the other processes receive it. After
-    this, ``trainer`` reads the reference from each batch instead of running the base model every step.
-    """
-    started = time.perf_counter()
-    splits = {"train": trainer.train_dataset, "eval": trainer.eval_dataset}
-    values: dict[str, dict] = {}
-    if state.is_main_process:
-        weights = base_weights_digest(trainer.model)
-        for name, dataset in splits.items():
-            if dataset is None:
-                continue
-            path = _cache_file(trainer, weights, dataset)
-            if path.exists():
-                log.info("reference log-probs (%s): reusing %s", name, path)
-                values[name] = json.loads(path.read_text(encoding="utf-8"))
-            else:
-                values[name] = _compute(trainer, splits[name], name)
-                _store(path, values[name])
-    values = _broadcast(values, state)
-    for name, columns in values.items():
-        dataset = splits[name]
-        for column in REF_COLUMNS:
-            dataset = dataset.add_column(column, columns[column])
-        setattr(trainer, "train_dataset" if name == "train" else "eval_dataset", dataset)
+
+class ReferenceCache:
+    """Reference log-probs by pair key: those on disk for this base model, plus what this process computes."""
+
+    def __init__(self, trainer: Any, folder: Path) -> None:
+        self.trainer, self.folder = trainer, folder
+        self.values: dict[str, list[float]] = {}
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                self.values.update(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as err:  # a damaged entry only costs recomputing its pairs
+                log.warning("reference log-probs: skipping unreadable %s (%s)", path, err)
+        self.new: dict[str, list[float]] = {}
+        self.file = folder / f"{uuid.uuid4().hex}.json"  # this process's additions
+        self.seconds, self.tokens, self.reused = 0.0, 0, 0
+
+    def fill(self, model: Any, inputs: dict) -> dict:
+        """``inputs`` with the reference columns trl reads, computing the pairs not known yet."""
+        import torch
+
+        if REF_COLUMNS[0] in inputs:
+            return inputs
+        keys = pair_keys(inputs)
+        missing = sum(k not in self.values for k in keys)
+        if missing:
+            started = time.perf_counter()
+            for key, pair in zip(keys, self._compute(model, inputs)):
+                self.values[key] = self.new[key] = pair
+            self.seconds += time.perf_counter() - started
+            self.tokens += int(inputs["attention_mask"].sum())
+        self.reused += len(keys) - missing
+        device = inputs["input_ids"].device
+        chosen, rejected = (torch.tensor([self.values[k][side] for k in keys], device=device) for side in (0, 1))
+        return {**inputs, REF_COLUMNS[0]: chosen, REF_COLUMNS[1]: rejected}
+
+    def _compute(self, model: Any, inputs: dict) -> list[list[float]]:
+        import torch
+
+        trainer = self.trainer
+        plain = trainer.accelerator.unwrap_model(model)  # no DDP hooks: ranks may miss different pairs
+        was_training = plain.training
+        plain.eval()  # deterministic whatever the dropout settings, as a cached value must be
+        try:  # and the training's random stream stays untouched (an exact resume)
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                chosen, rejected = trainer.compute_ref_log_probs(plain, inputs)
+        finally:
+            plain.train(was_training)
+        return [[c, r] for c, r in zip(chosen.float().cpu().tolist(), rejected.float().cpu().tolist())]
+
+    @property
+    def computed(self) -> int:
+        return len(self.new)
+
+    def flush(self) -> None:
+        """Write this process's new pairs; a cache that cannot be written only costs later runs the compute."""
+        if not self.new:
+            return
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_json(self.file, self.new)
+        except OSError as err:
+            log.warning("reference log-probs not cached (%s: %s); set DPO_HUB_CACHE to a writable folder to reuse "
+                        "them in later runs", type(err).__name__, err)
+
+
+class _Flush(TrainerCallback):
+    def __init__(self, cache: ReferenceCache) -> None:
+        self.cache = cache
+
+    def on_save(self, args, state, control, **kwargs):
+        self.cache.flush()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.cache.flush()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.cache.flush()
+        log.info("reference log-probs: %d pairs computed in %.1f s, %d reused from %s", self.cache.computed,
+                 self.cache.seconds, self.cache.reused, self.cache.folder)
+
+
+def attach(trainer: Any, state: Any) -> ReferenceCache:
+    """Make ``trainer`` read each batch's reference log-probs from a :class:`ReferenceCache` (``trainer.reference``)
+    instead of running the base model at every step."""
+    key = _broadcast(_cache_key(trainer) if state.is_main_process else None, state)  # one process hashes
+    cache = ReferenceCache(trainer, cache_dir() / "reference_logps" / key)
+    original = trainer.compute_loss
+
+    def compute_loss(model, inputs, return_outputs=False, num_items_in_batch=None):
+        return original(model, cache.fill(model, inputs), return_outputs=return_outputs,
+                        num_items_in_batch=num_items_in_batch)
+
+    trainer.compute_loss = compute_loss
     trainer.precompute_ref_logps = True  # trl's flag: read ref_chosen_logps/ref_rejected_logps from the batch
-    return time.perf_counter() - started
+    trainer.reference = cache
+    trainer.add_callback(_Flush(cache))
+    log.info("reference log-probs: %d pairs known in %s; the others are computed when first used",
+             len(cache.values), cache.folder)
+    return cache
 
 
-def _cache_file(trainer: Any, weights: str, dataset: Any) -> Path:
+def _cache_key(trainer: Any) -> str:
     from importlib.metadata import version
 
     args = trainer.args
-    digest = hashlib.sha256(weights.encode())
-    for column in TOKEN_COLUMNS:
-        digest.update(json.dumps(list(dataset[column])).encode())
-    digest.update(json.dumps([args.max_length, args.truncation_mode, args.bf16, args.fp16, trainer.ld_alpha,
-                              version("trl")]).encode())
-    return cache_dir() / "reference_logps" / f"{digest.hexdigest()[:32]}.json"
+    digest = hashlib.sha256(base_weights_digest(trainer.model).encode())
+    digest.update(json.dumps([args.bf16, args.fp16, trainer.ld_alpha, version("trl")]).encode())
+    return digest.hexdigest()[:32]
 
 
-def _compute(trainer: Any, dataset: Any, name: str) -> dict[str, list[float]]:
-    import torch
-    from torch.utils.data import DataLoader
-
-    model = trainer.model
-    device = trainer.accelerator.device
-    batch_size = trainer.args.precompute_ref_batch_size or trainer.args.per_device_eval_batch_size
-    lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(*(dataset[col] for col in TOKEN_COLUMNS))]
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)  # similar lengths together: little padding
-    loader = DataLoader(dataset.select_columns(list(TOKEN_COLUMNS)).select(order), batch_size=batch_size,
-                        collate_fn=trainer.data_collator, shuffle=False)
-    was_training = model.training
-    model.eval()
-    chosen, rejected = [], []
-    started = time.perf_counter()
-    try:  # iterating a DataLoader draws a seed from the global RNG: keep training's random stream untouched
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            for batch in loader:
-                batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-                c, r = trainer.compute_ref_log_probs(model, batch)
-                chosen += c.float().cpu().tolist()
-                rejected += r.float().cpu().tolist()
-    finally:
-        model.train(was_training)
-    log.info("reference log-probs (%s): %d pairs in %.1f s", name, len(chosen), time.perf_counter() - started)
-    restore = sorted(range(len(order)), key=order.__getitem__)  # back to the dataset's row order
-    return {REF_COLUMNS[0]: [chosen[i] for i in restore], REF_COLUMNS[1]: [rejected[i] for i in restore]}
-
-
-def _store(path: Path, values: dict) -> None:
-    """Cache ``values`` for later runs; a cache that cannot be written only costs the next run the pass."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, values)
-    except OSError as err:
-        log.warning("reference log-probs not cached (%s: %s); set DPO_HUB_CACHE to a writable folder to reuse "
-                    "them in later runs", type(err).__name__, err)
-
-
-def _broadcast(values: dict[str, dict], state: Any) -> dict[str, dict]:
+def _broadcast(value: Any, state: Any) -> Any:
     if state.num_processes == 1:
-        return values
+        return value
     from accelerate.utils import broadcast_object_list
 
-    payload = [values]
+    payload = [value]
     broadcast_object_list(payload)
     return payload[0]

@@ -117,10 +117,15 @@ def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoi
     trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data.train, eval_dataset=data.eval,
                          processing_class=tokenizer, peft_config=recipe.lora.to_peft_config(model))
     trackers.place_logs(trainer, checkpoints / "runs")
-    trainer.reference_pass_s = 0.0
+    trainer.reference = None
     trl_precomputes = recipe.dpo.extra.get("precompute_ref_log_probs")  # trl's own in-memory pass was asked for
     if recipe.dpo.reference_cache and not (trl_precomputes or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
-        trainer.reference_pass_s = reference_logps.attach(trainer, state)
+        reference_logps.attach(trainer, state)
+    compact, why = speedups.want_compact_activations(recipe.dpo.saved_activations, args)
+    log.info("saved activations %s: %s (dpo.saved_activations=%s)", "bf16" if compact else "as computed", why,
+             recipe.dpo.saved_activations)
+    if compact:
+        speedups.compact_activations(trainer)
     log.info("training: effective batch %d (per device %d x %d process(es) x accumulation %d)",
              effective_batch(trainer), recipe.dpo.per_device_train_batch_size, state.num_processes,
              args.gradient_accumulation_steps)
@@ -141,6 +146,14 @@ def _speed_settings(recipe: Recipe, model: Any, args: Any, state: Any) -> None:
     speedups.score_completions_only()
     if use_cpu:
         speedups.smaller_logit_tiles()
+        speedups.trim_padding(model)
+
+
+def _reference_metrics(reference: Any) -> dict:
+    if reference is None:  # trl computed the reference at every step
+        return {}
+    return {"reference_s": round(reference.seconds, 2), "reference_pairs_computed": reference.computed,
+            "reference_pairs_reused": reference.reused}
 
 
 def effective_batch(trainer: Any) -> int:
@@ -248,7 +261,7 @@ def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: An
         "eval_before": before, "eval_after": after,
         "train": {**train_result.metrics, "global_step": trainer.state.global_step,
                   "tokens_seen": _tokens_seen(trainer.state.log_history),
-                  "reference_pass_s": round(trainer.reference_pass_s, 2)},
+                  **_reference_metrics(trainer.reference)},
         "plan": trainer.plan.to_dict(),
         "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped),
                  "held_out_by": data.split_by, **({"sources": data.sources} if data.sources else {})},

@@ -12,10 +12,10 @@ import pytest
 import torch
 from transformers import set_seed
 
-from dpo_hub import embedded, prepare
+from dpo_hub import embedded, prepare, speedups
 from dpo_hub.plan import make_plan
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
-from dpo_hub.speedups import fuse_activations, resolve_precision, want_checkpointing
+from dpo_hub.speedups import bf16_hooks, fuse_activations, resolve_precision, want_checkpointing
 from dpo_hub.standins import cache_dir
 from dpo_hub.training import build_trainer
 
@@ -38,32 +38,46 @@ def first_batch(trainer):
 
 
 def cache_files():
-    return sorted((cache_dir() / "reference_logps").glob("*.json"))
+    return sorted((cache_dir() / "reference_logps").glob("*/*.json"))
+
+
+def without_reference(batch):
+    return {k: v for k, v in batch.items() if not k.startswith("ref_")}
 
 
 def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, monkeypatch):
     monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "cache"))
     slow = trainer_for(tmp_path / "a", tokenizer, **{"dpo.reference_cache": False})
     fast = trainer_for(tmp_path / "b", tokenizer)
-    assert not slow.precompute_ref_logps and fast.precompute_ref_logps
-    assert len(cache_files()) == 2  # train and eval
+    assert not slow.precompute_ref_logps and fast.precompute_ref_logps and slow.reference is None
+    assert cache_files() == [] and "ref_chosen_logps" not in fast.train_dataset.column_names  # nothing up front
     batch = first_batch(fast)
-    assert "ref_chosen_logps" in batch
     slow.model.eval(), fast.model.eval()
-    with torch.no_grad():  # the reference trl computes in the step vs the one read from the cache
-        expected = slow.compute_loss(slow.model, {k: v for k, v in batch.items() if not k.startswith("ref_")})
+    with torch.no_grad():  # the reference trl computes in the step vs the one the cache computes and keeps
+        expected = slow.compute_loss(slow.model, batch)
         got = fast.compute_loss(fast.model, batch)
-    assert float(got) == pytest.approx(float(expected), abs=1e-6)
-    ref = slow.compute_ref_log_probs(slow.model, {k: v for k, v in batch.items() if not k.startswith("ref_")})
-    assert torch.allclose(ref[0], batch["ref_chosen_logps"], atol=1e-4)
-    assert torch.allclose(ref[1], batch["ref_rejected_logps"], atol=1e-4)
+        again = fast.compute_loss(fast.model, batch)  # now read from the cache
+    assert float(got) == pytest.approx(float(expected), abs=1e-6) and float(again) == float(got)
+    assert (fast.reference.computed, fast.reference.reused) == (2, 2)
+    ref = slow.compute_ref_log_probs(slow.model, batch)
+    filled = fast.reference.fill(fast.model, batch)
+    assert torch.allclose(ref[0], filled["ref_chosen_logps"], atol=1e-4)
+    assert torch.allclose(ref[1], filled["ref_rejected_logps"], atol=1e-4)
 
-    before = {p: p.stat().st_mtime_ns for p in cache_files()}
-    other_lora = trainer_for(tmp_path / "c", tokenizer, **{"lora.r": 8, "dpo.beta": 0.3})  # same base and data
-    assert {p: p.stat().st_mtime_ns for p in cache_files()} == before, "a sweep point must reuse the pass"
-    assert other_lora.train_dataset["ref_chosen_logps"] == fast.train_dataset["ref_chosen_logps"]
-    trainer_for(tmp_path / "d", tokenizer, **{"dpo.max_length": 48})  # other tokenisation: its own entry
-    assert len(cache_files()) == 4
+    fast.train()  # 2 steps: the pairs they train on are computed once and written when training ends
+    assert len(cache_files()) == 1
+    known = json.loads(cache_files()[0].read_text())
+    assert len(known) == fast.reference.computed and fast.reference.computed < len(fast.train_dataset) + 2
+    other_lora = trainer_for(tmp_path / "c", tokenizer, **{"lora.r": 8, "dpo.beta": 0.3})  # same base: a sweep point
+    assert other_lora.reference.folder == fast.reference.folder and len(other_lora.reference.values) == len(known)
+    set_seed(42)
+    other_lora.train()  # the same seed draws the same pairs: all reused, none computed
+    assert other_lora.reference.computed == 0 and other_lora.reference.reused > 0
+    assert len(cache_files()) == 1, "nothing new to write"
+    shorter = trainer_for(tmp_path / "d", tokenizer, **{"dpo.max_length": 48})  # other tokens: other keys
+    short_batch = first_batch(shorter)
+    shorter.compute_loss(shorter.model, short_batch)
+    assert shorter.reference.computed == 2
 
 
 def test_completion_only_log_probs_equal_full_logits(tmp_path, tokenizer):
@@ -82,7 +96,7 @@ def test_completion_only_log_probs_equal_full_logits(tmp_path, tokenizer):
     assert (fused[~scored] == 0).all()
 
 
-def test_base_dropout_off_lora_dropout_kept(tmp_path, tokenizer):
+def test_dropout_settings(tmp_path, tokenizer):
     def dropouts(trainer):
         found = {"base": set(), "lora": set()}
         for name, module in trainer.model.named_modules():
@@ -90,10 +104,11 @@ def test_base_dropout_off_lora_dropout_kept(tmp_path, tokenizer):
                 found["lora" if "lora_" in name else "base"].add(module.p)
         return found
 
-    default = dropouts(trainer_for(tmp_path / "a", tokenizer))
-    assert default == {"base": {0.0}, "lora": {0.1}}
-    kept = dropouts(trainer_for(tmp_path / "b", tokenizer, **{"dpo.base_model_dropout": True}))
-    assert kept == {"base": {0.1}, "lora": {0.1}}  # GPT-2's config: 0.1
+    assert dropouts(trainer_for(tmp_path / "a", tokenizer)) == {"base": {0.0}, "lora": {0.0}}  # trl's default
+    kept = {"dpo.disable_dropout": False}
+    assert dropouts(trainer_for(tmp_path / "b", tokenizer, **kept)) == {"base": {0.0}, "lora": {0.1}}
+    both = dropouts(trainer_for(tmp_path / "c", tokenizer, **kept, **{"dpo.base_model_dropout": True}))
+    assert both == {"base": {0.1}, "lora": {0.1}}  # GPT-2's config: 0.1
 
 
 def test_warm_up_leaves_training_unchanged_and_plan_counts_the_tokens(tmp_path, tokenizer):
@@ -151,14 +166,66 @@ def test_fused_gelu_gives_the_same_logits():
     assert fuse_activations(model) == 0  # nothing left to swap
 
 
-def test_reference_pass_leaves_the_random_stream_alone(tmp_path, tokenizer, monkeypatch):
-    """A computed pass and a cache hit must leave training the same random stream (exact resume)."""
-    from accelerate import PartialState
-
-    from dpo_hub.reference_logps import attach
-
-    trainer = trainer_for(tmp_path, tokenizer, **{"dpo.reference_cache": False})
+def test_reference_leaves_the_random_stream_alone(tmp_path, tokenizer, monkeypatch):
+    """Computing a reference (with dropout kept in training) must leave training the same random stream."""
     monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "fresh"))
+    trainer = trainer_for(tmp_path, tokenizer, **{"dpo.disable_dropout": False, "dpo.base_model_dropout": True})
+    trainer.model.train()
+    batch = first_batch(trainer)
     rng = torch.random.get_rng_state()
-    attach(trainer, PartialState())  # computed: iterates a DataLoader, which draws a seed
+    filled = trainer.reference.fill(trainer.model, batch)
+    assert trainer.reference.computed == 2 and trainer.model.training
     assert torch.equal(torch.random.get_rng_state(), rng)
+    assert torch.equal(trainer.reference.fill(trainer.model, batch)["ref_chosen_logps"], filled["ref_chosen_logps"])
+
+
+def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer):
+    """Each row at its own length (CPU) against trl's padded batch: same loss and LoRA gradients."""
+    trimmed = trainer_for(tmp_path / "a", tokenizer)
+    padded = trainer_for(tmp_path / "b", tokenizer)
+    backbone = padded.model.get_base_model().base_model
+    del backbone.forward  # the instance attribute trim_padding installed: back to the class's forward
+    assert getattr(trimmed.model.get_base_model().base_model.forward, "dpo_hub_trimmed", False)
+    rows = [trimmed.train_dataset[i] for i in range(len(trimmed.train_dataset))]
+    pair = next(r for r in rows if len(r["chosen_ids"]) != len(r["rejected_ids"]))  # padding to trim
+    batch = trimmed.data_collator([pair])
+    assert (batch["attention_mask"] == 0).any()
+    grads = []
+    for trainer in (trimmed, padded):
+        trainer.model.eval()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        grads.append((float(loss), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}))
+    (loss_a, grads_a), (loss_b, grads_b) = grads
+    assert loss_a == pytest.approx(loss_b, abs=1e-5) and grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-3), name
+
+
+def test_bf16_saved_activations_halve_the_bytes_and_keep_the_gradients(tmp_path, tokenizer, monkeypatch):
+    compact = trainer_for(tmp_path / "a", tokenizer)
+    exact = trainer_for(tmp_path / "b", tokenizer, **{"dpo.saved_activations": "fp32"})
+    pack, unpack = bf16_hooks(compact.model)
+    activation = torch.randn(4, 64, 768)
+    packed = pack(activation)
+    assert packed[0].dtype == torch.bfloat16 and packed[0].nbytes == activation.nbytes // 2
+    assert torch.allclose(unpack(packed), activation, rtol=1e-2) and unpack(packed).dtype == torch.float32
+    weight = next(p for p in compact.model.parameters() if p.numel() >= 1 << 16)
+    assert pack(weight) is weight and pack(weight.t()).dtype == torch.float32, "frozen weights are not copied"
+    small = torch.randn(8, 8)
+    assert pack(small) is small
+    monkeypatch.setattr(speedups, "COMPACT_MIN_VALUES", 1)  # the tiny model's activations are all small
+    batch = first_batch(compact)
+    results = []
+    for trainer in (compact, exact):
+        trainer.model.eval()
+        with trainer.compute_loss_context_manager():
+            loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        results.append((float(loss), {n: p.grad.clone() for n, p in trainer.model.named_parameters()
+                                      if p.grad is not None}))
+    (loss_c, grads_c), (loss_e, grads_e) = results
+    assert loss_c == loss_e, "the forward pass is unchanged"
+    assert any(not torch.equal(grads_c[n], grads_e[n]) for n in grads_e), "the hooks were not used"
+    for name, grad in grads_e.items():
+        assert torch.allclose(grads_c[name], grad, rtol=0.05, atol=0.02 * float(grad.abs().max())), name

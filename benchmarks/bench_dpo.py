@@ -6,7 +6,9 @@ Run:  python benchmarks/bench_dpo.py [--quick] [--steps N] [--rounds R] [--json 
     with the adapter disabled, every other setting trl's default (gradient checkpointing, eval batch 8, dropout
     off). Plain trl/peft/transformers: no dpo_hub code runs in that path.
 (b) ``dpo_hub``: the default recipe (``dpo_hub.Recipe()`` with this model and data) through ``dpo_hub.train``,
-    which also evaluates before training, scores base vs tuned and writes its run folder.
+    which also evaluates before training, scores base vs tuned and writes its run folder; with an empty reference
+    cache (cold), then rerun on the cache it filled (``dpo_hub_warm``: a rerun or a sweep point).
+Both sides train the same pairs in the same order (``train_sampling_strategy="sequential"``).
 Each side runs in its own process, alternating a, b, a, b, so load on the machine hits both alike. Printed per
 side: non-padding tokens trained per second (trl's ``num_tokens`` over the timed steps, dpo_hub's reference
 pass included), seconds per optimizer step (median after warm-up), peak memory of the whole process (RSS on
@@ -160,7 +162,7 @@ EVAL_FRACTION = 0.2
 
 
 def child(side: str, work: Path, steps: int) -> None:
-    os.environ.setdefault("DPO_HUB_CACHE", str(work / f"cache-{os.getpid()}"))  # a cold reference cache per run
+    os.environ.setdefault("DPO_HUB_CACHE", str(work / f"cache-{os.getpid()}"))  # the harness sets it per round
     result = (run_tutorial if side == "tutorial" else run_dpo_hub)(work, steps)
     result["peak_memory_gb"] = peak_memory_gb()
     print("BENCH_RESULT " + json.dumps(result), flush=True)
@@ -209,7 +211,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 20; quick 6)")
     parser.add_argument("--rounds", type=int, default=None, help="a/b rounds (default 2; quick 1)")
     parser.add_argument("--json", default=None, help="write the results to this file")
-    parser.add_argument("--child", choices=("tutorial", "dpo_hub"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("tutorial", "dpo_hub", "dpo_hub_warm"), help=argparse.SUPPRESS)
     parser.add_argument("--work", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else 20)
@@ -225,11 +227,15 @@ def main() -> None:
         device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
         print(f"machine: {device}; matmul peak fp32 {peak['float32'] / 1e9:.0f} GFLOP/s; {n_train} train / "
               f"{n_eval} held-out pairs; {steps} steps per run ({WARMUP_STEPS} warm-up), {rounds} round(s)", flush=True)
-        runs: dict[str, list[dict]] = {"tutorial": [], "dpo_hub": []}
+        runs: dict[str, list[dict]] = {"tutorial": [], "dpo_hub": [], "dpo_hub_warm": []}
         for round_ in range(rounds):
-            for side in ("tutorial", "dpo_hub") if round_ % 2 == 0 else ("dpo_hub", "tutorial"):
+            # dpo_hub starts each round with an empty reference cache; dpo_hub_warm then reruns it on that cache,
+            # as a rerun or a sweep point (other beta, lr or LoRA settings) does
+            cold = ("dpo_hub", "dpo_hub_warm")
+            for side in ("tutorial", *cold) if round_ % 2 == 0 else (*cold, "tutorial"):
+                env = {**os.environ, "DPO_HUB_CACHE": str(work / f"cache-round{round_}")}
                 proc = subprocess.run([sys.executable, str(HERE), "--child", side, "--work", str(work),
-                                       "--steps", str(steps)], capture_output=True, text=True)
+                                       "--steps", str(steps)], capture_output=True, text=True, env=env)
                 line = next((x for x in proc.stdout.splitlines() if x.startswith("BENCH_RESULT ")), None)
                 if proc.returncode or line is None:
                     sys.exit(f"{side} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -243,6 +249,8 @@ def main() -> None:
         side["mfu_vs_matmul_peak"] = side["flops_per_s"] / peak["float32"]
     report["speedup_tokens_per_s"] = report["dpo_hub"]["tokens_per_s"] / report["tutorial"]["tokens_per_s"]
     report["peak_memory_ratio"] = report["dpo_hub"]["peak_memory_gb"] / report["tutorial"]["peak_memory_gb"]
+    report["speedup_tokens_per_s_warm_cache"] = (report["dpo_hub_warm"]["tokens_per_s"]
+                                                 / report["tutorial"]["tokens_per_s"])
     report["machine"] = {"device": device, "matmul_peak_flops": peak, "steps": steps, "rounds": rounds,
                          "train_pairs": n_train, "eval_pairs": n_eval, "torch": torch.__version__}
     print_table(report)
@@ -255,15 +263,16 @@ def print_table(report: dict) -> None:
             ("peak memory GB", "peak_memory_gb", "{:.2f}"), ("GFLOP/s (6NT)", "flops_per_s", "{:.3g}"),
             ("share of matmul peak", "mfu_vs_matmul_peak", "{:.0%}"), ("eval loss", "eval_loss", "{:.4f}"),
             ("eval reward accuracy", "eval_accuracy", "{:.3f}"), ("whole process s", "wall_s", "{:.0f}")]
-    print(f"\n| {'':22} | tutorial (trl) | dpo_hub | b/a |\n|---|---|---|---|")
+    print(f"\n| {'':22} | tutorial (trl) | dpo_hub (cold cache) | b/a | dpo_hub (warm cache) | c/a |\n"
+          "|---|---|---|---|---|---|")
     for label, key, fmt in rows:
-        a, b = report["tutorial"][key], report["dpo_hub"][key]
+        a, b, c = (report[side][key] for side in ("tutorial", "dpo_hub", "dpo_hub_warm"))
         if key == "flops_per_s":
-            a, b = a / 1e9, b / 1e9
-        print(f"| {label:22} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f} |" if a else f"| {label} | {a} | {b} | |")
-    print(f"\nspeed-up (tokens/s): {report['speedup_tokens_per_s']:.2f}x; "
-          f"peak memory ratio: {report['peak_memory_ratio']:.2f}x")
-
+            a, b, c = a / 1e9, b / 1e9, c / 1e9
+        print(f"| {label:22} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f} | {fmt.format(c)} | {c / a:.2f} |"
+              if a else f"| {label} | {a} | {b} | | {c} | |")
+    print(f"\nspeed-up (tokens/s): {report['speedup_tokens_per_s']:.2f}x cold, "
+          f"{report['speedup_tokens_per_s_warm_cache']:.2f}x warm; peak memory ratio: {report['peak_memory_ratio']:.2f}x")
 
 if __name__ == "__main__":
     main()

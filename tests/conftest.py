@@ -47,6 +47,9 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+USER_DPO_HUB_CACHE = os.environ.get("DPO_HUB_CACHE") or os.path.expanduser("~/.cache/dpo_hub")  # before the fixture
+
+
 @pytest.fixture(autouse=True, scope="session")
 def private_dpo_hub_cache(tmp_path_factory):
     """Reference log-probs and downloads go to a folder of this test session, not ~/.cache/dpo_hub."""

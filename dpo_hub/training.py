@@ -122,8 +122,8 @@ def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoi
     if recipe.dpo.reference_cache and not (trl_precomputes or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
         reference_logps.attach(trainer, state)
     compact, why = speedups.want_compact_activations(recipe.dpo.saved_activations, args)
-    log.info("saved activations %s: %s (dpo.saved_activations=%s)", "bf16" if compact else "as computed", why,
-             recipe.dpo.saved_activations)
+    log.info("activations kept for the backward pass: %s, %s (dpo.saved_activations=%s)",
+             "bf16" if compact else "as computed", why, recipe.dpo.saved_activations)
     if compact:
         speedups.compact_activations(trainer)
     log.info("training: effective batch %d (per device %d x %d process(es) x accumulation %d)",

@@ -229,3 +229,13 @@ def test_bf16_saved_activations_halve_the_bytes_and_keep_the_gradients(tmp_path,
     assert any(not torch.equal(grads_c[n], grads_e[n]) for n in grads_e), "the hooks were not used"
     for name, grad in grads_e.items():
         assert torch.allclose(grads_c[name], grad, rtol=0.05, atol=0.02 * float(grad.abs().max())), name
+
+
+def test_a_run_over_every_pair_computes_them_up_front(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "cache"))
+    trainer = trainer_for(tmp_path, tokenizer, **{"dpo.max_steps": -1, "dpo.num_train_epochs": 1.0})
+    pairs = len(trainer.train_dataset) + len(trainer.eval_dataset)  # it evaluates: both splits
+    computed = trainer.reference.computed
+    assert 0 < computed <= pairs and len(cache_files()) == 1  # batched pass, written at once
+    trainer.compute_loss(trainer.model, first_batch(trainer))
+    assert trainer.reference.computed == computed and trainer.reference.reused == 2  # nothing left for the step

@@ -9,7 +9,7 @@ eval mode, no gradients) before the policy's forward pass and kept under ``$DPO_
 trl version. So a run pays only for the pairs it trains and evaluates on (a ``max_steps`` run over part of a
 split pays for that part), and reruns, resumed runs and sweeps over beta, learning rate or LoRA settings reuse
 every pair already seen. A single-process run that will use every train pair computes the missing ones up
-front in one batched, length-sorted pass (on small models the per-call overhead of one pair per step dominates).
+front in one batched, length-sorted pass.
 """
 
 from __future__ import annotations
@@ -108,8 +108,7 @@ class ReferenceCache:
         return [[c, r] for c, r in zip(chosen.float().cpu().tolist(), rejected.float().cpu().tolist())]
 
     def prefill(self, dataset: Any) -> None:
-        """Compute every pair of ``dataset`` not known yet in one batched, length-sorted pass (when a run will use
-        them all, this beats one pair per step on small models, where per-call overhead dominates)."""
+        """Compute every pair of ``dataset`` not known yet in one batched, length-sorted pass."""
         import torch
         from torch.utils.data import DataLoader
 

@@ -51,19 +51,19 @@ def make_plan(trainer: Any, warm_up: bool = True) -> Plan:
     steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * -(-len(tokens) // per_update))
     pairs_seen = min(steps * per_update, int(len(tokens) * max(args.num_train_epochs, 1)))
     total = int(sum(tokens) / len(tokens) * pairs_seen) if tokens else 0
-    seconds_per_token, reference = None, getattr(trainer, "reference", None)
-    reference_s = reference.seconds if reference else 0.0
+    seconds_per_token, reference_s = None, 0.0
     if warm_up and tokens:
         longest = max(range(len(tokens)), key=tokens.__getitem__)
-        seconds_per_token = _time_step(trainer, longest) / tokens[longest] / args.world_size
+        step_s, reference_s = _time_step(trainer, longest)
+        seconds_per_token = (step_s + reference_s) / tokens[longest] / args.world_size
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     return Plan(pairs=len(tokens), steps=steps, tokens=total, seconds_per_token=seconds_per_token, peak_memory_gb=peak,
-                reference_s=(reference.seconds - reference_s) if reference else 0.0)
+                reference_s=reference_s)
 
 
-def _time_step(trainer: Any, row: int) -> float:
-    """Seconds of one forward + backward on train row ``row`` (twice: the first call warms the kernels), plus the
-    reference forward the first call made if the pair was not cached."""
+def _time_step(trainer: Any, row: int) -> tuple[float, float]:
+    """Seconds of one forward + backward on train row ``row`` (twice: the first call warms the kernels), and of the
+    reference forward the first call made if the pair was not cached (a cold cache costs it for every pair)."""
     import torch
 
     model = trainer.model
@@ -83,11 +83,9 @@ def _time_step(trainer: Any, row: int) -> float:
             elapsed = time.perf_counter() - started
             model.zero_grad(set_to_none=True)
     model.train(was_training)
-    if reference:  # what the first call spent on the pair's reference: a cold cache costs it for every pair
-        elapsed += reference.seconds - reference_s
     trainer._metrics["train"].clear()  # the warm-up's metrics and tokens are not the first step's
     trainer._total_train_tokens = tokens_before
-    return elapsed
+    return elapsed, (reference.seconds - reference_s) if reference else 0.0
 
 
 def describe(plan: Plan, use_cpu: bool) -> list[str]:

@@ -3,7 +3,8 @@
 Layers, each importing only from those above it in this list (``tests/test_layers.py`` checks it):
 
 0. ``errors``, ``embedded``, ``outputs``, ``checkpoints``, ``plots``, ``runtime``, ``accelerate_config``,
-   ``plugins`` (entry point registries), ``speedups``, ``reference_logps``, ``plan``, ``losses`` (trl's loss
+   ``plugins`` (entry point registries), ``speedups``, ``cpu_head`` and ``cpu_rows`` (CPU levers on trl's LM
+   head and the backbone's rows), ``reference_logps``, ``plan``, ``losses`` (trl's loss
    types), ``coercion`` (typed values), ``passthrough`` (any DPOConfig/LoraConfig field), ``trackers`` (report_to),
    ``standins`` (real models/data fetched with pip when the Hub is out of reach), ``model_spec`` (the ``model``
    group): no dpo_hub imports but ``errors``/``embedded``/``outputs``

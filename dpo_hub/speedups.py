@@ -1,4 +1,6 @@
-"""What makes a run fast on the hardware it has: precision, checkpointing, dropout, log-probs.
+"""What makes a run fast on the hardware it has: precision, checkpointing, dropout, saved activations.
+
+The CPU-only levers on trl's LM head and on the backbone's rows are in ``cpu_head`` and ``cpu_rows``.
 
 Each function returns its decision and a reason, which the run logs (``precision auto: fp32 (...)``).
 Measured effects are in ``benchmarks/README.md`` (``benchmarks/bench_dpo.py``).
@@ -108,44 +110,6 @@ def fuse_activations(model: Any) -> int:
     return swapped
 
 
-CPU_VOCAB_TILE = 8192  # trl's 32,768-wide logit tiles peak ~0.5 GB more on CPUs, and are no faster there
-
-
-def smaller_logit_tiles() -> bool:
-    """On the CPU, trl's fused head projects 8,192 vocabulary entries at a time instead of 32,768 (less memory
-    per tile, same result). Returns False (and changes nothing) if trl moved the setting."""
-    try:
-        import trl.trainer.utils as trl_utils
-    except ImportError:
-        return False
-    if not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
-        return False
-    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = min(trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, CPU_VOCAB_TILE)
-    return True
-
-
-def score_completions_only() -> bool:
-    """Let trl's fused LM head project only completion positions on the CPU too (it already does on CUDA).
-
-    trl scores every position on devices without Triton to keep tile shapes fixed for compilers; eager CPU
-    runs gain from skipping the prompt's positions. Returns False (and changes nothing) if trl moved the code.
-    """
-    try:
-        import trl.trainer.utils as trl_utils
-    except ImportError:
-        return False
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None or getattr(original, "dpo_hub_patched", False):
-        return original is not None
-
-    def compact(device: Any) -> bool:
-        return device.type == "cpu" or original(device)
-
-    compact.dpo_hub_patched = True
-    trl_utils._use_triton = compact
-    return True
-
-
 COMPACT_MIN_VALUES = 1 << 16  # smaller saved tensors are left as they are
 
 
@@ -197,42 +161,3 @@ def compact_activations(trainer: Any) -> None:
         return stack
 
     trainer.compute_loss_context_manager = manager
-
-
-def trim_padding(model: Any) -> bool:
-    """On the CPU, run each sequence of a right-padded batch at its own length (trl pads a pair's chosen and
-    rejected rows to the longer one: ~13% of the tokens of UltraFeedback-like pairs are padding). The hidden
-    states of real tokens are the same (causal attention never looks right); padding positions get zeros, which
-    trl never scores. Only trl's calls (``use_cache=False``, no cache, no extra outputs) are changed. Returns
-    whether the backbone was wrapped."""
-    import torch
-    from transformers.modeling_outputs import BaseModelOutputWithPast
-
-    backbone = getattr(model, "base_model", None)
-    if backbone is None or backbone is model or getattr(backbone.forward, "dpo_hub_trimmed", False):
-        return False
-    original = backbone.forward
-
-    def forward(*args: Any, input_ids: Any = None, attention_mask: Any = None, **kwargs: Any) -> Any:
-        plain = (not args and input_ids is not None and attention_mask is not None and input_ids.dim() == 2
-                 and input_ids.size(0) > 1 and input_ids.device.type == "cpu" and kwargs.get("use_cache") is False
-                 and set(kwargs) <= {"use_cache", "return_dict"})
-        if plain:
-            lengths = attention_mask.sum(dim=1)
-            right_padded = bool((attention_mask.cumsum(dim=1).gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]
-                                 == lengths).all()) and bool((lengths > 0).all())
-            plain = right_padded and int(lengths.min()) < input_ids.size(1)
-        if not plain:
-            named = {"input_ids": input_ids, "attention_mask": attention_mask}
-            return original(*args, **{k: v for k, v in named.items() if v is not None}, **kwargs)
-        width = input_ids.size(1)
-        rows = []
-        for row, length in enumerate(lengths.tolist()):
-            hidden = original(input_ids=input_ids[row:row + 1, :length],
-                              attention_mask=attention_mask[row:row + 1, :length], use_cache=False).last_hidden_state
-            rows.append(torch.nn.functional.pad(hidden, (0, 0, 0, width - length)))
-        return BaseModelOutputWithPast(last_hidden_state=torch.cat(rows))
-
-    forward.dpo_hub_trimmed = True
-    backbone.forward = forward
-    return True

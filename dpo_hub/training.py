@@ -18,7 +18,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from dpo_hub import checkpoints, embedded, outputs, plan, reference_logps, speedups, trackers
+from dpo_hub import checkpoints, cpu_head, cpu_rows, embedded, outputs, plan, reference_logps, speedups, trackers
 from dpo_hub.compare import compare_model, side_by_side
 from dpo_hub.compare_report import format_side_by_side, format_table, write_outputs
 from dpo_hub.data import PreferenceData
@@ -133,7 +133,7 @@ def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoi
 
 
 def _speed_settings(recipe: Recipe, model: Any, args: Any, state: Any) -> None:
-    """Precision, checkpointing, base-model dropout and completion-only log-probs for this hardware; logged."""
+    """Precision, checkpointing, base-model dropout and the CPU levers for this hardware; logged."""
     use_cpu = state.device.type == "cpu"
     precision, why = speedups.resolve_precision(recipe.dpo.precision, use_cpu)
     log.info("precision %s: %s (dpo.precision=%s)", precision, why, recipe.dpo.precision)
@@ -143,10 +143,13 @@ def _speed_settings(recipe: Recipe, model: Any, args: Any, state: Any) -> None:
     if not recipe.dpo.base_model_dropout:
         speedups.disable_base_dropout(model)
     speedups.fuse_activations(model)
-    speedups.score_completions_only()
+    cpu_head.score_completions_only()
     if use_cpu:
-        speedups.smaller_logit_tiles()
-        speedups.trim_padding(model)
+        cpu_head.smaller_logit_tiles()
+        cpu_head.lean_tile_folds()
+        cpu_rows.trim_padding(model)
+        log.info("CPU: log-probs of answer tokens only, in-place logit tiles, each row at its own length and each "
+                 "pair's prompt computed once")
 
 
 def _reference_metrics(reference: Any) -> dict:

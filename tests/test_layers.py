@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_hub"
 LAYERS = [  # a module may import modules of a lower layer, or of its own layer listed before it
     ["errors", "embedded", "embedded.make_sample", "outputs", "checkpoints", "plots", "runtime", "accelerate_config",
-     "plugins", "standins", "model_spec", "speedups", "reference_logps", "plan", "losses", "coercion",
+     "plugins", "standins", "model_spec", "speedups", "cpu_head", "cpu_rows", "reference_logps", "plan", "losses", "coercion",
      "passthrough", "trackers"],
     ["sources", "presets", "data_files", "pair_text", "splits", "data", "mixture"],
     ["recipe", "preflight"],

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import set_seed
 
-from dpo_hub import embedded, prepare, speedups
+from dpo_hub import cpu_rows, embedded, prepare, speedups
 from dpo_hub.plan import make_plan
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 from dpo_hub.speedups import bf16_hooks, fuse_activations, resolve_precision, want_checkpointing
@@ -179,8 +179,10 @@ def test_reference_leaves_the_random_stream_alone(tmp_path, tokenizer, monkeypat
     assert torch.equal(trainer.reference.fill(trainer.model, batch)["ref_chosen_logps"], filled["ref_chosen_logps"])
 
 
-def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer):
-    """Each row at its own length (CPU) against trl's padded batch: same loss and LoRA gradients."""
+def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer, monkeypatch):
+    """Each row at its own length and the prompt once (CPU) against trl's padded batch: same loss and LoRA
+    gradients, through peft's and trl's real calls, with fewer tokens through the model."""
+    monkeypatch.setattr(cpu_rows, "SHARED_PREFIX_MIN", 1)
     trimmed = trainer_for(tmp_path / "a", tokenizer)
     padded = trainer_for(tmp_path / "b", tokenizer)
     backbone = padded.model.get_base_model().base_model
@@ -190,13 +192,23 @@ def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer):
     pair = next(r for r in rows if len(r["chosen_ids"]) != len(r["rejected_ids"]))  # padding to trim
     batch = trimmed.data_collator([pair])
     assert (batch["attention_mask"] == 0).any()
-    grads = []
+    grads, embedded_tokens = [], []
     for trainer in (trimmed, padded):
         trainer.model.eval()
+        wte = trainer.model.get_base_model().base_model.wte
+        seen = []
+        hook = wte.register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0].numel()))
         loss = trainer.compute_loss(trainer.model, batch)
+        hook.remove()
+        embedded_tokens.append(sum(seen))
         loss.backward()
         grads.append((float(loss), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}))
     (loss_a, grads_a), (loss_b, grads_b) = grads
+    prompt = len(pair["prompt_ids"])
+    # per forward (policy, and reference unless cached): trl pads and runs the prompt twice; the wrapper does not
+    forwards = embedded_tokens[1] // batch["input_ids"].numel()
+    assert forwards in (1, 2)
+    assert embedded_tokens == [forwards * (int(batch["attention_mask"].sum()) - prompt), forwards * batch["input_ids"].numel()]
     assert loss_a == pytest.approx(loss_b, abs=1e-5) and grads_a.keys() == grads_b.keys() and grads_a
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-3), name

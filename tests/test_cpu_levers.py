@@ -74,9 +74,19 @@ def test_entropy_gradients_keep_trls_backward():
     assert not torch.allclose(with_entropy[1], without[1]), "the entropy term reached the gradient"
 
 
-@pytest.fixture(scope="module")
-def backbone():
-    model = embedded.build_model()
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def backbone(request):
+    """The embedded GPT-2 (learned positions) and a tiny Llama (rotary positions, grouped KV heads)."""
+    model = embedded.build_model() if request.param == "gpt2" else tiny_llama()
     model.eval()
     return model.base_model
 
@@ -100,7 +110,7 @@ def test_rows_at_own_length_and_shared_prompts_give_the_same_hidden_states(backb
     monkeypatch.setattr(cpu_rows, "SHARED_PREFIX_MIN", shared_min)
     ids, mask = dpo_rows(shared=9, lengths=(20, 14, 31, 14))
     seen = []
-    hook = backbone.wte.register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    hook = backbone.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
     try:
         with torch.no_grad():
             plain = type(backbone).forward(backbone, input_ids=ids, attention_mask=mask, use_cache=False)
@@ -121,7 +131,7 @@ def test_rows_at_own_length_and_shared_prompts_give_the_same_hidden_states(backb
 def test_shared_prompt_passes_gradients_to_both_answers(backbone, monkeypatch):
     monkeypatch.setattr(cpu_rows, "SHARED_PREFIX_MIN", 1)
     ids, mask = dpo_rows(shared=7, lengths=(12, 16, 18, 9))
-    weight = backbone.h[0].attn.c_attn.weight
+    weight = backbone.get_input_embeddings().weight
     grads = []
     for wrap in (True, False):
         if wrap:

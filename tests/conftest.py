@@ -33,14 +33,23 @@ def accelerate_cmd(config: str = "cpu.yaml") -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
-    """The shipped recipe on the embedded default (200 rows), run for real under accelerate launch."""
-    tmp = tmp_path_factory.mktemp("trained")
-    out = tmp / "run"
-    proc = run([*accelerate_cmd(), "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "200"],
-               offline_env(tmp))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc
+def trained_run(tmp_path_factory, worker_id) -> tuple[Path, subprocess.CompletedProcess]:
+    """The shipped recipe on the embedded default (200 rows), run for real under accelerate launch: once per test
+    session, shared by the xdist workers (the first one runs it, the others wait and read it; nothing writes to it)."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if worker_id != "master" else base) / "trained"  # this session's folder
+    shared.mkdir(exist_ok=True)
+    out, record = shared / "run", shared / "process.json"
+    with FileLock(str(shared / ".lock")):
+        if not record.exists():
+            proc = run([*accelerate_cmd(), "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "200"],
+                       offline_env(shared))
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            record.write_text(json.dumps({"args": proc.args, "stdout": proc.stdout, "stderr": proc.stderr}))
+    done = json.loads(record.read_text())
+    return out, subprocess.CompletedProcess(done["args"], 0, done["stdout"], done["stderr"])
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -13,12 +13,12 @@ from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same 200 pairs: 2 processes x batch 1, and 1 process x batch 2 (the same effective batch)."""
+    """The same 120 pairs: 2 processes x batch 1, and 1 process x batch 2 (the same effective batch)."""
     tmp = tmp_path_factory.mktemp("ddp")
     results = {}
     for name, config, extra in (("ddp", "cpu_ddp.yaml", []), ("single", "cpu.yaml", ["--dpo.per_device_train_batch_size", "2"])):
         out = tmp / name
-        proc = run([*accelerate_cmd(config), "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "200", *extra],
+        proc = run([*accelerate_cmd(config), "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "120", *extra],
                    offline_env(tmp))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         results[name] = (out, proc)
@@ -35,7 +35,7 @@ def test_outputs_complete_and_logs_not_duplicated(runs):
     out, proc = runs["ddp"]
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     assert not (out.parent / f".{out.name}.incomplete").exists()
-    for line in ("[dpo_hub] data: 170 train / 30 eval pairs", "[dpo_hub] saved", "EMBEDDED DEFAULT", "**tuned**"):
+    for line in ("[dpo_hub] data: 102 train / 18 eval pairs", "[dpo_hub] saved", "EMBEDDED DEFAULT", "**tuned**"):
         assert proc.stdout.count(line) == 1, f"{line!r} printed {proc.stdout.count(line)} times"
     assert read_metrics(out)["processes"] == 2
 
@@ -45,7 +45,7 @@ def test_effective_batch_doubles_and_metrics_match_single_process(runs, trained_
     assert one["effective_batch_size"] == 1 and ddp["effective_batch_size"] == 2 == single["effective_batch_size"]
     assert "effective batch 2 (per device 1 x 2 process(es) x accumulation 1)" in runs["ddp"][1].stdout
     steps = [max(e.get("step", 0) for e in m["log_history"]) for m in (ddp, single)]
-    assert steps == [85, 85]
+    assert steps == [51, 51]
     for key in ("eval_loss", "eval_rewards/margins"):
         assert ddp["eval_after"][key] == pytest.approx(single["eval_after"][key], abs=0.02), key
     assert ddp["eval_after"]["eval_rewards/accuracies"] >= 0.6

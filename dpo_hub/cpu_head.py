@@ -57,74 +57,76 @@ def lean_tile_folds() -> bool:
     if forward is None or backward is None:
         return False
     if not getattr(forward, "dpo_hub_patched", False):
-        chunked_logprob._forward_tile = _lean_forward(forward)
-        chunked_logprob._backward_tile = _lean_backward(backward)
+        chunked_logprob._forward_tile = _with_fallback(_forward_in_place, forward)
+        chunked_logprob._backward_tile = _with_fallback(_backward_in_place, backward)
     return True
 
 
-def _lean_forward(original: Any) -> Any:
-    import torch
+def _with_fallback(lean: Any, original: Any) -> Any:
+    """trl's fold with ``lean`` first; ``lean`` returns NotImplemented, before writing anything, for what it
+    does not cover."""
 
-    def fold(tile, tile_stride, targets, running_max, sum_exp, x_sum_exp, sq_sum_exp, z_sum, max_before_target,
-             target_logit, vocab_start, n_cols, logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_ENTROPY,
-             HAS_LOG_SUM_SQ_PROBS, HAS_MEAN_LOGITS, HAS_IS_TOP1, BLOCK_SIZE):  # noqa: N803 (trl's names)
-        if HAS_SOFTCAP or tile.dtype != torch.float32:
-            return original(tile, tile_stride, targets, running_max, sum_exp, x_sum_exp, sq_sum_exp, z_sum,
-                            max_before_target, target_logit, vocab_start, n_cols, logit_scale, softcap, inv_t,
-                            HAS_SOFTCAP, HAS_ENTROPY, HAS_LOG_SUM_SQ_PROBS, HAS_MEAN_LOGITS, HAS_IS_TOP1, BLOCK_SIZE)
-        z = tile  # trl overwrites the tile with the next projection: it is free to reuse
-        if logit_scale * inv_t != 1.0:
-            z.mul_(logit_scale * inv_t)
-        local = targets - vocab_start
-        in_tile = (local >= 0) & (local < n_cols)
-        target_z = z.gather(-1, local.clamp(0, n_cols - 1).unsqueeze(-1)).squeeze(-1)
-        target_logit.copy_(torch.where(in_tile, target_z, target_logit))
-        if HAS_MEAN_LOGITS:
-            z_sum += z.sum(-1)
-        tile_max, first_max = z.max(-1)
-        if HAS_IS_TOP1:
-            # Only `target >= max and target > max_before_target` is read: a tile wholly before the target gives
-            # its maximum; the target's own tile gives its maximum if that comes first, else nothing can beat it
-            earlier = (local >= n_cols) | (in_tile & (first_max < local))
-            max_before_target.copy_(torch.maximum(max_before_target, tile_max.masked_fill(~earlier, -math.inf)))
-        new_m = torch.maximum(running_max, tile_max)
-        rescale = torch.exp(running_max - new_m)
-        if HAS_ENTROPY or HAS_LOG_SUM_SQ_PROBS:
-            e = torch.sub(z, new_m.unsqueeze(-1)).exp_()
-            if HAS_ENTROPY:
-                x_sum_exp.mul_(rescale).add_(torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).view(-1))
-            if HAS_LOG_SUM_SQ_PROBS:
-                sq_sum_exp.mul_(rescale * rescale).add_(torch.bmm(e.unsqueeze(1), e.unsqueeze(2)).view(-1))
-        else:
-            e = z.sub_(new_m.unsqueeze(-1)).exp_()
-        sum_exp.mul_(rescale).add_(e.sum(-1))
-        running_max.copy_(new_m)
+    def fold(*args: Any, **kwargs: Any) -> None:
+        if lean(*args, **kwargs) is NotImplemented:
+            original(*args, **kwargs)
 
     fold.dpo_hub_patched, fold.dpo_hub_original = True, original
     return fold
 
 
-def _lean_backward(original: Any) -> Any:
+def _forward_in_place(tile, tile_stride, targets, running_max, sum_exp, x_sum_exp, sq_sum_exp, z_sum, max_before_target,
+                      target_logit, vocab_start, n_cols, logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_ENTROPY,
+                      HAS_LOG_SUM_SQ_PROBS, HAS_MEAN_LOGITS, HAS_IS_TOP1, BLOCK_SIZE):  # noqa: N803 (trl's names)
     import torch
 
-    def fold(tile, tile_stride, targets, log_z, entropy, grad_logprobs, grad_entropy, vocab_start, n_cols,
-             logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_LOGPROB_GRAD, HAS_ENTROPY_GRAD, BLOCK_SIZE):  # noqa: N803
-        if HAS_SOFTCAP or HAS_ENTROPY_GRAD or tile.dtype != torch.float32:
-            return original(tile, tile_stride, targets, log_z, entropy, grad_logprobs, grad_entropy, vocab_start,
-                            n_cols, logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_LOGPROB_GRAD, HAS_ENTROPY_GRAD,
-                            BLOCK_SIZE)
-        if not HAS_LOGPROB_GRAD:
-            tile.zero_()
-            return None
-        scale = logit_scale * inv_t
-        if scale != 1.0:
-            tile.mul_(scale)
-        # d(log p_target)/d(tile) = g * scale * (1[target] - p), p = exp(z - log_z), built in the tile itself
-        tile.sub_(log_z.unsqueeze(-1)).exp_().mul_((-scale * grad_logprobs).unsqueeze(-1))
-        local = targets - vocab_start
-        rows = ((local >= 0) & (local < n_cols)).nonzero().squeeze(-1)
-        tile.index_put_((rows, local[rows]), scale * grad_logprobs[rows], accumulate=True)
+    if HAS_SOFTCAP or tile.dtype != torch.float32:
+        return NotImplemented
+    z = tile  # trl overwrites the tile with the next projection: it is free to reuse
+    if logit_scale * inv_t != 1.0:
+        z.mul_(logit_scale * inv_t)
+    local = targets - vocab_start
+    in_tile = (local >= 0) & (local < n_cols)
+    target_z = z.gather(-1, local.clamp(0, n_cols - 1).unsqueeze(-1)).squeeze(-1)
+    target_logit.copy_(torch.where(in_tile, target_z, target_logit))
+    if HAS_MEAN_LOGITS:
+        z_sum += z.sum(-1)
+    tile_max, first_max = z.max(-1)
+    if HAS_IS_TOP1:
+        # Only `target >= max and target > max_before_target` is read: a tile wholly before the target gives its
+        # maximum; the target's own tile gives its maximum if that comes first, else nothing can beat it
+        earlier = (local >= n_cols) | (in_tile & (first_max < local))
+        max_before_target.copy_(torch.maximum(max_before_target, tile_max.masked_fill(~earlier, -math.inf)))
+    new_m = torch.maximum(running_max, tile_max)
+    rescale = torch.exp(running_max - new_m)
+    if HAS_ENTROPY or HAS_LOG_SUM_SQ_PROBS:
+        e = torch.sub(z, new_m.unsqueeze(-1)).exp_()
+        if HAS_ENTROPY:
+            x_sum_exp.mul_(rescale).add_(torch.bmm(e.unsqueeze(1), z.unsqueeze(2)).view(-1))
+        if HAS_LOG_SUM_SQ_PROBS:
+            sq_sum_exp.mul_(rescale * rescale).add_(torch.bmm(e.unsqueeze(1), e.unsqueeze(2)).view(-1))
+    else:
+        e = z.sub_(new_m.unsqueeze(-1)).exp_()
+    sum_exp.mul_(rescale).add_(e.sum(-1))
+    running_max.copy_(new_m)
+    return None
+
+
+def _backward_in_place(tile, tile_stride, targets, log_z, entropy, grad_logprobs, grad_entropy, vocab_start, n_cols,
+                       logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_LOGPROB_GRAD, HAS_ENTROPY_GRAD,
+                       BLOCK_SIZE):  # noqa: N803 (trl's names)
+    import torch
+
+    if HAS_SOFTCAP or HAS_ENTROPY_GRAD or tile.dtype != torch.float32:
+        return NotImplemented
+    if not HAS_LOGPROB_GRAD:
+        tile.zero_()
         return None
-
-    fold.dpo_hub_patched, fold.dpo_hub_original = True, original
-    return fold
+    scale = logit_scale * inv_t
+    if scale != 1.0:
+        tile.mul_(scale)
+    # d(log p_target)/d(tile) = g * scale * (1[target] - p), p = exp(z - log_z), built in the tile itself
+    tile.sub_(log_z.unsqueeze(-1)).exp_().mul_((-scale * grad_logprobs).unsqueeze(-1))
+    local = targets - vocab_start
+    rows = ((local >= 0) & (local < n_cols)).nonzero().squeeze(-1)
+    tile.index_put_((rows, local[rows]), scale * grad_logprobs[rows], accumulate=True)
+    return None

@@ -177,7 +177,7 @@ def prepare_workdir(work: Path, n_pairs: int) -> tuple[int, int]:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from dpo_hub import Preferences, embedded
-    from dpo_hub.data import prepare
+    from dpo_hub.data.adapters import prepare
 
     tokenizer = embedded.load_tokenizer()
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import torch
 from peft import get_peft_model
 
 from dpo_hub import LoraPreset, embedded
-from dpo_hub.compare_scoring import score_pairs
+from dpo_hub.compare.scoring import score_pairs
 
 
 def main() -> None:

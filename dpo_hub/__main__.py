@@ -1,5 +1,5 @@
 import sys
 
-from dpo_hub.cli import main
+from dpo_hub.cli.main import main
 
 sys.exit(main())

@@ -18,14 +18,14 @@ from typing import Any
 
 import yaml
 
-from dpo_hub.coercion import coerce
-from dpo_hub.data import ADAPTERS, DataAdapter, UltraFeedback
+from dpo_hub.config.fields import field_help, settable
+from dpo_hub.config.model import ModelSpec
+from dpo_hub.config.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset
+from dpo_hub.config.values import check, coerce
+from dpo_hub.data.adapters import ADAPTERS, DataAdapter, UltraFeedback
+from dpo_hub.data.mixture import Mixture, is_mixture_change
+from dpo_hub.data.mixture import build as build_mixture
 from dpo_hub.errors import RecipeError
-from dpo_hub.mixture import Mixture, is_mixture_change
-from dpo_hub.mixture import build as build_mixture
-from dpo_hub.model_spec import ModelSpec
-from dpo_hub.passthrough import field_help, settable
-from dpo_hub.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset, check
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ class Recipe:
     def override(self, changes: dict[str, Any], source: str = "override") -> Recipe:
         """A new recipe with dotted keys set, e.g. ``{"dpo.beta": 0.2, "data.limit": 50}``."""
         recipe, changes = self, _flatten(changes, source)  # {"dpo": {"beta": "0.2"}} is "dpo.beta": "0.2", alike
-        if is_mixture_change(recipe.data, changes):  # data.mix, data.mix.N.KEY, data.seed: dpo_hub.mixture
+        if is_mixture_change(recipe.data, changes):  # data.mix, data.mix.N.KEY, data.seed: dpo_hub.data.mixture
             mixing = {k.removeprefix("data."): changes.pop(k) for k in list(changes) if k.startswith("data.")}
             recipe = recipe.replace(data=build_mixture(recipe.data, mixing, source, _coerce))
         try:

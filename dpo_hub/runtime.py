@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("dpo_hub")
@@ -75,3 +77,46 @@ def use_all_cores(threads: int | None, state: Any) -> int:
     n = threads or int(os.environ.get("DPO_HUB_NUM_THREADS", 0)) or max(1, len(os.sched_getaffinity(0)) // local)
     torch.set_num_threads(n)
     return n
+
+
+def cache_dir() -> Path:
+    """Where stand-ins are kept: ``$DPO_HUB_CACHE``, else ``~/.cache/dpo_hub``."""
+    return Path(os.environ.get("DPO_HUB_CACHE") or "~/.cache/dpo_hub").expanduser()
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); without, torch emulates it, slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, use_cpu: bool) -> tuple[str, str]:
+    """``dpo.precision`` -> (fp32 | bf16 | fp16, why); ``auto`` picks bf16 autocast where the hardware has it.
+
+    LoRA weights and optimizer state stay fp32 in every case: bf16 only changes the matmuls (autocast).
+    """
+    import torch
+
+    if precision != "auto":
+        return precision, "set by dpo.precision"
+    if use_cpu:
+        if cpu_has_bf16():
+            return "bf16", "this CPU has AVX-512 BF16/AMX: bf16 autocast, fp32 weights"
+        return "fp32", "this CPU has no AVX-512 BF16/AMX, where bf16 is emulated and slower"
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16", f"{torch.cuda.get_device_name()} computes bf16: autocast, fp32 weights"
+    return "fp32", "this accelerator has no bf16"
+
+
+def on_main(state: Any, work: Any) -> Any:
+    """``work()`` on the main process; every rank gets its result."""
+    result = [work() if state.is_main_process else None]
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(result)
+    return result[0]

@@ -10,11 +10,12 @@ import time
 import pytest
 from conftest import RECIPE_MODULE, offline_env, run
 
-from dpo_hub import DataError, Preferences, Recipe, RecipeError, SourceUnavailableError, UltraFeedback, embedded, preflight
-from dpo_hub.data import prepare
-from dpo_hub.launch import recipe_from_argv
+from dpo_hub import DataError, Preferences, Recipe, RecipeError, SourceUnavailableError, UltraFeedback, embedded
+from dpo_hub.cli.launch import recipe_from_argv
+from dpo_hub.data.adapters import prepare
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 from dpo_hub.runtime import wants_cpu
+from dpo_hub.training import preflight
 
 # ---- recipe values: (changes, words the message must hold: the key, the rule, what to do) ----------------------
 BAD_VALUES = {

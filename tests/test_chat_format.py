@@ -13,12 +13,12 @@ import pytest
 import torch
 
 from dpo_hub import HHRLHF, Generation, ModelSpec, Preferences, Recipe, RecipeError, UltraFeedback, embedded, prepare
-from dpo_hub.compare import compare_model, load_pairs, side_by_side
-from dpo_hub.compare_report import format_table
-from dpo_hub.compare_scoring import encode_pair
-from dpo_hub.preflight import check_recipe
-from dpo_hub.runs import pairs_file
-from dpo_hub.standins import bigbench_pairs
+from dpo_hub.compare.base_vs_tuned import compare_model, load_pairs, side_by_side
+from dpo_hub.compare.report import format_table
+from dpo_hub.compare.scoring import encode_pair
+from dpo_hub.hub.runs import pairs_file
+from dpo_hub.sources.standins import bigbench_pairs
+from dpo_hub.training.preflight import check_recipe
 
 EOT = "<|endoftext|>"
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}" + EOT + "\n{% endfor %}"
@@ -183,8 +183,8 @@ def test_a_gguf_path_is_its_folder_and_file():
 
 
 def test_a_stand_in_folder_is_carded_as_the_hub_model_it_stands_for(tmp_path):
-    from dpo_hub.card import base_model_id
-    from dpo_hub.standins import STAND_IN_FILE
+    from dpo_hub.hub.card import base_model_id
+    from dpo_hub.sources.standins import STAND_IN_FILE
 
     (tmp_path / STAND_IN_FILE).write_text(json.dumps({"hub_id": "org/real", "what": "a Q4_1 GGUF, de-quantised"}))
     assert base_model_id({"name": str(tmp_path)}) == base_model_id(str(tmp_path)) == "org/real"

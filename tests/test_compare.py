@@ -1,4 +1,4 @@
-"""Base vs tuned comparison (``dpo_hub.compare``): real tiny models and files, nothing mocked."""
+"""Base vs tuned comparison (``dpo_hub.compare.base_vs_tuned``): real tiny models and files, nothing mocked."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from dpo_hub import CompareError, DataError, Generation, Recipe, UltraFeedback, cli, embedded, prepare
-from dpo_hub.compare import compare_model, generate, load_pairs, side_by_side
-from dpo_hub.compare_report import format_table, summarize_judge, wilson, write_outputs
-from dpo_hub.compare_scoring import score_pairs
+from dpo_hub import CompareError, DataError, Generation, Recipe, UltraFeedback, embedded, prepare
+from dpo_hub.cli.main import main as cli
+from dpo_hub.compare.base_vs_tuned import compare_model, generate, load_pairs, side_by_side
+from dpo_hub.compare.report import format_table, summarize_judge, wilson, write_outputs
+from dpo_hub.compare.scoring import score_pairs
 
 SHORT = Generation(max_new_tokens=4)  # sampling over GPT-2's vocabulary is the slow part on CPU
 TWO_PROMPTS = ("Is eating animals cruel?", "How do I bake bread?")

@@ -6,7 +6,8 @@ import pytest
 import torch
 from trl.kernels import chunked_logprob
 
-from dpo_hub import cpu_head, cpu_rows, embedded
+from dpo_hub import embedded
+from dpo_hub.training.levers import cpu_head, cpu_rows
 
 OUTPUT_SETS = [("log_probs",), ("log_probs", "entropy", "mean_logits", "is_top1"),
                ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")]

@@ -10,7 +10,7 @@ import datasets
 import pytest
 
 from dpo_hub import HHRLHF, DataError, Preferences, UltraFeedback, embedded, prepare
-from dpo_hub.data import convert
+from dpo_hub.data.adapters import convert
 from dpo_hub.embedded import make_sample
 
 ARGILLA_COLUMNS = {"source", "prompt", "chosen", "chosen-rating", "chosen-model", "rejected", "rejected-rating",

@@ -7,7 +7,7 @@ from conftest import RECIPE_MODULE, REPO, accelerate_cmd, offline_env, read_metr
 from test_train import RUN_FILES, small
 
 from dpo_hub import train
-from dpo_hub.accelerate_config import recipe_settings_from_accelerate_config
+from dpo_hub.cli.accelerate_config import recipe_settings_from_accelerate_config
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
 

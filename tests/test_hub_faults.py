@@ -119,7 +119,7 @@ def remote_sha256s(hub: LocalHub, repo_id: str, tmp: Path, revision: str | None 
 def expected_sha256s(run: Path, repo_id: str) -> dict[str, str]:
     """What a push of ``run`` to ``repo_id`` must publish: the run's files and the card built for that repo."""
     from dpo_hub import build_card
-    from dpo_hub.hub import PUBLISHED
+    from dpo_hub.hub.transfer import PUBLISHED
 
     found = sha256s(run, [n for n in PUBLISHED if (run / n).is_file()])
     return {**found, "README.md": hashlib.sha256(str(build_card(run, repo_id)).encode()).hexdigest()}
@@ -194,7 +194,7 @@ API_CASES = {
 }
 RUN_CASES = """
 from dpo_hub import compare_run, pull_adapter, push_adapter
-from dpo_hub.hub import check_push_target
+from dpo_hub.hub.transfer import check_push_target
 from huggingface_hub import HfApi
 RUN = sys.argv[1]
 def with_token(token, fn, *a, **kw):
@@ -399,7 +399,7 @@ WORKER = """
 import hashlib, time
 from pathlib import Path
 from dpo_hub import build_card
-from dpo_hub.hub import PUBLISHED, check_push_target, download_adapter, push_adapter
+from dpo_hub.hub.transfer import PUBLISHED, check_push_target, download_adapter, push_adapter
 p, runs, barrier = int(sys.argv[1]), [Path(r) for r in sys.argv[2].split(",")], Path(sys.argv[3])
 ops, failures, checked = [], [], 0
 def expected(run, repo):

@@ -1,7 +1,8 @@
-"""The architecture holds: dpo_hub's modules import one way, down the layers, with no cycle.
+"""The architecture holds: dpo_hub's packages import one way, in the order data flows, with no cycle.
 
 Every import counts, including those inside functions: a lazy upward import is still a cycle in the
-design. A new module must be placed in ``LAYERS`` (the same list as ``dpo_hub/__init__.py``'s docstring).
+design. A module may import modules of its own package or of a package earlier in ``PACKAGES`` (the same
+order as ``dpo_hub/__init__.py``'s docstring); a new top-level module or package must be placed there.
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_hub"
-LAYERS = [  # a module may import modules of a lower layer, or of its own layer listed before it
-    ["errors", "embedded", "embedded.make_sample", "outputs", "checkpoints", "plots", "runtime", "accelerate_config",
-     "plugins", "standins", "model_spec", "speedups", "cpu_head", "cpu_rows", "reference_logps", "plan", "losses", "coercion",
-     "passthrough", "trackers"],
-    ["sources", "presets", "data_files", "pair_text", "splits", "data", "mixture"],
-    ["recipe", "preflight"],
-    ["compare_scoring", "compare_report", "compare"],
-    ["card", "hub_errors", "hub"],
-    ["training", "runs", "sweep", "merge"],
-    ["launch", "recipes", "recipes.smollm2_truthfulqa", "recipes.gpt2_ultrafeedback", "cli", "__main__"],
+PACKAGES = [  # the order data flows: recipe -> data/sources -> training -> outputs -> compare/card -> hub -> CLI
+    ["errors", "runtime", "plugins", "embedded"],  # the base every package may use
+    ["config"], ["sources"], ["data"], ["recipe"], ["artifacts"], ["compare"], ["training"], ["hub"],
+    ["cli", "recipes", "__main__"],  # what users type: the CLI lists recipes, a recipe module runs the CLI's launcher
 ]
-RANK = {name: (layer, i) for layer, names in enumerate(LAYERS) for i, name in enumerate(names)}
+RANK = {name: layer for layer, names in enumerate(PACKAGES) for name in names}
+
+
+def package_of(module: str) -> str:
+    return module.split(".")[0]
 
 
 def module_name(path: Path) -> str:
@@ -79,28 +78,35 @@ def test_no_import_cycle():
             visit(start, [start])
 
 
-def test_every_module_has_a_layer():
-    placed = {name for name in graph() if name and not name.startswith("testing")}
-    assert placed == set(RANK), "place new modules in LAYERS (and in dpo_hub/__init__.py's docstring)"
+def test_every_module_has_a_package_in_the_order():
+    placed = {package_of(name) for name in graph() if name and not name.startswith("testing")}
+    assert placed == set(RANK), "place new top-level modules and packages in PACKAGES (and dpo_hub/__init__.py)"
 
 
-@pytest.mark.parametrize("module", sorted(RANK))
-def test_imports_go_down_the_layers(module):
-    upward = sorted(t for t in graph()[module] if t not in RANK or RANK[t] >= RANK[module])
-    assert not upward, f"{module} (layer {RANK[module][0]}) imports {upward}: data flows one way, downwards"
+@pytest.mark.parametrize("module", sorted(n for n in graph() if n and not n.startswith("testing")))
+def test_imports_follow_the_package_order(module):
+    mine = RANK[package_of(module)]
+    upward = sorted(t for t in graph()[module] if t and RANK.get(package_of(t), len(PACKAGES)) > mine)
+    assert not upward, f"{module} (package {package_of(module)}) imports {upward}: data flows one way"
 
 
-def test_test_tooling_uses_only_the_bottom_layer():
+def test_test_tooling_uses_only_the_base():
     for name, targets in graph().items():
         if name.startswith("testing"):
             outside = {t for t in targets if not t.startswith("testing")}
-            assert outside <= set(LAYERS[0]), f"{name} imports {outside}"
+            assert outside <= set(PACKAGES[0]), f"{name} imports {outside}"
+
+
+def test_ls_shows_the_flow():
+    """Top-level modules are only the base and the recipe; every other concept is a package."""
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    assert modules == sorted(["errors", "runtime", "plugins", "recipe"])
 
 
 @pytest.mark.parametrize(("line", "expected"), [
-    ("from dpo_hub.training import train", {"training"}),
-    ("def late():\n    from dpo_hub import runs", {"runs"}),
-    ("import dpo_hub.cli", {"cli"}),
+    ("from dpo_hub.training.run import train", {"training.run"}),
+    ("def late():\n    from dpo_hub.hub import runs", {"hub.runs"}),
+    ("import dpo_hub.cli.main", {"cli.main"}),
     ("from dpo_hub import train", {""}),  # a name from the package __init__: everything
     ("from . import hub", {"hub"}),
 ])

@@ -13,9 +13,9 @@ import math
 import pytest
 
 from dpo_hub import build_card, embedded, prepare
-from dpo_hub.losses import trl_loss_types, untrained_loss
+from dpo_hub.config.losses import trl_loss_types, untrained_loss
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
-from dpo_hub.training import build_trainer
+from dpo_hub.training.run import build_trainer
 
 BETA, EPS = 0.1, 0.001
 LOG2 = math.log(2)

@@ -10,7 +10,7 @@ import pytest
 from conftest import offline_env, read_metrics, run
 
 from dpo_hub import DataError, Recipe, RecipeError, build_card, embedded
-from dpo_hub.mixture import Mixture, prepare_mixture
+from dpo_hub.data.mixture import Mixture, prepare_mixture
 
 
 def write_prefs(path, n=30):

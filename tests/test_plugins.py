@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from dpo_hub.data import Selection
-from dpo_hub.pair_text import Drop
+from dpo_hub.data.adapters import Selection
+from dpo_hub.data.pairs import Drop
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Theirs(Selection):
 RECIPE = '''"""Their recipe: DPO on their question/good/bad pairs."""
 import sys
 
-from dpo_hub.launch import run_recipe
+from dpo_hub.cli.launch import run_recipe
 from dpo_hub.recipe import Recipe
 from theirs_plugin.adapter import Theirs
 
@@ -128,8 +128,8 @@ def plugin_env(site: Path, tmp: Path) -> dict[str, str]:
 def test_recipes_lists_plugins_and_the_cli_uses_their_adapter(site, tmp_path):
     code = textwrap.dedent("""
         import json
-        from dpo_hub.cli import main
-        from dpo_hub.launch import recipe_from_argv, run_recipe
+        from dpo_hub.cli.main import main
+        from dpo_hub.cli.launch import recipe_from_argv, run_recipe
         from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
         main(["recipes"])
         recipe = recipe_from_argv(RECIPE, ["--data.kind", "theirs", "--data.prefix", "Question: ", "--data.seed", "7"])
@@ -151,8 +151,8 @@ def test_recipes_lists_plugins_and_the_cli_uses_their_adapter(site, tmp_path):
     skipped = out.split("Skipped plugins:\n", 1)[1]
     for point, reason in [
         ("nope = no_such_module:Thing", "cannot be imported (ModuleNotFoundError: No module named 'no_such_module')"),
-        ("wrong = broken_plugin:NOT_A_CLASS", "it is 42, not a dataclass subclass of dpo_hub.data.Selection"),
-        ("preferences = broken_plugin:NOT_A_CLASS", "'preferences' is already taken by dpo_hub.data.Preferences"),
+        ("wrong = broken_plugin:NOT_A_CLASS", "it is 42, not a dataclass subclass of dpo_hub.data.adapters.Selection"),
+        ("preferences = broken_plugin:NOT_A_CLASS", "'preferences' is already taken by dpo_hub.data.adapters.Preferences"),
         ("norecipe = broken_plugin", "module broken_plugin has no RECIPE that is a dpo_hub.Recipe"),
     ]:
         assert f"entry point '{point}'" in skipped and reason in skipped, (point, skipped)

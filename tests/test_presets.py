@@ -10,7 +10,7 @@ from peft import get_peft_model
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from dpo_hub import DPO_PRESETS, LORA_PRESETS, DPOPreset, LoraPreset
-from dpo_hub.losses import describe_losses, untrained_loss
+from dpo_hub.config.losses import describe_losses, untrained_loss
 
 
 def tiny_gpt2():

@@ -10,7 +10,7 @@ import pytest
 from conftest import RECIPE_MODULE, REPO, offline_env, run
 
 from dpo_hub import HHRLHF, LORA_PRESETS, DPOPreset, LoraPreset, Recipe, RecipeError, UltraFeedback
-from dpo_hub.launch import parse_overrides, recipe_from_argv, run_recipe
+from dpo_hub.cli.launch import parse_overrides, recipe_from_argv, run_recipe
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE, SHIPPED, TUTORIAL
 
 

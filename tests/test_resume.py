@@ -21,7 +21,7 @@ import torch
 from conftest import RECIPE_MODULE, REPO, offline_env, read_metrics, run
 from safetensors.torch import load_file
 
-from dpo_hub.checkpoints import MARKER, folder_for
+from dpo_hub.training.checkpoints import MARKER, folder_for
 
 ARGS = ["--data.limit", "60", "--dpo.save_steps", "10", "--dpo.logging_steps", "1", "--generation.max_new_tokens", "4"]
 

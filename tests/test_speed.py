@@ -12,12 +12,14 @@ import pytest
 import torch
 from transformers import set_seed
 
-from dpo_hub import cpu_rows, embedded, prepare, speedups
-from dpo_hub.plan import make_plan
+from dpo_hub import embedded, prepare
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
-from dpo_hub.speedups import bf16_hooks, fuse_activations, resolve_precision, want_checkpointing
-from dpo_hub.standins import cache_dir
-from dpo_hub.training import build_trainer
+from dpo_hub.runtime import cache_dir, resolve_precision
+from dpo_hub.training.levers import cpu_rows
+from dpo_hub.training.levers import model as speedups
+from dpo_hub.training.levers.model import bf16_hooks, fuse_activations, want_checkpointing
+from dpo_hub.training.plan import make_plan
+from dpo_hub.training.run import build_trainer
 
 SMALL = {"model": "embedded", "data.dataset": "embedded", "data.limit": 24, "data.eval_fraction": 0.25,
          "dpo.max_steps": 2, "dpo.logging_steps": 1, "dpo.max_length": 64, "dpo.per_device_eval_batch_size": 4}

@@ -10,7 +10,7 @@ from conftest import offline_env, run
 
 from dpo_hub import Recipe, RecipeError
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
-from dpo_hub.sweep import grid_points, parse_grid
+from dpo_hub.training.sweep import grid_points, parse_grid
 
 BASE = ["--model", "embedded", "--data.dataset", "embedded", "--data.limit", "40", "--dpo.max_steps", "2",
         "--dpo.max_length", "128", "--generation.max_new_tokens", "8"]

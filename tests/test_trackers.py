@@ -9,8 +9,8 @@ import pytest
 from conftest import RECIPE_MODULE, offline_env, read_metrics, run
 
 from dpo_hub import Recipe, RecipeError, train
+from dpo_hub.config.trackers import PACKAGES
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
-from dpo_hub.trackers import PACKAGES
 
 STEPS = 4
 

@@ -10,7 +10,7 @@ import pytest
 from conftest import RECIPE_MODULE, offline_env, read_metrics, run
 
 from dpo_hub import OutputError, OutputExistsError, Recipe, train
-from dpo_hub.outputs import staging_dir
+from dpo_hub.artifacts.folders import staging_dir
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
 RUN_FILES = {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",

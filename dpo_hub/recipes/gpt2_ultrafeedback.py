@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import sys
 
-from dpo_hub.data import UltraFeedback
-from dpo_hub.launch import run_recipe
-from dpo_hub.presets import DPOPreset, LoraPreset
+from dpo_hub.cli.launch import run_recipe
+from dpo_hub.config.presets import DPOPreset, LoraPreset
+from dpo_hub.data.adapters import UltraFeedback
 from dpo_hub.recipe import Recipe
 from dpo_hub.recipes import smollm2_truthfulqa
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import sys
 
-from dpo_hub.data import Preferences
-from dpo_hub.launch import run_recipe
-from dpo_hub.presets import DPOPreset, Generation, LoraPreset
+from dpo_hub.cli.launch import run_recipe
+from dpo_hub.config.presets import DPOPreset, Generation, LoraPreset
+from dpo_hub.data.adapters import Preferences
 from dpo_hub.recipe import Recipe
 
 PROMPTS = (

@@ -1,0 +1,156 @@
+"""argv -> recipe -> train -> push: what ``accelerate launch -m dpo_hub.recipes.NAME`` and ``dpo-hub train`` run.
+
+Library code raises ``DpoHubError``; ``run_recipe`` is the one place of a recipe run that turns it into
+an ``error: ...`` line and an exit code (``--debug`` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+from dpo_hub.config.fields import field_help
+from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
+from dpo_hub.hub.transfer import check_push_target, push_adapter
+from dpo_hub.recipe import Recipe
+from dpo_hub.training.run import train
+from dpo_hub.training.sweep import grid_points, parse_grid, sweep
+
+
+def parse_overrides(argv: Sequence[str]) -> tuple[str | None, dict[str, str]]:
+    """``--config FILE`` and ``--dotted.key value`` / ``--key=value`` pairs (a bare flag means true).
+
+    A value that itself starts with ``--`` is passed as ``--key=--value``.
+    """
+    config, changes, items = None, {}, list(argv)
+    i = 0
+    while i < len(items):
+        token = items[i]
+        if not token.startswith("--") or token == "--":
+            raise RecipeError(f"command line: expected --key value, got {token!r}")
+        key, eq, value = token[2:].partition("=")
+        if not eq:
+            if i + 1 < len(items) and not items[i + 1].startswith("--"):
+                value, i = items[i + 1], i + 1
+            else:
+                value = "true"
+        if key == "config":
+            config = value
+        else:
+            changes[key] = value
+        i += 1
+    return config, changes
+
+
+def recipe_from_argv(base: Recipe, argv: Sequence[str]) -> Recipe:
+    """``base`` (or ``--config``'s file) with the accelerate config's and the command line's overrides applied."""
+    from dpo_hub.cli.accelerate_config import accelerate_config_path, recipe_settings_from_accelerate_config
+
+    config, changes = parse_overrides(argv)
+    recipe = Recipe.from_yaml(config) if config else base
+    accelerate_config = accelerate_config_path()
+    if accelerate_config:  # the settings its '# dpo_hub:' line names; the command line still wins
+        settings = recipe_settings_from_accelerate_config(accelerate_config)
+        recipe = recipe.override(settings, source=f"{accelerate_config} ('# dpo_hub:' line)")
+    return recipe.override(changes, source="command line")
+
+
+def recipe_help(recipe: Recipe) -> str:
+    """Every key of ``recipe`` (its adapter and presets) with its value and help text (the fields' help)."""
+    lines = ["Recipe keys (override with --key value, or --config FILE.yaml):"]
+    groups = ("model", "data", "lora", "dpo", "generation")
+    for head, obj in [("", recipe)] + [(h, getattr(recipe, h)) for h in groups]:
+        for f in dataclasses.fields(obj):
+            if head == "" and f.name in groups:
+                continue
+            key = f"{head}.{f.name}" if head else f.name
+            if f.metadata.get("passthrough"):  # the settings made, then where the others are
+                lines += [f"  --{f'{head}.{name}':<36} {value!r:<28} {field_help(head, name)}"
+                          for name, value in obj.extra.items()]
+                lines.append(f"  --{f'{head}.FIELD':<36} {'':<28} {f.metadata['help']}")
+                continue
+            lines.append(f"  --{key:<36} {getattr(obj, f.name)!r:<28} {f.metadata.get('help', '')}")
+    lines.append(f"  --{'data.kind':<36} {recipe.data.kind!r:<28} switch adapter; --data.kind KIND --help lists its keys")
+    return "\n".join(lines + ["  --debug                               show the traceback of an error"])
+
+
+def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
+    """Entry of a recipe module: parse overrides, train, optionally push; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):  # the keys of the adapter and presets the other flags choose
+        try:
+            print(recipe_help(recipe_from_argv(base, [a for a in argv if a not in ("-h", "--help", "--debug")])))
+        except DpoHubError as err:
+            print(recipe_help(base))
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return 0
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        try:
+            recipe = recipe_from_argv(base, argv)
+        except DpoHubError as err:
+            raise _Usage(str(err)) from err
+        if recipe.push_to_hub:  # before training, on every rank (one failing alone would leave the others waiting)
+            check_push_target(recipe.push_to_hub)
+        output_dir = train(recipe)
+        from accelerate import PartialState
+
+        if recipe.push_to_hub and PartialState().is_main_process:
+            print(f"pushed to {push_adapter(output_dir, recipe.push_to_hub)}", flush=True)
+    except DpoHubError as err:
+        if debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, _Usage) else 130 if isinstance(err, RunInterrupted) else 1
+    return 0
+
+
+def run_sweep(base: Recipe, argv: Sequence[str]) -> int:
+    """``dpo-hub sweep [--config FILE] --grid KEY=V1,V2 ... [--output_dir DIR] [--key value ...]``: exit code."""
+    if any(a in ("-h", "--help") for a in argv):
+        print("usage: dpo-hub sweep [--config FILE] --grid KEY=V1,V2,... [--grid ...] [--output_dir DIR] "
+              "[--key value ...]\n  every combination of the --grid values is trained into DIR/FINGERPRINT "
+              "(default DIR: sweeps/RECIPE_NAME); finished points are skipped\n" + recipe_help(base))
+        return 0
+    debug, grids, output, rest, items = "--debug" in argv, [], None, [], [a for a in argv if a != "--debug"]
+    while items:
+        token = items.pop(0)
+        name, eq, value = token.partition("=")
+        if name in ("--grid", "--output_dir"):
+            if not eq:
+                if not items:
+                    return _fail(_Usage(f"command line: {name} needs a value"), debug)
+                value = items.pop(0)
+            grids += [value] if name == "--grid" else []
+            output = value if name == "--output_dir" else output
+        else:
+            rest.append(token)
+    try:
+        try:
+            recipe = recipe_from_argv(base, rest)
+            grid = parse_grid(grids)
+            grid_points(recipe, grid)  # every point checked: a bad key or value is a usage error (exit 2)
+        except DpoHubError as err:
+            raise _Usage(str(err)) from err
+        folder = sweep(recipe, grid, output or f"sweeps/{recipe.name}")
+        from accelerate import PartialState
+
+        if PartialState().is_main_process:
+            print(f"sweep: {folder / 'sweep.md'}", flush=True)
+    except DpoHubError as err:
+        return _fail(err, debug)
+    return 0
+
+
+def _fail(err: DpoHubError, debug: bool) -> int:
+    if debug:
+        raise err
+    print(f"error: {err}", file=sys.stderr)
+    return 2 if isinstance(err, _Usage) else 130 if isinstance(err, RunInterrupted) else 1
+
+
+class _Usage(RecipeError):
+    """A command line or recipe file that cannot be used: exit code 2, before anything loads."""

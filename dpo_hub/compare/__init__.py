@@ -1,0 +1,1 @@
+"""Base vs tuned on the same pairs: log-prob scoring, the report (table, JSON, figure) and side-by-side answers."""

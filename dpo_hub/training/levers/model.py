@@ -1,0 +1,133 @@
+"""What makes a run fast on the hardware it has: precision, checkpointing, dropout, saved activations.
+
+The CPU-only levers on trl's LM head and on the backbone's rows are in ``cpu_head`` and ``cpu_rows``.
+
+Each function returns its decision and a reason, which the run logs (``precision auto: fp32 (...)``).
+Measured effects are in ``benchmarks/README.md`` (``benchmarks/bench_dpo.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("dpo_hub")
+CHECKPOINTING_SHARE = 0.5  # checkpoint when activations would take more than this share of free memory
+
+
+def activation_bytes(config: Any, sequences: int, length: int, bytes_per_value: int) -> int:
+    """Activations kept for the backward pass of one step (Korthikanti et al. 2022, per layer
+    ``s*b*h*(34 + 5*a*s/h)`` bytes at 2 bytes a value; the attention term is left out, as the fused attention
+    kernels keep no ``s x s`` scores)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd", 768)
+    layers = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", 12)
+    return int(layers * sequences * length * hidden * 34 * bytes_per_value / 2)
+
+
+def free_memory_bytes(device: Any) -> int:
+    import psutil
+    import torch
+
+    if getattr(device, "type", "cpu") == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return psutil.virtual_memory().available
+
+
+def want_checkpointing(setting: bool | str, model: Any, args: Any, device: Any) -> tuple[bool, str]:
+    """``dpo.gradient_checkpointing``: true/false as set; ``auto`` checkpoints only when the activations of the
+    longest step would pass ``CHECKPOINTING_SHARE`` of the free memory (it costs ~30% more compute)."""
+    if setting != "auto":
+        return bool(setting), "set by dpo.gradient_checkpointing"
+    need = activation_bytes(model.config, 2 * args.per_device_train_batch_size, args.max_length or 1024,
+                            2 if (args.bf16 or args.fp16) else 4)
+    free = free_memory_bytes(device)
+    on = need > CHECKPOINTING_SHARE * free
+    return on, (f"activations of a {args.max_length}-token step ~{need / 2**30:.2f} GiB vs {free / 2**30:.1f} GiB free: "
+                + ("on (less memory, ~30% slower)" if on else "off (faster)"))
+
+
+def disable_base_dropout(model: Any) -> int:
+    """Zero the dropout inside the frozen base model, keeping LoRA's own dropout; return how many were zeroed.
+
+    With the base deterministic, the reference (adapter off) equals what is precomputed, and attention takes the
+    fused kernel. trl's ``disable_dropout`` zeroes LoRA's dropout as well.
+    """
+    import torch
+
+    zeroed = 0
+    for name, module in model.named_modules():
+        if "lora_" in name:
+            continue
+        if isinstance(module, torch.nn.Dropout) and module.p:
+            module.p, zeroed = 0.0, zeroed + 1
+        if isinstance(getattr(module, "attention_dropout", None), float) and module.attention_dropout:
+            module.attention_dropout, zeroed = 0.0, zeroed + 1
+    return zeroed
+
+
+def fuse_activations(model: Any) -> int:
+    """Swap GPT-2's ``gelu_new`` (tanh GELU written as five tensor ops, each kept for the backward pass) for
+    torch's fused kernel of the same formula; return how many were swapped. Saves ~40% of a step's activations."""
+    from transformers.activations import ACT2FN, NewGELUActivation
+
+    swapped = 0
+    for module in model.modules():
+        for name, child in module.named_children():
+            if isinstance(child, NewGELUActivation):
+                setattr(module, name, ACT2FN["gelu_pytorch_tanh"])
+                swapped += 1
+    return swapped
+
+
+COMPACT_MIN_VALUES = 1 << 16  # smaller saved tensors are left as they are
+
+
+def want_compact_activations(setting: str, args: Any) -> tuple[bool, str]:
+    """``dpo.saved_activations``: bf16/fp32 as set; ``auto`` stores them in bf16 when the step computes in fp32
+    without checkpointing (autocast already saves most in half precision; checkpointing saves few)."""
+    if setting != "auto":
+        return setting == "bf16", "set by dpo.saved_activations"
+    if args.bf16 or args.fp16:
+        return False, "autocast already keeps most of them in half precision"
+    if args.gradient_checkpointing:
+        return False, "checkpointing keeps only each layer's input"
+    return True, "an fp32 step keeps half the bytes for its backward pass (~3% more time, gradients to ~3 digits)"
+
+
+def bf16_hooks(model: Any) -> tuple[Any, Any]:
+    """The (pack, unpack) pair of ``torch.autograd.graph.saved_tensors_hooks`` that keeps large fp32 activations
+    in bf16 and leaves ``model``'s parameters (frozen weights are saved by reference) and small tensors alone."""
+    import torch
+
+    weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+
+    def pack(tensor: Any) -> Any:
+        if (tensor.dtype != torch.float32 or tensor.numel() < COMPACT_MIN_VALUES
+                or tensor.untyped_storage().data_ptr() in weights):
+            return tensor
+        return tensor.to(torch.bfloat16), tensor.dtype
+
+    def unpack(packed: Any) -> Any:
+        return packed[0].to(packed[1]) if isinstance(packed, tuple) else packed
+
+    return pack, unpack
+
+
+def compact_activations(trainer: Any) -> None:
+    """Keep the activations a training step saves for its backward pass in bf16 instead of fp32 (half the
+    memory); the forward pass, the weights and the gradients stay fp32."""
+    import contextlib
+
+    import torch
+
+    pack, unpack = bf16_hooks(trainer.model)
+    original = trainer.compute_loss_context_manager
+
+    def manager() -> Any:
+        stack = contextlib.ExitStack()
+        stack.enter_context(original())
+        stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, unpack))
+        return stack
+
+    trainer.compute_loss_context_manager = manager

@@ -1,0 +1,333 @@
+"""Recipe -> trained output folder, on trl's DPOTrainer with a peft LoRA adapter.
+
+Works the same under ``python`` and ``accelerate launch`` (any number of processes): every rank
+trains; only the main process writes, and the folder appears only once it is complete. ``train``
+reads as the list of its steps; each step is a small function below it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import shutil
+import time
+from collections import Counter
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from dpo_hub import embedded
+from dpo_hub.artifacts import folders as outputs
+from dpo_hub.artifacts.plots import loss_curve
+from dpo_hub.compare.base_vs_tuned import compare_model, side_by_side
+from dpo_hub.compare.report import format_side_by_side, format_table, write_outputs
+from dpo_hub.config.losses import describe_losses, untrained_loss
+from dpo_hub.data.adapters import PreferenceData, prompt_formatter
+from dpo_hub.data.mixture import datasets_of, prepare_data, resolve_sources
+from dpo_hub.errors import OutputError, RunInterrupted
+from dpo_hub.recipe import Recipe
+from dpo_hub.runtime import on_main, resolve_precision, setup_logging, use_all_cores, wants_cpu
+from dpo_hub.sources.models import auto_defaults, load_adapter_model, load_model, load_tokenizer, resolve
+from dpo_hub.training import checkpoints, plan, trackers
+from dpo_hub.training import reference as reference_logps
+from dpo_hub.training.levers import cpu_head, cpu_rows
+from dpo_hub.training.levers import model as speedups
+from dpo_hub.training.preflight import check_recipe
+
+log = logging.getLogger("dpo_hub")
+LIBRARIES = ("dpo_hub", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub")
+EVAL_KEYS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected")
+
+
+def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
+    """Run ``recipe`` (into ``output_dir`` if given, else ``recipe.output_dir``); return the finished folder.
+
+    Checkpoints go to ``OUTPUT_DIR.checkpoints/`` and a rerun of the same recipe resumes from the newest
+    complete one (``recipe.resume``); they are removed once the run has finished.
+    """
+    from accelerate import PartialState
+
+    started = time.time()
+    if output_dir is not None:
+        recipe = recipe.replace(output_dir=str(output_dir))
+    state = PartialState(cpu=wants_cpu())
+    setup_logging(state.is_main_process)
+    output_dir = Path(recipe.output_dir).resolve()
+    outputs.check_writable(output_dir, recipe.overwrite_output_dir)
+    recipe, notes = _resolve_on_main(recipe, state)
+    for note in check_recipe(recipe):  # what needs the model's config, before any weights or data load
+        log.info("preflight: %s", note)
+    _announce(recipe, notes, state)
+    saves = checkpoints.folder_for(output_dir)
+    resume_from = on_main(state, lambda: checkpoints.prepare(saves, recipe.fingerprint(), recipe.resume))
+    stage = outputs.staging_dir(output_dir)
+    if state.is_main_process:
+        outputs.fresh_staging(output_dir)
+    state.wait_for_everyone()
+    with state.main_process_first():
+        tokenizer = load_tokenizer(recipe.model)
+    data = _prepare_once(recipe, tokenizer, state, stage / "prepared")
+    log.info("data: %d train / %d eval pairs (%d dropped)", len(data.train), len(data.eval or []),
+             sum(data.dropped.values()))
+    trainer = build_trainer(recipe, tokenizer, data, saves, state)
+    before, train_result, after = _fit(trainer, data, saves, resume_from)
+    trainer.save_model(str(stage))  # collective under FSDP/DeepSpeed; writes on the main process only
+    if state.is_main_process:
+        try:
+            trackers.finish_logs(trainer, saves / "runs", stage / "runs")  # TensorBoard's events join the run
+            model = _model_for_generation(trainer, recipe, stage)
+            generations, comparison = _compare(model, tokenizer, recipe, data, stage)
+            metrics = _metrics(recipe, notes, data, trainer, train_result, before, after, generations, comparison,
+                               state.num_processes, started)
+            _write_run_files(stage, recipe, metrics, generations)
+            outputs.finalize(stage, output_dir)
+        except Exception as err:
+            raise OutputError(
+                f"training finished but writing {output_dir} failed ({type(err).__name__}: {err}). The trained "
+                f"adapter is in {stage}, and {saves} holds a checkpoint of the last step: fix the cause and rerun "
+                "the same command, which resumes there and only evaluates and writes."
+            ) from err
+        shutil.rmtree(saves, ignore_errors=True)  # the run is complete: nothing left to resume
+        log.info("saved %s in %.0f s%s", output_dir, time.time() - started, _eval_summary(before, after))
+    state.wait_for_everyone()
+    return output_dir
+
+
+def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
+    """Replace ``auto`` sources by what will really be used; return the notes on any fallback."""
+    default_model, default_dataset = auto_defaults(recipe.name)
+    model, model_note = resolve(recipe.model.name, default_model, "model")
+    data, data_notes = resolve_sources(recipe.data, default_dataset)
+    notes = [n for n in (model_note, *data_notes) if n]
+    return recipe.replace(model=dataclasses.replace(recipe.model, name=model), data=data), notes
+
+
+def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoints: Path, state: Any = None) -> Any:
+    """The ``DPOTrainer`` of a resolved recipe: base model + LoRA, reference = the base with the adapter off."""
+    from accelerate import PartialState
+    from transformers import set_seed
+    from trl import DPOTrainer
+
+    state = state or PartialState(cpu=wants_cpu())
+    args = recipe.dpo.to_dpo_config(  # before the model loads: ZeRO-3 init hooks into from_pretrained
+        str(checkpoints), num_processes=state.num_processes, use_cpu=state.device.type == "cpu",
+        eval_strategy=recipe.dpo.eval_strategy if data.eval is not None else "no", ddp_find_unused_parameters=False,
+    )
+    with state.main_process_first():
+        model = load_model(recipe.model)
+    _speed_settings(recipe, model, args, state)
+    set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
+    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data.train, eval_dataset=data.eval,
+                         processing_class=tokenizer, peft_config=recipe.lora.to_peft_config(model))
+    trackers.place_logs(trainer, checkpoints / "runs")
+    trainer.reference = None
+    trl_precomputes = recipe.dpo.extra.get("precompute_ref_log_probs")  # trl's own in-memory pass was asked for
+    if recipe.dpo.reference_cache and not (trl_precomputes or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
+        reference_logps.attach(trainer, state)
+    compact, why = speedups.want_compact_activations(recipe.dpo.saved_activations, args)
+    log.info("activations kept for the backward pass: %s, %s (dpo.saved_activations=%s)",
+             "bf16" if compact else "as computed", why, recipe.dpo.saved_activations)
+    if compact:
+        speedups.compact_activations(trainer)
+    log.info("training: effective batch %d (per device %d x %d process(es) x accumulation %d)",
+             effective_batch(trainer), recipe.dpo.per_device_train_batch_size, state.num_processes,
+             args.gradient_accumulation_steps)
+    return trainer
+
+
+def _speed_settings(recipe: Recipe, model: Any, args: Any, state: Any) -> None:
+    """Precision, checkpointing, base-model dropout and the CPU levers for this hardware; logged."""
+    use_cpu = state.device.type == "cpu"
+    precision, why = resolve_precision(recipe.dpo.precision, use_cpu)
+    log.info("precision %s: %s (dpo.precision=%s)", precision, why, recipe.dpo.precision)
+    args.gradient_checkpointing, why = speedups.want_checkpointing(recipe.dpo.gradient_checkpointing, model, args,
+                                                                   state.device)
+    log.info("gradient checkpointing %s: %s", "on" if args.gradient_checkpointing else "off", why)
+    if not recipe.dpo.base_model_dropout:
+        speedups.disable_base_dropout(model)
+    speedups.fuse_activations(model)
+    cpu_head.score_completions_only()
+    if use_cpu:
+        cpu_head.smaller_logit_tiles()
+        cpu_head.lean_tile_folds()
+        cpu_rows.trim_padding(model)
+        log.info("CPU: log-probs of answer tokens only, in-place logit tiles, each row at its own length and each "
+                 "pair's prompt computed once")
+
+
+def _reference_metrics(reference: Any) -> dict:
+    if reference is None:  # trl computed the reference at every step
+        return {}
+    return {"reference_s": round(reference.seconds, 2), "reference_pairs_computed": reference.computed,
+            "reference_pairs_reused": reference.reused}
+
+
+def effective_batch(trainer: Any) -> int:
+    args = trainer.args
+    return args.per_device_train_batch_size * trainer.accelerator.num_processes * args.gradient_accumulation_steps
+
+
+def _resolve_on_main(recipe: Recipe, state: Any) -> tuple[Recipe, list[str]]:
+    """One process probes the Hub; every rank runs what it resolved."""
+    return on_main(state, lambda: resolve_recipe(recipe))
+
+
+def _announce(recipe: Recipe, notes: list[str], state: Any) -> None:
+    if notes and embedded.EMBEDDED in (recipe.model.name, recipe.data.dataset):
+        log.warning("=" * 78 + "\nEMBEDDED DEFAULT: %s.\nRunning on the embedded default instead: %s.\n" + "=" * 78,
+                    "; ".join(notes), _describe_embedded(recipe))
+    elif notes:  # a real stand-in fetched with pip (e.g. SmolLM2's GGUF, TruthfulQA from bigbench)
+        log.warning("=" * 78 + "\nSTAND-IN: %s.\n" + "=" * 78, ";\n".join(notes))
+    threads = use_all_cores(recipe.threads, state)
+    print(f"[dpo_hub] rank {state.process_index} of world size {state.num_processes} ready "
+          f"({state.distributed_type.value}, {state.backend or 'no backend'}, {state.device})", flush=True)
+    log.info("recipe %s (fingerprint %s): model %s, data %s:%s; %d process(es), %d CPU thread(s) each",
+             recipe.name, recipe.fingerprint(), recipe.model, recipe.data.kind, recipe.data.dataset,
+             state.num_processes, threads)
+
+
+def _fit(trainer: Any, data: PreferenceData, saves: Path, resume_from: Path | None) -> tuple[dict, Any, dict]:
+    """Eval before (kept from the first start when resuming), train, eval after; no eval split: empty dicts."""
+    callback = checkpoints.Checkpointing()
+    trainer.add_callback(callback)
+    callback.install_signal_handler()
+    evaluate = data.eval is not None and trainer.args.eval_strategy != "no"  # "no": only the comparison scores it
+    before = (checkpoints.load_eval_before(saves) if resume_from else None) or {}
+    if not before and evaluate:
+        before = _pick(trainer.evaluate())
+        if trainer.is_world_process_zero():
+            checkpoints.save_eval_before(saves, before)
+    log.info("eval before training: %s", before or ("no eval split" if data.eval is None else "dpo.eval_strategy no"))
+    if resume_from:
+        log.info("resuming from %s (step %s)", resume_from, resume_from.name.rsplit("-", 1)[-1])
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights are placed by train(): no warm-up
+    trainer.plan = plan.make_plan(trainer, warm_up=not sharded)
+    for line in plan.describe(trainer.plan, trainer.args.use_cpu):
+        log.info(line)
+    trainer.add_callback(plan.Progress())
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if callback.interrupted:
+        raise RunInterrupted(
+            f"interrupted at step {callback.stopped_at}: a checkpoint is saved in {saves}. "
+            "Run the same command again to resume from it."
+        )
+    after = _pick(trainer.evaluate()) if evaluate else {}
+    log.info("eval after training: %s", after or ("no eval split" if data.eval is None else "dpo.eval_strategy no"))
+    return before, result, after
+
+
+def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, stage: Path) -> tuple[list, Any]:
+    """Base vs tuned answers, and (with an eval split) the comparison files in the staging folder."""
+    prompt_text = _prompt_formatter(recipe, tokenizer)
+    generations = side_by_side(model, tokenizer, recipe.generation, prompt_text)
+    print("\n" + format_side_by_side(generations), flush=True)
+    if data.eval is None:
+        return generations, None
+    log.info("comparing base and tuned on the %d eval pairs", len(data.eval))
+    comparison = compare_model(model, tokenizer, data.eval, generation=recipe.generation, beta=recipe.dpo.beta,
+                               max_length=recipe.dpo.max_length, source=recipe.output_dir, generations=generations,
+                               prompt_text=prompt_text)
+    comparison.settings["pairs"] = f"the run's eval split of {recipe.data.dataset}"
+    write_outputs(comparison, stage)
+    print(format_table(comparison), flush=True)
+    return generations, comparison
+
+
+def _prompt_formatter(recipe: Recipe, tokenizer: Any) -> Any:
+    """Generation prompts formatted as the data adapter formatted the training prompts (a mixture: as its first
+    source; an adapter without a prompt format, e.g. a plugin's: as written)."""
+    return prompt_formatter(recipe.data, tokenizer)
+
+
+def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: Any, train_result: Any, before: dict,
+             after: dict, generations: list[dict], comparison: Any, processes: int, started: float) -> dict:
+    using_embedded = embedded.EMBEDDED in (recipe.model.name, *datasets_of(recipe.data))
+    return {
+        "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model.name,
+        "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
+        "stand_ins": notes if notes and not using_embedded else None,
+        "eval_before": before, "eval_after": after,
+        "train": {**train_result.metrics, "global_step": trainer.state.global_step,
+                  "tokens_seen": _tokens_seen(trainer.state.log_history),
+                  **_reference_metrics(trainer.reference)},
+        "plan": trainer.plan.to_dict(),
+        "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped),
+                 "held_out_by": data.split_by, **({"sources": data.sources} if data.sources else {})},
+        "processes": processes, "effective_batch_size": effective_batch(trainer),
+        "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
+        "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+        "comparison": comparison.preference if comparison else None,
+        "generations": generations,  # trainer.train() resets the state: keep the eval before training
+        "log_history": ([{"step": 0, **before}] if before else []) + trainer.state.log_history,
+        "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
+        "wall_time_s": round(time.time() - started, 1),
+    }
+
+
+def _eval_summary(before: dict, after: dict) -> str:
+    if not after:
+        return " (no trl eval: see the comparison)"
+    return (f": eval loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}, "
+            f"reward accuracy {after.get('eval_rewards/accuracies', float('nan')):.2f}")
+
+
+def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> PreferenceData:
+    """The main process prepares the splits and saves them; every rank then reads the same files."""
+    import datasets
+
+    if state.is_main_process:
+        data = prepare_data(recipe.data, tokenizer, max_length=recipe.dpo.max_length)
+        for name, split in (("train", data.train), ("eval", data.eval)):
+            if split is not None:
+                split.save_to_disk(str(folder / name))
+        outputs.write_json(folder / "info.json", {"source": data.source, "dropped": dict(data.dropped),
+                                                  "split_by": data.split_by, "sources": data.sources})
+    state.wait_for_everyone()
+    info = json.loads((folder / "info.json").read_text())
+    splits = {n: datasets.load_from_disk(str(folder / n)) if (folder / n).exists() else None for n in ("train", "eval")}
+    return PreferenceData(splits["train"], splits["eval"], info["source"], Counter(info["dropped"]),
+                          split_by=info["split_by"], sources=info["sources"])
+
+
+def _model_for_generation(trainer: Any, recipe: Recipe, stage: Path) -> Any:
+    """The tuned model on the main process; sharded runs (FSDP, ZeRO-3) reload base + saved adapter."""
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    if trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+        return load_adapter_model(stage, recipe.model)
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
+def _write_run_files(stage: Path, recipe: Recipe, metrics: dict, generations: list[dict]) -> None:
+    for leftover in ("training_args.bin", "README.md"):  # pickle args and peft's stub card are not published
+        (stage / leftover).unlink(missing_ok=True)
+    shutil.rmtree(stage / "prepared", ignore_errors=True)
+    header = f"Resolved recipe of a finished run (fingerprint {recipe.fingerprint()}). Repeat it with:\n" \
+             f"  accelerate launch -m dpo_hub train --config {recipe.output_dir}/recipe.yaml --output_dir NEW_DIR"
+    (stage / "recipe.yaml").write_text(recipe.to_yaml(header), encoding="utf-8")
+    (stage / "generations.md").write_text(format_side_by_side(generations) + "\n", encoding="utf-8")
+    dpo, weights = recipe.dpo, recipe.dpo.extra.get("loss_weights")
+    loss = describe_losses(dpo.loss_type, weights)
+    loss_curve(metrics["log_history"], stage / "loss.png", f"DPO loss ({loss}): {recipe.name}",
+               untrained=untrained_loss(dpo.loss_type, dpo.beta, dpo.label_smoothing, weights=weights),
+               untrained_label=f"{loss} at zero margin")
+    outputs.write_json(stage / outputs.COMPLETE_MARKER, metrics)
+
+
+def _pick(metrics: dict) -> dict:
+    return {k: round(float(metrics[k]), 6) for k in EVAL_KEYS if k in metrics}
+
+
+def _tokens_seen(log_history: list[dict]) -> int:
+    return int(max((e.get("num_tokens", 0) for e in log_history), default=0))
+
+
+def _describe_embedded(recipe: Recipe) -> str:
+    parts = []
+    if recipe.model.name == embedded.EMBEDDED:
+        parts.append(f"model {embedded.EMBEDDED_MODEL_ID} (GPT-2 architecture {embedded.MODEL_SHAPE}, random seeded "
+                     "weights, NOT pretrained GPT-2: no weights can be downloaded) with GPT-2's real tokenizer")
+    if embedded.EMBEDDED in datasets_of(recipe.data):
+        parts.append("data: the bundled 400-pair UltraFeedback-schema sample")
+    return "; ".join(parts)

@@ -21,7 +21,7 @@ import yaml
 from dpo_hub.config.fields import field_help, settable
 from dpo_hub.config.model import ModelSpec
 from dpo_hub.config.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset
-from dpo_hub.config.values import check, coerce
+from dpo_hub.config.values import check, check_repo_id, coerce
 from dpo_hub.data.adapters import ADAPTERS, DataAdapter, UltraFeedback
 from dpo_hub.data.mixture import Mixture, is_mixture_change
 from dpo_hub.data.mixture import build as build_mixture
@@ -64,7 +64,7 @@ class Recipe:
         check("resume", self.resume, bool(self.resume.strip()), "auto, never or a checkpoint folder",
               "auto continues this recipe's newest checkpoint")
         if self.push_to_hub is not None:
-            _check_repo_id(self.push_to_hub)
+            check_repo_id(self.push_to_hub, key="push_to_hub")
 
     # ---- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -121,42 +121,16 @@ class Recipe:
         return dataclasses.replace(self, **changes)
 
     def override(self, changes: dict[str, Any], source: str = "override") -> Recipe:
-        """A new recipe with dotted keys set, e.g. ``{"dpo.beta": 0.2, "data.limit": 50}``."""
-        recipe, changes = self, _flatten(changes, source)  # {"dpo": {"beta": "0.2"}} is "dpo.beta": "0.2", alike
-        if is_mixture_change(recipe.data, changes):  # data.mix, data.mix.N.KEY, data.seed: dpo_hub.data.mixture
-            mixing = {k.removeprefix("data."): changes.pop(k) for k in list(changes) if k.startswith("data.")}
-            recipe = recipe.replace(data=build_mixture(recipe.data, mixing, source, _coerce))
-        try:
-            if "data.kind" in changes:
-                recipe = recipe.replace(data=_switch_adapter(recipe.data, changes.pop("data.kind"), source))
-            for group in _PRESET_GROUPS:  # a preset first, whatever the order: the other keys apply on top
-                if f"{group}.preset" in changes:
-                    recipe = recipe.replace(**{group: _preset(group, changes.pop(f"{group}.preset"), source)})
-        except RecipeError:
-            raise
-        except (TypeError, ValueError) as err:
-            raise RecipeError(err if str(err).startswith(source) else f"{source}: {err}") from err
-        grouped: dict[str, dict[str, Any]] = {}
-        for key, value in changes.items():
-            head, _, rest = key.partition(".")
-            if rest:
-                part = getattr(recipe, head, None) if head in _NESTED else None
-                if part is not None and rest not in _field_types(type(part)) and head in _PRESET_GROUPS:
-                    grouped.setdefault(head, {}).setdefault("extra", dict(part.extra))[rest] = value  # preset checks it
-                    continue
-                if part is None or rest not in _field_types(type(part)):
-                    raise RecipeError(_unknown(key, recipe, source))
-                grouped.setdefault(head, {})[rest] = _coerce(value, _field_types(type(part))[rest], key, source)
-            elif key in _field_types(Recipe) and key not in _NESTED:
-                grouped.setdefault("", {})[key] = _coerce(value, _field_types(Recipe)[key], key, source)
-            else:
-                raise RecipeError(_unknown(key, recipe, source))
-        top = grouped.pop("", {})
-        try:
-            nested = {head: dataclasses.replace(getattr(recipe, head), **vals) for head, vals in grouped.items()}
-            return dataclasses.replace(recipe, **top, **nested)
-        except (TypeError, ValueError) as err:
-            raise RecipeError(f"{source}: {err}") from err
+        """A new recipe with dotted keys set, e.g. ``{"dpo.beta": 0.2, "data.limit": 50}``.
+
+        In phases: flatten the keys, apply those that replace a whole group (a mixture, ``data.kind``, a preset),
+        type the others group by group, then build the new recipe from them.
+        """
+        changes = _flatten(changes, source)  # {"dpo": {"beta": "0.2"}} is "dpo.beta": "0.2", alike
+        recipe, changes = _apply_mixture(self, changes, source)
+        recipe, changes = _apply_kind_and_presets(recipe, changes, source)
+        grouped = _typed_by_group(recipe, changes, source)
+        return _build(recipe, grouped, source)
 
     @classmethod
     def keys(cls, recipe: Recipe | None = None, passthrough: bool = False) -> list[str]:
@@ -241,14 +215,60 @@ def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
     return flat
 
 
-def _check_repo_id(repo_id: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+def _apply_mixture(recipe: Recipe, changes: dict[str, Any], source: str) -> tuple[Recipe, dict[str, Any]]:
+    """Build or edit a mixture from the ``data.*`` keys (data.mix, data.mix.N.KEY, data.seed); return the other keys."""
+    if not is_mixture_change(recipe.data, changes):
+        return recipe, changes
+    mixing = {k.removeprefix("data."): v for k, v in changes.items() if k.startswith("data.")}
+    rest = {k: v for k, v in changes.items() if not k.startswith("data.")}
+    return recipe.replace(data=build_mixture(recipe.data, mixing, source, _coerce)), rest
 
+
+def _apply_kind_and_presets(recipe: Recipe, changes: dict[str, Any], source: str) -> tuple[Recipe, dict[str, Any]]:
+    """Switch ``data.kind`` and load ``lora.preset``/``dpo.preset`` first, whatever the order; return the other keys."""
+    rest = dict(changes)
     try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise RecipeError(f"push_to_hub={repo_id!r} is not a valid Hub repo id ({str(err).splitlines()[0]}); "
-                          "use NAMESPACE/NAME, e.g. your-user/gpt2-dpo") from None
+        if "data.kind" in rest:
+            recipe = recipe.replace(data=_switch_adapter(recipe.data, rest.pop("data.kind"), source))
+        for group in _PRESET_GROUPS:  # a preset first: the other keys of its group apply on top
+            if f"{group}.preset" in rest:
+                recipe = recipe.replace(**{group: _preset(group, rest.pop(f"{group}.preset"), source)})
+    except RecipeError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise RecipeError(err if str(err).startswith(source) else f"{source}: {err}") from err
+    return recipe, rest
+
+
+def _typed_by_group(recipe: Recipe, changes: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    """``{group: {field: typed value}}`` (``""``: top-level fields); an unknown key fails naming the closest ones."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            part = getattr(recipe, head, None) if head in _NESTED else None
+            if part is not None and rest not in _field_types(type(part)) and head in _PRESET_GROUPS:
+                grouped.setdefault(head, {}).setdefault("extra", dict(part.extra))[rest] = value  # preset checks it
+                continue
+            if part is None or rest not in _field_types(type(part)):
+                raise RecipeError(_unknown(key, recipe, source))
+            grouped.setdefault(head, {})[rest] = _coerce(value, _field_types(type(part))[rest], key, source)
+        elif key in _field_types(Recipe) and key not in _NESTED:
+            grouped.setdefault("", {})[key] = _coerce(value, _field_types(Recipe)[key], key, source)
+        else:
+            raise RecipeError(_unknown(key, recipe, source))
+    return grouped
+
+
+def _build(recipe: Recipe, grouped: dict[str, dict[str, Any]], source: str) -> Recipe:
+    """The recipe with the typed values set; the groups' and the recipe's own checks become one ``RecipeError``."""
+    grouped = dict(grouped)
+    top = grouped.pop("", {})
+    try:
+        nested = {head: dataclasses.replace(getattr(recipe, head), **vals) for head, vals in grouped.items()}
+        return dataclasses.replace(recipe, **top, **nested)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"{source}: {err}") from err
 
 
 def _field_types(cls: type) -> dict[str, Any]:

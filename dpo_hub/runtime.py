@@ -84,9 +84,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DPO_HUB_CACHE") or "~/.cache/dpo_hub").expanduser()
 
 
-@functools.cache
+CPU_BF16_ENV = "DPO_HUB_CPU_BF16"
+
+
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); without, torch emulates it, slower."""
+    """Whether this CPU computes bf16 natively (AVX-512 BF16 or AMX); without, torch emulates it, slower.
+
+    ``DPO_HUB_CPU_BF16=1`` or ``0`` forces the answer (and so what ``precision: auto`` picks on a CPU), e.g.
+    to run the tests as on a CPU with or without bf16; unset or empty: read from ``/proc/cpuinfo``. The
+    variable is read on every call (only the ``/proc/cpuinfo`` reading is cached).
+    """
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("1", "0"):
+        return forced == "1"
+    if forced:
+        raise ValueError(f"{CPU_BF16_ENV}={forced!r}: expected 1 (bf16), 0 (no bf16) or unset (detect from the CPU)")
+    return _cpuinfo_has_bf16()
+
+
+@functools.cache
+def _cpuinfo_has_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
@@ -104,9 +121,11 @@ def resolve_precision(precision: str, use_cpu: bool) -> tuple[str, str]:
     if precision != "auto":
         return precision, "set by dpo.precision"
     if use_cpu:
+        forced = os.environ.get(CPU_BF16_ENV, "").strip()
+        forced = f" ({CPU_BF16_ENV}={forced})" if forced else ""
         if cpu_has_bf16():
-            return "bf16", "this CPU has AVX-512 BF16/AMX: bf16 autocast, fp32 weights"
-        return "fp32", "this CPU has no AVX-512 BF16/AMX, where bf16 is emulated and slower"
+            return "bf16", f"this CPU has AVX-512 BF16/AMX{forced}: bf16 autocast, fp32 weights"
+        return "fp32", f"this CPU has no AVX-512 BF16/AMX{forced}, where bf16 is emulated and slower"
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
         return "bf16", f"{torch.cuda.get_device_name()} computes bf16: autocast, fp32 weights"
     return "fp32", "this accelerator has no bf16"

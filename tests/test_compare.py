@@ -223,3 +223,57 @@ def test_one_pair_and_skipped_pairs_keep_their_index(tuned, tokenizer, pairs):
     assert comparison.preference["reward_margin"]["ci95"] is None  # no spread from one pair; still valid JSON
     json.dumps(comparison.to_dict(), allow_nan=False)
     assert "implicit reward margin" in format_table(comparison)
+
+
+# ---- the comparison scores pairs as trl trains on them ------------------------------------------------
+EDGE_PAIRS = [  # where a re-implemented rule can drift from trl's
+    {"prompt": "The answer is ", "chosen": "yes, clearly.", "rejected": "no."},  # " yes" merges across the boundary
+    {"prompt": "Say hi.\n", "chosen": "Hi!<|endoftext|>", "rejected": "Bye."},  # an answer that already ends in eos
+]
+
+
+def trl_tokenizer(with_bos: bool) -> Any:
+    """The embedded GPT-2 tokenizer; ``with_bos``: one that starts every text with a BOS token, as Llama's do."""
+    from transformers import AutoTokenizer
+
+    if not with_bos:
+        return embedded.load_tokenizer()
+    tokenizer = AutoTokenizer.from_pretrained(embedded.TOKENIZER_DIR, add_bos_token=True)
+    tokenizer.pad_token = tokenizer.eos_token
+    assert tokenizer("Hi")["input_ids"][0] == tokenizer.bos_token_id
+    return tokenizer
+
+
+@pytest.mark.parametrize("with_bos", [False, True], ids=["gpt2", "bos_tokenizer"])
+def test_base_scores_equal_trls_reference_log_probs_on_its_own_batch(tmp_path, with_bos):
+    """The comparison's base log-probs are trl's own: its tokenised dataset, collator and ``compute_ref_log_probs``.
+
+    Ties ``encode_pair`` (a re-implementation of trl's tokenisation) to trl itself, not to a copy of the rule.
+    """
+    import datasets
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    tokenizer = trl_tokenizer(with_bos)
+    data = prepare(UltraFeedback(dataset=embedded.EMBEDDED, limit=6, eval_fraction=0), tokenizer)
+    pairs = [dict(p) for p in data.train] + EDGE_PAIRS
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=len(pairs), report_to=[], use_cpu=True,
+                     max_length=None, bf16=False, fp16=False)  # fp32; nothing truncated on either side
+    lora = LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False,
+                      task_type="CAUSAL_LM")  # a non-zero adapter: tuned != base, so "adapter off" is tested
+    trainer = DPOTrainer(model=embedded.build_model(), ref_model=None, args=args, processing_class=tokenizer,
+                         train_dataset=datasets.Dataset.from_list(pairs), peft_config=lora)
+    tokenised = trainer.train_dataset
+    assert len(tokenised) == len(pairs) and tokenised["prompt"] == [p["prompt"] for p in pairs], "same pairs, in order"
+    batch = trainer.data_collator([tokenised[i] for i in range(len(tokenised))])
+    trainer.model.eval()
+    trl_chosen, trl_rejected = trainer.compute_ref_log_probs(trainer.model, batch)  # the adapter off: the base
+
+    scores = score_pairs(trainer.model, tokenizer, pairs, batch_size=3)
+    assert scores.skipped == 0 and scores.index == list(range(len(pairs)))
+    completion_tokens = batch["completion_mask"].sum(1).tolist()
+    assert scores.chosen_tokens + scores.rejected_tokens == completion_tokens, "the tokens scored are trl's"
+    for side, ours, theirs in (("chosen", scores.base_chosen, trl_chosen), ("rejected", scores.base_rejected,
+                                                                           trl_rejected)):
+        assert ours == pytest.approx(theirs.tolist(), rel=1e-4), f"{side}: dpo_hub's base log-probs are not trl's"
+    assert all(abs(t - b) > 1e-3 for t, b in zip(scores.tuned_chosen, scores.base_chosen, strict=True))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from trl.kernels import chunked_logprob
 
-from dpo_hub import embedded
+from dpo_hub import embedded, upstream
 from dpo_hub.training.levers import cpu_head, cpu_rows
 
 OUTPUT_SETS = [("log_probs",), ("log_probs", "entropy", "mean_logits", "is_top1"),
@@ -43,17 +45,25 @@ def run_head(states, weight, targets, outputs, logit_scale, entropy_grad=False):
     return [x for x in result if x is not None], hidden.grad, head.grad
 
 
+def lean_folds():
+    """The lean folds set in trl's module, as the trainer sets them while it trains (restored on exit)."""
+    lever, patches = cpu_head._lean_folds()
+    assert lever.active, lever.why
+    stack = contextlib.ExitStack()
+    for private, value in patches:
+        stack.enter_context(upstream.patched(private, value))
+    return stack
+
+
 @pytest.mark.parametrize("outputs", OUTPUT_SETS)
 @pytest.mark.parametrize("logit_scale", [1.0, 0.5])
-def test_lean_tile_folds_give_trls_statistics_and_gradients(outputs, logit_scale, monkeypatch):
-    assert cpu_head.lean_tile_folds()
-    lean_forward, lean_backward = chunked_logprob._forward_tile, chunked_logprob._backward_tile
-    assert lean_forward.dpo_hub_patched and cpu_head.lean_tile_folds()  # a second call changes nothing
-    assert chunked_logprob._forward_tile is lean_forward
+def test_lean_tile_folds_give_trls_statistics_and_gradients(outputs, logit_scale):
+    trl_forward = chunked_logprob._forward_tile
     case = head_case()
-    lean = run_head(*case, outputs, logit_scale)
-    monkeypatch.setattr(chunked_logprob, "_forward_tile", lean_forward.dpo_hub_original)
-    monkeypatch.setattr(chunked_logprob, "_backward_tile", lean_backward.dpo_hub_original)
+    with lean_folds():
+        assert chunked_logprob._forward_tile is not trl_forward
+        lean = run_head(*case, outputs, logit_scale)
+    assert chunked_logprob._forward_tile is trl_forward, "trl's own fold is back after the block"
     trls = run_head(*case, outputs, logit_scale)
     for got, expected in zip(lean[0], trls[0]):
         assert got.dtype == expected.dtype
@@ -67,11 +77,11 @@ def test_lean_tile_folds_give_trls_statistics_and_gradients(outputs, logit_scale
 
 
 def test_entropy_gradients_keep_trls_backward():
-    cpu_head.lean_tile_folds()
     case = head_case(seed=3)
     outputs = ("log_probs", "entropy")
-    with_entropy = run_head(*case, outputs, 1.0, entropy_grad=True)
-    without = run_head(*case, outputs, 1.0)
+    with lean_folds():
+        with_entropy = run_head(*case, outputs, 1.0, entropy_grad=True)
+        without = run_head(*case, outputs, 1.0)
     assert not torch.allclose(with_entropy[1], without[1]), "the entropy term reached the gradient"
 
 
@@ -82,6 +92,13 @@ def tiny_llama():
     config = LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2)
     return LlamaForCausalLM(config)
+
+
+def trimmed(backbone):
+    """The forward trim_padding makes for ``backbone`` (which the trainer sets only while it trains)."""
+    lever, (owner, name, forward) = cpu_rows.trim_padding(type("M", (), {"base_model": backbone})())
+    assert lever.active and owner is backbone and name == "forward"
+    return forward
 
 
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
@@ -116,12 +133,9 @@ def test_rows_at_own_length_and_shared_prompts_give_the_same_hidden_states(backb
         with torch.no_grad():
             plain = type(backbone).forward(backbone, input_ids=ids, attention_mask=mask, use_cache=False)
             seen.clear()
-            wrapped_model = type("M", (), {"base_model": backbone})()
-            assert cpu_rows.trim_padding(wrapped_model)
-            got = backbone.forward(input_ids=ids, attention_mask=mask, use_cache=False)
+            got = trimmed(backbone)(input_ids=ids, attention_mask=mask, use_cache=False)
     finally:
         hook.remove()
-        del backbone.forward
     real = mask.bool()
     assert torch.allclose(got.last_hidden_state[real], plain.last_hidden_state[real], atol=1e-5)
     assert not got.last_hidden_state[~real].any()
@@ -134,12 +148,8 @@ def test_shared_prompt_passes_gradients_to_both_answers(backbone, monkeypatch):
     ids, mask = dpo_rows(shared=7, lengths=(12, 16, 18, 9))
     weight = backbone.get_input_embeddings().weight
     grads = []
-    for wrap in (True, False):
-        if wrap:
-            assert cpu_rows.trim_padding(type("M", (), {"base_model": backbone})())
-        out = backbone.forward(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-        if wrap:
-            del backbone.forward
+    for forward in (trimmed(backbone), backbone.forward):
+        out = forward(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
         loss = (out * mask[..., None]).pow(2).sum()
         grads.append(torch.autograd.grad(loss, weight)[0])
     assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)

@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_hub"
 PACKAGES = [  # the order data flows: recipe -> data/sources -> training -> outputs -> compare/card -> hub -> CLI
-    ["errors", "runtime", "plugins", "embedded"],  # the base every package may use
+    ["errors", "runtime", "upstream", "plugins", "embedded"],  # the base every package may use
     ["config"], ["sources"], ["data"], ["recipe"], ["artifacts"], ["compare"], ["training"], ["hub"],
     ["cli", "recipes", "__main__"],  # what users type: the CLI lists recipes, a recipe module runs the CLI's launcher
 ]
@@ -100,7 +100,7 @@ def test_test_tooling_uses_only_the_base():
 def test_ls_shows_the_flow():
     """Top-level modules are only the base and the recipe; every other concept is a package."""
     modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
-    assert modules == sorted(["errors", "runtime", "plugins", "recipe"])
+    assert modules == sorted(["errors", "runtime", "upstream", "plugins", "recipe"])
 
 
 @pytest.mark.parametrize(("line", "expected"), [

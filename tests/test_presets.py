@@ -11,6 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from dpo_hub import DPO_PRESETS, LORA_PRESETS, DPOPreset, LoraPreset
 from dpo_hub.config.losses import describe_losses, untrained_loss
+from dpo_hub.runtime import cpu_has_bf16
 
 
 def tiny_gpt2():
@@ -60,7 +61,8 @@ def test_tutorial_dpo_preset_is_explicit_about_trl_defaults(tmp_path):
     assert (config.beta, config.learning_rate, config.num_train_epochs) == (0.1, 1e-4, 1.0)
     assert (config.per_device_train_batch_size, config.warmup_steps, config.max_length) == (1, 2, 512)
     assert config.eval_strategy == "epoch" and config.loss_type == ["sigmoid"]
-    assert config.bf16 is False and config.fp16 is False, "trl defaults bf16=True, which fails on CPU"
+    on_cpu_with_bf16 = cpu_has_bf16()  # precision auto: bf16 autocast only where the CPU computes it
+    assert config.bf16 is on_cpu_with_bf16 and config.fp16 is False, "trl defaults bf16=True, emulated on most CPUs"
     assert config.disable_dropout is True, "trl's default: no dropout anywhere, as the tutorial runs"
     assert config.gradient_checkpointing is False
 
@@ -82,8 +84,12 @@ def test_effective_batch_sets_accumulation(processes, accumulation):
         preset.accumulation_for(3)
 
 
-def test_auto_precision_on_cpu_is_fp32(tmp_path):
+@pytest.mark.parametrize(("cpu_bf16", "bf16"), [("0", False), ("1", True)], ids=["cpu_without_bf16", "cpu_with_bf16"])
+def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_has_it(tmp_path, monkeypatch, cpu_bf16, bf16):
+    monkeypatch.setenv("DPO_HUB_CPU_BF16", cpu_bf16)  # as on a CPU without / with AVX-512 BF16 or AMX
     config = DPOPreset(precision="auto").to_dpo_config(str(tmp_path), use_cpu=True)
+    assert config.bf16 is bf16 and config.fp16 is False
+    config = DPOPreset(precision="fp32").to_dpo_config(str(tmp_path), use_cpu=True)
     assert config.bf16 is False and config.fp16 is False
 
 

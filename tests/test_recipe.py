@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import sys
 import time
 
@@ -89,6 +90,42 @@ def test_unknown_key_fails_before_any_model_loads(tmp_path):
     assert "unknown recipe key 'dpo.bta'" in proc.stderr and "dpo.beta" in proc.stderr
     assert "[dpo_hub]" not in proc.stdout and not (tmp_path / "o").exists()
     assert time.time() - started < 60
+
+
+# Literal fingerprints of the shipped recipes, as users have them in checkpoint and sweep folder names.
+PINNED_FINGERPRINTS = {
+    "dpo_hub.recipes.gpt2_ultrafeedback.RECIPE": "527d672256bc",
+    "dpo_hub.recipes.smollm2_truthfulqa.RECIPE": "c496c672952c",
+    "recipes/gpt2_ultrafeedback.yaml": "527d672256bc",
+    "recipes/gpt2_ultrafeedback_tutorial.yaml": "189bd763c336",
+    "recipes/smollm2_truthfulqa.yaml": "c496c672952c",
+    "Recipe(model='gpt2')": "9a0d3eba6fb1",  # a plain model name: fingerprinted from the name alone
+}
+FINGERPRINT_CHANGED = ("changing a fingerprint invalidates every user's checkpoints (resume refuses them) and sweep "
+                       "points (sweeps retrain them); if this is deliberate, record it in CHANGELOG.md and update "
+                       "PINNED_FINGERPRINTS, else keep the fingerprint (e.g. leave a new default-valued field out of it)")
+
+
+def _pinned_recipe(name: str) -> Recipe:
+    if name.endswith(".yaml"):  # as `dpo-hub train --config FILE` loads it
+        return Recipe.from_yaml(REPO / name)
+    if name.startswith("Recipe("):
+        return Recipe(model="gpt2")
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_FINGERPRINTS))
+def test_shipped_fingerprints_are_pinned(name):
+    assert _pinned_recipe(name).fingerprint() == PINNED_FINGERPRINTS[name], f"{name}: {FINGERPRINT_CHANGED}"
+
+
+def test_every_shipped_recipe_has_a_pinned_fingerprint():
+    from dpo_hub.recipes import SHIPPED as SHIPPED_MODULES
+
+    pinned = {*(f"{m}.RECIPE" for m in SHIPPED_MODULES),
+              *(str(p.relative_to(REPO)) for p in (REPO / "recipes").glob("*.yaml"))}
+    assert pinned <= set(PINNED_FINGERPRINTS), f"pin the fingerprint of {sorted(pinned - set(PINNED_FINGERPRINTS))}"
 
 
 def test_fingerprint_is_stable_and_tracks_what_is_computed():

@@ -6,6 +6,7 @@ reference, completion-only log-probs against full logits, the timed warm-up agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -51,7 +52,7 @@ def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, mon
     monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "cache"))
     slow = trainer_for(tmp_path / "a", tokenizer, **{"dpo.reference_cache": False})
     fast = trainer_for(tmp_path / "b", tokenizer)
-    assert not slow.precompute_ref_logps and fast.precompute_ref_logps and slow.reference is None
+    assert not slow.precompute_ref_logps and fast.precompute_ref_logps and slow.reference_cache is None
     assert cache_files() == [] and "ref_chosen_logps" not in fast.train_dataset.column_names  # nothing up front
     batch = first_batch(fast)
     slow.model.eval(), fast.model.eval()
@@ -60,26 +61,27 @@ def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, mon
         got = fast.compute_loss(fast.model, batch)
         again = fast.compute_loss(fast.model, batch)  # now read from the cache
     assert float(got) == pytest.approx(float(expected), abs=1e-6) and float(again) == float(got)
-    assert (fast.reference.computed, fast.reference.reused) == (2, 2)
+    assert (fast.reference_cache.computed, fast.reference_cache.reused) == (2, 2)
     ref = slow.compute_ref_log_probs(slow.model, batch)
-    filled = fast.reference.fill(fast.model, batch)
+    filled = fast.reference_cache.fill(fast.model, batch)
     assert torch.allclose(ref[0], filled["ref_chosen_logps"], atol=1e-4)
     assert torch.allclose(ref[1], filled["ref_rejected_logps"], atol=1e-4)
 
     fast.train()  # 2 steps: the pairs they train on are computed once and written when training ends
     assert len(cache_files()) == 1
     known = json.loads(cache_files()[0].read_text())
-    assert len(known) == fast.reference.computed and fast.reference.computed < len(fast.train_dataset) + 2
+    assert len(known) == fast.reference_cache.computed and fast.reference_cache.computed < len(fast.train_dataset) + 2
     other_lora = trainer_for(tmp_path / "c", tokenizer, **{"lora.r": 8, "dpo.beta": 0.3})  # same base: a sweep point
-    assert other_lora.reference.folder == fast.reference.folder and len(other_lora.reference.values) == len(known)
+    assert other_lora.reference_cache.folder == fast.reference_cache.folder
+    assert len(other_lora.reference_cache.values) == len(known)
     set_seed(42)
     other_lora.train()  # the same seed draws the same pairs: all reused, none computed
-    assert other_lora.reference.computed == 0 and other_lora.reference.reused > 0
+    assert other_lora.reference_cache.computed == 0 and other_lora.reference_cache.reused > 0
     assert len(cache_files()) == 1, "nothing new to write"
     shorter = trainer_for(tmp_path / "d", tokenizer, **{"dpo.max_length": 48})  # other tokens: other keys
     short_batch = first_batch(shorter)
     shorter.compute_loss(shorter.model, short_batch)
-    assert shorter.reference.computed == 2
+    assert shorter.reference_cache.computed == 2
 
 
 def test_completion_only_log_probs_equal_full_logits(tmp_path, tokenizer):
@@ -87,7 +89,7 @@ def test_completion_only_log_probs_equal_full_logits(tmp_path, tokenizer):
     batch = first_batch(trainer)
     model = trainer.model.eval()
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
-    with torch.no_grad():
+    with torch.no_grad(), trainer.levers_on():
         fused = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
                       fused_lm_head=True).log_probs
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
@@ -138,13 +140,20 @@ def test_checkpointing_auto_follows_the_memory_estimate(tmp_path, tokenizer):
     assert want_checkpointing(False, model, args, torch.device("cpu"))[0] is False
 
 
-def test_precision_auto_never_picks_what_the_cpu_lacks():
+def test_precision_auto_never_picks_what_the_cpu_lacks(monkeypatch):
     assert resolve_precision("fp32", use_cpu=True)[0] == "fp32"
+    monkeypatch.delenv("DPO_HUB_CPU_BF16", raising=False)
     picked, why = resolve_precision("auto", use_cpu=True)
-    assert picked in ("fp32", "bf16") and why
     flags = open("/proc/cpuinfo").read().split()
-    if "avx512_bf16" not in flags and "amx_bf16" not in flags:
-        assert picked == "fp32", why
+    assert picked == ("bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else "fp32"), why
+    for forced, expected in (("1", "bf16"), ("0", "fp32")):  # DPO_HUB_CPU_BF16 runs the suite as on the other CPU
+        monkeypatch.setenv("DPO_HUB_CPU_BF16", forced)
+        picked, why = resolve_precision("auto", use_cpu=True)
+        assert picked == expected and f"DPO_HUB_CPU_BF16={forced}" in why, why
+        assert resolve_precision("fp32", use_cpu=True)[0] == "fp32", "a set precision is not forced"
+    monkeypatch.setenv("DPO_HUB_CPU_BF16", "yes")
+    with pytest.raises(ValueError, match="DPO_HUB_CPU_BF16='yes': expected 1"):
+        resolve_precision("auto", use_cpu=True)
 
 
 def test_run_prints_its_plan_and_progress(trained_run):
@@ -175,10 +184,10 @@ def test_reference_leaves_the_random_stream_alone(tmp_path, tokenizer, monkeypat
     trainer.model.train()
     batch = first_batch(trainer)
     rng = torch.random.get_rng_state()
-    filled = trainer.reference.fill(trainer.model, batch)
-    assert trainer.reference.computed == 2 and trainer.model.training
+    filled = trainer.reference_cache.fill(trainer.model, batch)
+    assert trainer.reference_cache.computed == 2 and trainer.model.training
     assert torch.equal(torch.random.get_rng_state(), rng)
-    assert torch.equal(trainer.reference.fill(trainer.model, batch)["ref_chosen_logps"], filled["ref_chosen_logps"])
+    assert torch.equal(trainer.reference_cache.fill(trainer.model, batch)["ref_chosen_logps"], filled["ref_chosen_logps"])
 
 
 def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer, monkeypatch):
@@ -187,9 +196,7 @@ def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer, 
     monkeypatch.setattr(cpu_rows, "SHARED_PREFIX_MIN", 1)
     trimmed = trainer_for(tmp_path / "a", tokenizer)
     padded = trainer_for(tmp_path / "b", tokenizer)
-    backbone = padded.model.get_base_model().base_model
-    del backbone.forward  # the instance attribute trim_padding installed: back to the class's forward
-    assert getattr(trimmed.model.get_base_model().base_model.forward, "dpo_hub_trimmed", False)
+    assert trimmed.levers["trim_padding"].active  # applied inside levers_on(); `padded` runs trl's own calls
     rows = [trimmed.train_dataset[i] for i in range(len(trimmed.train_dataset))]
     pair = next(r for r in rows if len(r["chosen_ids"]) != len(r["rejected_ids"]))  # padding to trim
     batch = trimmed.data_collator([pair])
@@ -200,7 +207,8 @@ def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer, 
         wte = trainer.model.get_base_model().base_model.wte
         seen = []
         hook = wte.register_forward_hook(lambda module, args, out, seen=seen: seen.append(args[0].numel()))
-        loss = trainer.compute_loss(trainer.model, batch)
+        with trimmed.levers_on() if trainer is trimmed else contextlib.nullcontext():
+            loss = trainer.compute_loss(trainer.model, batch)
         hook.remove()
         embedded_tokens.append(sum(seen))
         loss.backward()
@@ -217,8 +225,9 @@ def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer, 
 
 
 def test_bf16_saved_activations_halve_the_bytes_and_keep_the_gradients(tmp_path, tokenizer, monkeypatch):
-    compact = trainer_for(tmp_path / "a", tokenizer)
-    exact = trainer_for(tmp_path / "b", tokenizer, **{"dpo.saved_activations": "fp32"})
+    fp32_step = {"dpo.precision": "fp32"}  # what the lever is for; auto is bf16 autocast on a CPU with bf16
+    compact = trainer_for(tmp_path / "a", tokenizer, **fp32_step)
+    exact = trainer_for(tmp_path / "b", tokenizer, **fp32_step, **{"dpo.saved_activations": "fp32"})
     pack, unpack = bf16_hooks(compact.model)
     activation = torch.randn(4, 64, 768)
     packed = pack(activation)
@@ -249,7 +258,7 @@ def test_a_run_over_every_pair_computes_them_up_front(tmp_path, tokenizer, monke
     monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "cache"))
     trainer = trainer_for(tmp_path, tokenizer, **{"dpo.max_steps": -1, "dpo.num_train_epochs": 1.0})
     pairs = len(trainer.train_dataset) + len(trainer.eval_dataset)  # it evaluates: both splits
-    computed = trainer.reference.computed
+    computed = trainer.reference_cache.computed
     assert 0 < computed <= pairs and len(cache_files()) == 1  # batched pass, written at once
     trainer.compute_loss(trainer.model, first_batch(trainer))
-    assert trainer.reference.computed == computed and trainer.reference.reused == 2  # nothing left for the step
+    assert trainer.reference_cache.computed == computed and trainer.reference_cache.reused == 2  # nothing left for the step

@@ -6,6 +6,7 @@ earlier finished run in ``NAME`` is replaced only with ``overwrite_output_dir`` 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -81,3 +82,14 @@ def readable_modes(folder: Path) -> None:
     for path in [folder, *folder.rglob("*")]:
         if not path.is_symlink():
             path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
+def sha256(data: bytes | Path) -> str:
+    """Hex sha256 of bytes or of a file (read in 1 MiB blocks)."""
+    if isinstance(data, bytes):
+        return hashlib.sha256(data).hexdigest()
+    digest = hashlib.sha256()
+    with data.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from dpo_hub import upstream
+
 _DIRECTIVE = re.compile(r"^\s*#\s*dpo_hub\s*:(.*)$")
 
 
@@ -76,11 +78,9 @@ def _launch_args(argv: list[str]) -> list[str] | None:
 
 
 def _config_file(launch_args: list[str], cwd: str) -> str | None:
-    from accelerate.commands.config import default_config_file
-    from accelerate.commands.launch import launch_command_parser
-
+    default_config_file = upstream.get(upstream.ACCELERATE_DEFAULT_CONFIG)
     try:
-        config_file = launch_command_parser().parse_args(launch_args).config_file
+        config_file = upstream.get(upstream.ACCELERATE_LAUNCH_PARSER)().parse_args(launch_args).config_file
     except SystemExit:
         return None
     if config_file is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dpo_hub import upstream
 from dpo_hub.errors import RecipeError
 
 PACKAGES = {  # tracker -> what to pip install (the trackers transformers can detect as installed)
@@ -19,9 +20,7 @@ PACKAGES = {  # tracker -> what to pip install (the trackers transformers can de
 
 def supported() -> tuple[str, ...]:
     """Every tracker name the installed transformers accepts in ``report_to`` (besides ``all`` and ``none``)."""
-    from transformers.integrations.integration_utils import INTEGRATION_TO_CALLBACK
-
-    return tuple(INTEGRATION_TO_CALLBACK)
+    return tuple(upstream.get(upstream.TRACKER_NAMES))
 
 
 def normalize(value: Any) -> list[str]:
@@ -38,9 +37,7 @@ def normalize(value: Any) -> list[str]:
 
 def check_installed(names: list[str]) -> None:
     """Raise ``RecipeError`` saying what to ``pip install`` for a chosen tracker that is not installed."""
-    from transformers.integrations.integration_utils import get_available_reporting_integrations
-
-    available = set(get_available_reporting_integrations())
+    available = set(upstream.get(upstream.TRACKERS_INSTALLED)())
     missing = [n for n in names if n in PACKAGES and n not in available]
     if missing:
         install = " ".join(PACKAGES[n] for n in missing)

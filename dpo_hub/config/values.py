@@ -14,7 +14,7 @@ import types
 import typing
 from typing import Any
 
-from dpo_hub.errors import RecipeError
+from dpo_hub.errors import DpoHubError, RecipeError
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
@@ -144,3 +144,20 @@ def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         close = difflib.get_close_matches(str(value), allowed, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise RecipeError(f"{key}={value!r} is not allowed; {hint}use one of: {', '.join(allowed)}")
+
+
+def check_repo_id(repo_id: str, key: str | None = None, error: type[DpoHubError] = RecipeError) -> None:
+    """Raise ``error`` naming ``key`` (or just the id) unless ``repo_id`` is a valid Hub repo id; no network call.
+
+    The recipe raises ``RecipeError`` for its ``push_to_hub`` key, the Hub commands ``HubError`` for their argument.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        what = f"{key}={repo_id!r}" if key else repr(repo_id)
+        why = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise error(f"{what} is not a valid Hub repo id ({why}); use NAMESPACE/NAME, e.g. your-user/gpt2-dpo "
+                    "(letters, digits, '-', '_' and '.' in namespace/name)") from err

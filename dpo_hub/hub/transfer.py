@@ -12,21 +12,20 @@ the commit with exponential backoff on connection errors, timeouts and HTTP 5xx.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dpo_hub.artifacts.folders import COMPLETE_MARKER
+from dpo_hub.artifacts.folders import COMPLETE_MARKER, sha256
+from dpo_hub.config.values import check_repo_id
 from dpo_hub.errors import HubError
 from dpo_hub.hub.card import base_model_id, build_card
 from dpo_hub.hub.errors import (
     LOGIN_HINT,
     PUSH_ATTEMPTS,
     PUSH_BASE_DELAY,
-    first_line,
     hub_errors,
     repo_label,
     with_retries,
@@ -49,7 +48,7 @@ def check_push_target(repo_id: str, token: str | None = None) -> str:
     """
     from huggingface_hub import HfApi
 
-    _validate_repo_id(repo_id)
+    check_repo_id(repo_id, error=HubError)
     token = _require_token(repo_id, token)
     with hub_errors(repo_id, token=token, action="check the push target"):
         return _writable_repo_id(HfApi(token=token).whoami(), repo_id)
@@ -80,7 +79,7 @@ def push_files(files_for: Callable[[str], dict[str, bytes | Path]], repo_id: str
     content (bytes, or a local file's path); one commit, skipped when unchanged, retried when transient."""
     from huggingface_hub import HfApi
 
-    _validate_repo_id(repo_id)
+    check_repo_id(repo_id, error=HubError)
     token = _require_token(repo_id, token)
     what = f"push to {repo_label(repo_id, revision)}"
     with hub_errors(repo_id, revision, token, "push to", attempts=attempts):
@@ -95,7 +94,7 @@ def download_adapter(repo_id: str, revision: str | None = None, token: str | Non
     """Snapshot of the adapter repo at one commit (safe file types only); refuses pickle-only weights."""
     from huggingface_hub import HfApi, snapshot_download
 
-    _validate_repo_id(repo_id)
+    check_repo_id(repo_id, error=HubError)
     with hub_errors(repo_id, revision, token, "download"):
         info = HfApi(token=token).model_info(repo_id, revision=revision)
         _require_adapter(repo_label(repo_id, revision), [s.rfilename for s in info.siblings or []])
@@ -137,22 +136,12 @@ def _head_if_unchanged(api: Any, repo_id: str, revision: str | None, files: dict
         if entry is None:
             return None
         if entry.lfs is not None:
-            same = entry.lfs.sha256 == _sha256(data)
+            same = entry.lfs.sha256 == sha256(data)
         else:
             same = entry.blob_id == git_hash(data.read_bytes() if isinstance(data, Path) else data)
         if not same:
             return None
     return info.sha
-
-
-def _sha256(data: bytes | Path) -> str:
-    if isinstance(data, bytes):
-        return hashlib.sha256(data).hexdigest()
-    digest = hashlib.sha256()
-    with data.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _files_to_publish(output_dir: Path, repo_id: str, license: str | None) -> dict[str, bytes]:
@@ -183,18 +172,6 @@ def _require_adapter(label: str, files: list[str]) -> None:
 
 
 # -- checks before any write ---------------------------------------------------------------------
-def _validate_repo_id(repo_id: str) -> None:
-    """Reject a malformed id before any network call."""
-    from huggingface_hub.errors import HFValidationError
-    from huggingface_hub.utils import validate_repo_id
-
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise HubError(f"{repo_id!r} is not a valid Hub repo id ({first_line(err)}); use 'namespace/name' "
-                       "with letters, digits, '-', '_' and '.'.") from err
-
-
 def _require_token(repo_id: str, token: str | None) -> str:
     """The token to push with: ``token``, else ``HF_TOKEN`` or the ``hf auth login`` store."""
     from huggingface_hub import get_token

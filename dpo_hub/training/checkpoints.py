@@ -8,7 +8,6 @@ the previous one. Ctrl-C asks for a checkpoint at the end of the current step an
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from dpo_hub.artifacts.folders import sha256
 from dpo_hub.errors import RecipeError
 
 log = logging.getLogger("dpo_hub")
@@ -80,17 +80,9 @@ def _problem(path: Path) -> str | None:
     for name, digest in expected.items():
         if not (path / name).is_file():
             return f"{name} is missing"
-        if _sha256(path / name) != digest:
+        if sha256(path / name) != digest:
             return f"{name} is damaged (its sha256 changed since it was written)"
     return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_eval_before(folder: Path) -> dict | None:
@@ -133,7 +125,7 @@ class Checkpointing(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if state.is_world_process_zero:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            files = {p.name: _sha256(p) for p in sorted(path.iterdir()) if p.is_file() and p.name != MARKER}
+            files = {p.name: sha256(p) for p in sorted(path.iterdir()) if p.is_file() and p.name != MARKER}
             tmp = path / (MARKER + ".tmp")
             tmp.write_text(json.dumps({"step": state.global_step, "sha256": files}, indent=1))
             os.replace(tmp, path / MARKER)

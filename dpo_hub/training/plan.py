@@ -15,6 +15,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from dpo_hub import upstream
+
 log = logging.getLogger("dpo_hub")
 LONG_RUN_S = 3600  # on a CPU, above this the log says how to make the run smaller
 
@@ -69,12 +71,12 @@ def _time_step(trainer: Any, row: int) -> tuple[float, float]:
     model = trainer.model
     batch = trainer.data_collator([trainer.train_dataset[row]])
     batch = {k: v.to(trainer.accelerator.device) if hasattr(v, "to") else v for k, v in batch.items()}
-    was_training, tokens_before = model.training, getattr(trainer, "_total_train_tokens", 0)
+    was_training, tokens_before = model.training, upstream.tokens_counted(trainer)
     model.train()
     elapsed = 0.0
-    reference = getattr(trainer, "reference", None)  # a pair's reference is computed on its first use only
+    reference = getattr(trainer, "reference_cache", None)  # a pair's reference is computed on its first use only
     reference_s = reference.seconds if reference else 0.0
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _levers_on(trainer):
         for _ in range(2):
             started = time.perf_counter()
             with trainer.compute_loss_context_manager():
@@ -83,9 +85,16 @@ def _time_step(trainer: Any, row: int) -> tuple[float, float]:
             elapsed = time.perf_counter() - started
             model.zero_grad(set_to_none=True)
     model.train(was_training)
-    trainer._metrics["train"].clear()  # the warm-up's metrics and tokens are not the first step's
-    trainer._total_train_tokens = tokens_before
+    if upstream.missing(upstream.TRL_STEP_METRICS, upstream.TRL_TOKEN_COUNT, instance=trainer) is None:
+        upstream.forget_step(trainer, tokens_before)  # the warm-up's metrics and tokens are not the first step's
     return elapsed, (reference.seconds - reference_s) if reference else 0.0
+
+
+def _levers_on(trainer: Any) -> Any:
+    """The trainer's levers for the timed step (a plain trl trainer has none)."""
+    import contextlib
+
+    return trainer.levers_on() if hasattr(trainer, "levers_on") else contextlib.nullcontext()
 
 
 def describe(plan: Plan, use_cpu: bool) -> list[str]:

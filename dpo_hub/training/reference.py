@@ -9,7 +9,7 @@ eval mode, no gradients) before the policy's forward pass and kept under ``$DPO_
 trl version. So a run pays only for the pairs it trains and evaluates on (a ``max_steps`` run over part of a
 split pays for that part), and reruns, resumed runs and sweeps over beta, learning rate or LoRA settings reuse
 every pair already seen. A single-process run that will use every train pair computes the missing ones up
-front in one batched, length-sorted pass.
+front in one batched, length-sorted pass. ``DpoHubTrainer.use_reference_cache`` puts the values in the batch.
 """
 
 from __future__ import annotations
@@ -156,20 +156,11 @@ class _Flush(TrainerCallback):
                  self.cache.seconds, self.cache.reused, self.cache.folder)
 
 
-def attach(trainer: Any, state: Any) -> ReferenceCache:
-    """Make ``trainer`` read each batch's reference log-probs from a :class:`ReferenceCache` (``trainer.reference``)
-    instead of running the base model at every step."""
-    key = _broadcast(_cache_key(trainer) if state.is_main_process else None, state)  # one process hashes
+def open_cache(trainer: Any, state: Any) -> ReferenceCache:
+    """The cache for ``trainer``'s base model (one process hashes the weights), with the callback that writes it;
+    a single-process run that will use every train pair fills the missing ones up front, batched."""
+    key = _broadcast(_cache_key(trainer) if state.is_main_process else None, state)
     cache = ReferenceCache(trainer, cache_dir() / "reference_logps" / key)
-    original = trainer.compute_loss
-
-    def compute_loss(model, inputs, return_outputs=False, num_items_in_batch=None):
-        return original(model, cache.fill(model, inputs), return_outputs=return_outputs,
-                        num_items_in_batch=num_items_in_batch)
-
-    trainer.compute_loss = compute_loss
-    trainer.precompute_ref_logps = True  # trl's flag: read ref_chosen_logps/ref_rejected_logps from the batch
-    trainer.reference = cache
     trainer.add_callback(_Flush(cache))
     log.info("reference log-probs: %d pairs known in %s; the others are computed when first used",
              len(cache.values), cache.folder)

@@ -14,6 +14,7 @@ import platform
 import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,36 @@ from dpo_hub.runtime import on_main, resolve_precision, setup_logging, use_all_c
 from dpo_hub.sources.models import auto_defaults, load_adapter_model, load_model, load_tokenizer, resolve
 from dpo_hub.training import checkpoints, plan, trackers
 from dpo_hub.training import reference as reference_logps
-from dpo_hub.training.levers import cpu_head, cpu_rows
+from dpo_hub.training.levers import Lever, cpu_head, cpu_rows
 from dpo_hub.training.levers import model as speedups
 from dpo_hub.training.preflight import check_recipe
+from dpo_hub.training.trainer import DpoHubTrainer
 
 log = logging.getLogger("dpo_hub")
 LIBRARIES = ("dpo_hub", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub")
 EVAL_KEYS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected")
+
+
+@dataclass
+class RunState:
+    """What ``train``'s steps hand on to each other (instead of attributes stuck onto trl's trainer)."""
+
+    recipe: Recipe
+    accelerate: Any  # accelerate's PartialState
+    output_dir: Path
+    started: float = field(default_factory=time.time)
+    notes: list[str] = field(default_factory=list)  # fallbacks to the embedded default or stand-ins
+    precision: dict = field(default_factory=dict)  # {"resolved": fp32|bf16|fp16, "why": ...}
+    trainer: Any = None
+    plan: plan.Plan | None = None
+
+    @property
+    def saves(self) -> Path:
+        return checkpoints.folder_for(self.output_dir)
+
+    @property
+    def stage(self) -> Path:
+        return outputs.staging_dir(self.output_dir)
 
 
 def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
@@ -49,50 +73,53 @@ def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
     """
     from accelerate import PartialState
 
-    started = time.time()
     if output_dir is not None:
         recipe = recipe.replace(output_dir=str(output_dir))
-    state = PartialState(cpu=wants_cpu())
-    setup_logging(state.is_main_process)
-    output_dir = Path(recipe.output_dir).resolve()
-    outputs.check_writable(output_dir, recipe.overwrite_output_dir)
-    recipe, notes = _resolve_on_main(recipe, state)
-    for note in check_recipe(recipe):  # what needs the model's config, before any weights or data load
+    accelerate = PartialState(cpu=wants_cpu())
+    setup_logging(accelerate.is_main_process)
+    run = RunState(recipe, accelerate, Path(recipe.output_dir).resolve())
+    outputs.check_writable(run.output_dir, recipe.overwrite_output_dir)
+    run.recipe, run.notes = on_main(accelerate, lambda: resolve_recipe(recipe))
+    for note in check_recipe(run.recipe):  # what needs the model's config, before any weights or data load
         log.info("preflight: %s", note)
-    _announce(recipe, notes, state)
-    saves = checkpoints.folder_for(output_dir)
-    resume_from = on_main(state, lambda: checkpoints.prepare(saves, recipe.fingerprint(), recipe.resume))
-    stage = outputs.staging_dir(output_dir)
-    if state.is_main_process:
-        outputs.fresh_staging(output_dir)
-    state.wait_for_everyone()
-    with state.main_process_first():
-        tokenizer = load_tokenizer(recipe.model)
-    data = _prepare_once(recipe, tokenizer, state, stage / "prepared")
+    _announce(run)
+    resume_from = on_main(accelerate, lambda: checkpoints.prepare(run.saves, run.recipe.fingerprint(),
+                                                                  run.recipe.resume))
+    if accelerate.is_main_process:
+        outputs.fresh_staging(run.output_dir)
+    accelerate.wait_for_everyone()
+    with accelerate.main_process_first():
+        tokenizer = load_tokenizer(run.recipe.model)
+    data = _prepare_once(run.recipe, tokenizer, accelerate, run.stage / "prepared")
     log.info("data: %d train / %d eval pairs (%d dropped)", len(data.train), len(data.eval or []),
              sum(data.dropped.values()))
-    trainer = build_trainer(recipe, tokenizer, data, saves, state)
-    before, train_result, after = _fit(trainer, data, saves, resume_from)
-    trainer.save_model(str(stage))  # collective under FSDP/DeepSpeed; writes on the main process only
-    if state.is_main_process:
-        try:
-            trackers.finish_logs(trainer, saves / "runs", stage / "runs")  # TensorBoard's events join the run
-            model = _model_for_generation(trainer, recipe, stage)
-            generations, comparison = _compare(model, tokenizer, recipe, data, stage)
-            metrics = _metrics(recipe, notes, data, trainer, train_result, before, after, generations, comparison,
-                               state.num_processes, started)
-            _write_run_files(stage, recipe, metrics, generations)
-            outputs.finalize(stage, output_dir)
-        except Exception as err:
-            raise OutputError(
-                f"training finished but writing {output_dir} failed ({type(err).__name__}: {err}). The trained "
-                f"adapter is in {stage}, and {saves} holds a checkpoint of the last step: fix the cause and rerun "
-                "the same command, which resumes there and only evaluates and writes."
-            ) from err
-        shutil.rmtree(saves, ignore_errors=True)  # the run is complete: nothing left to resume
-        log.info("saved %s in %.0f s%s", output_dir, time.time() - started, _eval_summary(before, after))
-    state.wait_for_everyone()
-    return output_dir
+    run.trainer = build_trainer(run.recipe, tokenizer, data, run.saves, accelerate, run)
+    before, train_result, after = _fit(run, data, resume_from)
+    run.trainer.save_model(str(run.stage))  # collective under FSDP/DeepSpeed; writes on the main process only
+    if accelerate.is_main_process:
+        _finish(run, tokenizer, data, train_result, before, after)
+    accelerate.wait_for_everyone()
+    return run.output_dir
+
+
+def _finish(run: RunState, tokenizer: Any, data: PreferenceData, train_result: Any, before: dict,
+            after: dict) -> None:
+    """On the main process: compare base and tuned, write the run files, move the folder into place."""
+    try:
+        trackers.finish_logs(run.trainer, run.saves / "runs", run.stage / "runs")  # TensorBoard's events join
+        model = _model_for_generation(run.trainer, run.recipe, run.stage)
+        generations, comparison = _compare(model, tokenizer, run.recipe, data, run.stage)
+        metrics = _metrics(run, data, train_result, before, after, generations, comparison)
+        _write_run_files(run.stage, run.recipe, metrics, generations)
+        outputs.finalize(run.stage, run.output_dir)
+    except Exception as err:
+        raise OutputError(
+            f"training finished but writing {run.output_dir} failed ({type(err).__name__}: {err}). The trained "
+            f"adapter is in {run.stage}, and {run.saves} holds a checkpoint of the last step: fix the cause and "
+            "rerun the same command, which resumes there and only evaluates and writes."
+        ) from err
+    shutil.rmtree(run.saves, ignore_errors=True)  # the run is complete: nothing left to resume
+    log.info("saved %s in %.0f s%s", run.output_dir, time.time() - run.started, _eval_summary(before, after))
 
 
 def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
@@ -104,64 +131,82 @@ def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
     return recipe.replace(model=dataclasses.replace(recipe.model, name=model), data=data), notes
 
 
-def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoints: Path, state: Any = None) -> Any:
-    """The ``DPOTrainer`` of a resolved recipe: base model + LoRA, reference = the base with the adapter off."""
+def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoints: Path, state: Any = None,
+                  run: RunState | None = None) -> DpoHubTrainer:
+    """The trainer of a resolved recipe: base model + LoRA, reference = the base with the adapter off, and the
+    levers this hardware gets (``trainer.levers``)."""
     from accelerate import PartialState
     from transformers import set_seed
-    from trl import DPOTrainer
 
     state = state or PartialState(cpu=wants_cpu())
+    use_cpu = state.device.type == "cpu"
     args = recipe.dpo.to_dpo_config(  # before the model loads: ZeRO-3 init hooks into from_pretrained
-        str(checkpoints), num_processes=state.num_processes, use_cpu=state.device.type == "cpu",
+        str(checkpoints), num_processes=state.num_processes, use_cpu=use_cpu,
         eval_strategy=recipe.dpo.eval_strategy if data.eval is not None else "no", ddp_find_unused_parameters=False,
     )
+    precision, why = resolve_precision(recipe.dpo.precision, use_cpu)
+    log.info("precision %s: %s (dpo.precision=%s)", precision, why, recipe.dpo.precision)
+    if run is not None:
+        run.precision = {"setting": recipe.dpo.precision, "resolved": precision, "why": why}
     with state.main_process_first():
         model = load_model(recipe.model)
-    _speed_settings(recipe, model, args, state)
+    levers = _model_levers(recipe, model, args, state)
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
-    trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=data.train, eval_dataset=data.eval,
-                         processing_class=tokenizer, peft_config=recipe.lora.to_peft_config(model))
+    trainer = DpoHubTrainer(model=model, ref_model=None, args=args, train_dataset=data.train,
+                            eval_dataset=data.eval, processing_class=tokenizer,
+                            peft_config=recipe.lora.to_peft_config(model))
     trackers.place_logs(trainer, checkpoints / "runs")
-    trainer.reference = None
-    trl_precomputes = recipe.dpo.extra.get("precompute_ref_log_probs")  # trl's own in-memory pass was asked for
-    if recipe.dpo.reference_cache and not (trl_precomputes or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled):
-        reference_logps.attach(trainer, state)
-    compact, why = speedups.want_compact_activations(recipe.dpo.saved_activations, args)
-    log.info("activations kept for the backward pass: %s, %s (dpo.saved_activations=%s)",
-             "bf16" if compact else "as computed", why, recipe.dpo.saved_activations)
-    if compact:
-        speedups.compact_activations(trainer)
+    trainer.add_levers(levers)
+    _trainer_levers(recipe, trainer, args, state)
+    for name, lever in trainer.levers.items():
+        log.info("lever %s: %s (%s)", name, "on" if lever.active else "off", lever.why)
     log.info("training: effective batch %d (per device %d x %d process(es) x accumulation %d)",
              effective_batch(trainer), recipe.dpo.per_device_train_batch_size, state.num_processes,
              args.gradient_accumulation_steps)
     return trainer
 
 
-def _speed_settings(recipe: Recipe, model: Any, args: Any, state: Any) -> None:
-    """Precision, checkpointing, base-model dropout and the CPU levers for this hardware; logged."""
+def _model_levers(recipe: Recipe, model: Any, args: Any, state: Any) -> dict[str, Lever]:
+    """Checkpointing, base-model dropout and fused activations, decided on the model before peft wraps it."""
+    on, why = speedups.want_checkpointing(recipe.dpo.gradient_checkpointing, model, args, state.device)
+    args.gradient_checkpointing = on
+    levers = {"gradient_checkpointing": Lever(on, why)}
+    if recipe.dpo.base_model_dropout:
+        levers["base_dropout_off"] = Lever(False, "dpo.base_model_dropout: true keeps the base model's dropout")
+    else:
+        zeroed = speedups.disable_base_dropout(model)
+        levers["base_dropout_off"] = Lever(zeroed > 0, f"{zeroed} dropout(s) of the frozen base set to 0 "
+                                           "(deterministic reference, fused attention)" if zeroed else
+                                           "the base model has no dropout")
+    fused = speedups.fuse_activations(model)
+    levers["fused_gelu"] = Lever(fused > 0, f"{fused} GPT-2 gelu_new swapped for torch's fused tanh GELU" if fused
+                                 else "no gelu_new activation in this model")
+    return levers
+
+
+def _trainer_levers(recipe: Recipe, trainer: DpoHubTrainer, args: Any, state: Any) -> None:
+    """The reference cache, saved activations and the CPU levers on trl's LM head and the backbone's rows."""
     use_cpu = state.device.type == "cpu"
-    precision, why = resolve_precision(recipe.dpo.precision, use_cpu)
-    log.info("precision %s: %s (dpo.precision=%s)", precision, why, recipe.dpo.precision)
-    args.gradient_checkpointing, why = speedups.want_checkpointing(recipe.dpo.gradient_checkpointing, model, args,
-                                                                   state.device)
-    log.info("gradient checkpointing %s: %s", "on" if args.gradient_checkpointing else "off", why)
-    if not recipe.dpo.base_model_dropout:
-        speedups.disable_base_dropout(model)
-    speedups.fuse_activations(model)
-    cpu_head.score_completions_only()
+    if not recipe.dpo.reference_cache:
+        trainer.add_levers({"reference_cache": Lever(False, "dpo.reference_cache: false")})
+    elif recipe.dpo.extra.get("precompute_ref_log_probs"):
+        trainer.add_levers({"reference_cache": Lever(False, "trl's own precompute_ref_log_probs was asked for")})
+    elif trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        trainer.add_levers({"reference_cache": Lever(False, "sharded weights (FSDP/DeepSpeed): trl computes the "
+                                                            "reference at every step")})
+    else:
+        trainer.use_reference_cache(reference_logps.open_cache(trainer, state))
+    compact, why = speedups.want_compact_activations(recipe.dpo.saved_activations, args)
+    if compact:
+        trainer.keep_activations_in_bf16(speedups.bf16_hooks(trainer.model))
+    trainer.add_levers({"bf16_saved_activations": Lever(compact, why)})
+    head, trl_globals = cpu_head.head_levers(use_cpu)
+    trainer.add_levers(head, trl_globals=trl_globals)
     if use_cpu:
-        cpu_head.smaller_logit_tiles()
-        cpu_head.lean_tile_folds()
-        cpu_rows.trim_padding(model)
-        log.info("CPU: log-probs of answer tokens only, in-place logit tiles, each row at its own length and each "
-                 "pair's prompt computed once")
-
-
-def _reference_metrics(reference: Any) -> dict:
-    if reference is None:  # trl computed the reference at every step
-        return {}
-    return {"reference_s": round(reference.seconds, 2), "reference_pairs_computed": reference.computed,
-            "reference_pairs_reused": reference.reused}
+        rows, wrapper = cpu_rows.trim_padding(trainer.model)
+    else:
+        rows, wrapper = Lever(False, "CPU only: accelerators run padded rows in one batched kernel"), None
+    trainer.add_levers({"trim_padding": rows}, attributes=[wrapper] if wrapper else [])
 
 
 def effective_batch(trainer: Any) -> int:
@@ -169,12 +214,8 @@ def effective_batch(trainer: Any) -> int:
     return args.per_device_train_batch_size * trainer.accelerator.num_processes * args.gradient_accumulation_steps
 
 
-def _resolve_on_main(recipe: Recipe, state: Any) -> tuple[Recipe, list[str]]:
-    """One process probes the Hub; every rank runs what it resolved."""
-    return on_main(state, lambda: resolve_recipe(recipe))
-
-
-def _announce(recipe: Recipe, notes: list[str], state: Any) -> None:
+def _announce(run: RunState) -> None:
+    recipe, notes, state = run.recipe, run.notes, run.accelerate
     if notes and embedded.EMBEDDED in (recipe.model.name, recipe.data.dataset):
         log.warning("=" * 78 + "\nEMBEDDED DEFAULT: %s.\nRunning on the embedded default instead: %s.\n" + "=" * 78,
                     "; ".join(notes), _describe_embedded(recipe))
@@ -188,8 +229,9 @@ def _announce(recipe: Recipe, notes: list[str], state: Any) -> None:
              state.num_processes, threads)
 
 
-def _fit(trainer: Any, data: PreferenceData, saves: Path, resume_from: Path | None) -> tuple[dict, Any, dict]:
+def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple[dict, Any, dict]:
     """Eval before (kept from the first start when resuming), train, eval after; no eval split: empty dicts."""
+    trainer, saves = run.trainer, run.saves
     callback = checkpoints.Checkpointing()
     trainer.add_callback(callback)
     callback.install_signal_handler()
@@ -203,8 +245,8 @@ def _fit(trainer: Any, data: PreferenceData, saves: Path, resume_from: Path | No
     if resume_from:
         log.info("resuming from %s (step %s)", resume_from, resume_from.name.rsplit("-", 1)[-1])
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights are placed by train(): no warm-up
-    trainer.plan = plan.make_plan(trainer, warm_up=not sharded)
-    for line in plan.describe(trainer.plan, trainer.args.use_cpu):
+    run.plan = plan.make_plan(trainer, warm_up=not sharded)
+    for line in plan.describe(run.plan, trainer.args.use_cpu):
         log.info(line)
     trainer.add_callback(plan.Progress())
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -220,7 +262,7 @@ def _fit(trainer: Any, data: PreferenceData, saves: Path, resume_from: Path | No
 
 def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, stage: Path) -> tuple[list, Any]:
     """Base vs tuned answers, and (with an eval split) the comparison files in the staging folder."""
-    prompt_text = _prompt_formatter(recipe, tokenizer)
+    prompt_text = prompt_formatter(recipe.data, tokenizer)  # generation prompts formatted as training's
     generations = side_by_side(model, tokenizer, recipe.generation, prompt_text)
     print("\n" + format_side_by_side(generations), flush=True)
     if data.eval is None:
@@ -235,14 +277,9 @@ def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, s
     return generations, comparison
 
 
-def _prompt_formatter(recipe: Recipe, tokenizer: Any) -> Any:
-    """Generation prompts formatted as the data adapter formatted the training prompts (a mixture: as its first
-    source; an adapter without a prompt format, e.g. a plugin's: as written)."""
-    return prompt_formatter(recipe.data, tokenizer)
-
-
-def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: Any, train_result: Any, before: dict,
-             after: dict, generations: list[dict], comparison: Any, processes: int, started: float) -> dict:
+def _metrics(run: RunState, data: PreferenceData, train_result: Any, before: dict, after: dict,
+             generations: list[dict], comparison: Any) -> dict:
+    recipe, trainer, notes = run.recipe, run.trainer, run.notes
     using_embedded = embedded.EMBEDDED in (recipe.model.name, *datasets_of(recipe.data))
     return {
         "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model.name,
@@ -251,19 +288,28 @@ def _metrics(recipe: Recipe, notes: list[str], data: PreferenceData, trainer: An
         "eval_before": before, "eval_after": after,
         "train": {**train_result.metrics, "global_step": trainer.state.global_step,
                   "tokens_seen": _tokens_seen(trainer.state.log_history),
-                  **_reference_metrics(trainer.reference)},
-        "plan": trainer.plan.to_dict(),
+                  **_reference_metrics(trainer.reference_cache)},
+        "plan": run.plan.to_dict(),
+        "precision": run.precision,
+        "levers": {name: lever.to_dict() for name, lever in sorted(trainer.levers.items())},
         "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped),
                  "held_out_by": data.split_by, **({"sources": data.sources} if data.sources else {})},
-        "processes": processes, "effective_batch_size": effective_batch(trainer),
+        "processes": run.accelerate.num_processes, "effective_batch_size": effective_batch(trainer),
         "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
         "comparison": comparison.preference if comparison else None,
         "generations": generations,  # trainer.train() resets the state: keep the eval before training
         "log_history": ([{"step": 0, **before}] if before else []) + trainer.state.log_history,
         "versions": {"python": platform.python_version(), **{lib: version(lib) for lib in LIBRARIES}},
-        "wall_time_s": round(time.time() - started, 1),
+        "wall_time_s": round(time.time() - run.started, 1),
     }
+
+
+def _reference_metrics(cache: Any) -> dict:
+    if cache is None:  # trl computed the reference at every step
+        return {}
+    return {"reference_s": round(cache.seconds, 2), "reference_pairs_computed": cache.computed,
+            "reference_pairs_reused": cache.reused}
 
 
 def _eval_summary(before: dict, after: dict) -> str:

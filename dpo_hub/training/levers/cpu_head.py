@@ -3,8 +3,9 @@
 trl projects hidden states through the 50,257-wide head in tiles and folds each tile into per-token
 statistics. On CUDA a Triton kernel does the fold in one pass; elsewhere trl runs the same math as a dozen
 whole-tile torch ops, each allocating a tile-sized temporary, which on a CPU costs more than the projection
-itself (``benchmarks/README.md``). Each function here changes one thing in trl's module, returns whether it
-did, and changes nothing when trl moved the code. Results are those of trl's own code (``tests/test_cpu_head.py``).
+itself (``benchmarks/README.md``). Each lever here names the trl globals it would set; the trainer sets them
+only while it trains or evaluates (``upstream.patched``), and a lever whose trl name moved stays off and says
+why. Results are those of trl's own code (``tests/test_cpu_levers.py``).
 """
 
 from __future__ import annotations
@@ -12,54 +13,63 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from dpo_hub import upstream
+from dpo_hub.training.levers import Lever
+
 CPU_VOCAB_TILE = 2048  # vs trl's 32,768: ~0.5 GB less at peak, and a tile stays in cache (head 10-18% faster than 8,192)
+Patches = list[tuple[upstream.Private, Any]]
 
 
-def smaller_logit_tiles() -> bool:
-    """Project 2,048 vocabulary entries at a time instead of 32,768 (less memory, faster folds, same result)."""
-    try:
-        import trl.trainer.utils as trl_utils
-    except ImportError:
-        return False
-    if not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
-        return False
-    trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = min(trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE, CPU_VOCAB_TILE)
-    return True
+def head_levers(use_cpu: bool) -> tuple[dict[str, Lever], Patches]:
+    """Each LM-head lever's state on this hardware, and the trl module globals to set while the run trains
+    (``upstream.patched``: undone afterwards). On accelerators trl's Triton kernel already does all three."""
+    names = ("score_completions_only", "smaller_logit_tiles", "lean_tile_folds")
+    if not use_cpu:
+        return {n: Lever(False, "not needed: trl's fused Triton kernel runs on accelerators") for n in names}, []
+    levers, patches = {}, []
+    for name, make in (("score_completions_only", _completions_only), ("smaller_logit_tiles", _smaller_tiles),
+                       ("lean_tile_folds", _lean_folds)):
+        lever, more = make()
+        levers[name] = lever
+        patches += more
+    return levers, patches
 
 
-def score_completions_only() -> bool:
+def _completions_only() -> tuple[Lever, Patches]:
     """Project only completion positions on the CPU too (trl does so on CUDA; elsewhere it scores every
     position to keep tile shapes fixed for compilers, which eager CPU runs do not need)."""
-    try:
-        import trl.trainer.utils as trl_utils
-    except ImportError:
-        return False
-    original = getattr(trl_utils, "_use_triton", None)
-    if original is None or getattr(original, "dpo_hub_patched", False):
-        return original is not None
+    why = upstream.missing(upstream.TRL_USE_TRITON)
+    if why:
+        return Lever(False, why), []
+    original = upstream.get(upstream.TRL_USE_TRITON)
 
     def compact(device: Any) -> bool:
         return device.type == "cpu" or original(device)
 
-    compact.dpo_hub_patched = True
-    trl_utils._use_triton = compact
-    return True
+    return Lever(True, "log-probs of answer tokens only (trl scores every position off CUDA)"), [
+        (upstream.TRL_USE_TRITON, compact)]
 
 
-def lean_tile_folds() -> bool:
-    """Swap trl's torch folds of a logit tile for ones that work in place (same statistics and gradients, ~3x
+def _smaller_tiles() -> tuple[Lever, Patches]:
+    """Project 2,048 vocabulary entries at a time instead of 32,768 (less memory, faster folds, same result)."""
+    why = upstream.missing(upstream.TRL_TILE_SIZE)
+    if why:
+        return Lever(False, why), []
+    size = min(upstream.get(upstream.TRL_TILE_SIZE), CPU_VOCAB_TILE)
+    return Lever(True, f"logit tiles {size} wide (trl: {upstream.get(upstream.TRL_TILE_SIZE)})"), [
+        (upstream.TRL_TILE_SIZE, size)]
+
+
+def _lean_folds() -> tuple[Lever, Patches]:
+    """trl's torch folds of a logit tile swapped for ones that work in place (same statistics and gradients, ~3x
     fewer passes over the tile). Softcapped logits, entropy gradients and half-precision tiles keep trl's own."""
-    try:
-        from trl.kernels import chunked_logprob
-    except ImportError:
-        return False
-    forward, backward = getattr(chunked_logprob, "_forward_tile", None), getattr(chunked_logprob, "_backward_tile", None)
-    if forward is None or backward is None:
-        return False
-    if not getattr(forward, "dpo_hub_patched", False):
-        chunked_logprob._forward_tile = _with_fallback(_forward_in_place, forward)
-        chunked_logprob._backward_tile = _with_fallback(_backward_in_place, backward)
-    return True
+    why = upstream.missing(upstream.TRL_FORWARD_TILE, upstream.TRL_BACKWARD_TILE)
+    if why:
+        return Lever(False, why), []
+    forward, backward = upstream.get(upstream.TRL_FORWARD_TILE), upstream.get(upstream.TRL_BACKWARD_TILE)
+    return Lever(True, "in-place logit tile folds (fp32 tiles without softcap; others keep trl's)"), [
+        (upstream.TRL_FORWARD_TILE, _with_fallback(_forward_in_place, forward)),
+        (upstream.TRL_BACKWARD_TILE, _with_fallback(_backward_in_place, backward))]
 
 
 def _with_fallback(lean: Any, original: Any) -> Any:
@@ -70,7 +80,7 @@ def _with_fallback(lean: Any, original: Any) -> Any:
         if lean(*args, **kwargs) is NotImplemented:
             original(*args, **kwargs)
 
-    fold.dpo_hub_patched, fold.dpo_hub_original = True, original
+    fold.dpo_hub_original = original
     return fold
 
 

@@ -13,14 +13,18 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from dpo_hub.training.levers import Lever
+
 SHARED_PREFIX_MIN = 16  # shorter shared prompts are computed twice
 
 
-def trim_padding(model: Any) -> bool:
-    """Wrap ``model``'s backbone (before peft wraps the model); return whether it was wrapped."""
-    backbone = getattr(model, "base_model", None)
-    if backbone is None or backbone is model or getattr(backbone.forward, "dpo_hub_trimmed", False):
-        return False
+def trim_padding(model: Any) -> tuple[Lever, tuple[Any, str, Any] | None]:
+    """The lever's state, and ``(backbone, "forward", wrapper)`` for the trainer to set on ``model``'s backbone
+    while it trains or evaluates (the backbone is looked up through peft's wrapper; nothing is changed here)."""
+    plain = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone = getattr(plain, "base_model", None)
+    if backbone is None or backbone is plain:
+        return Lever(False, f"{type(plain).__name__} has no separate backbone module"), None
     original = backbone.forward
     params = inspect.signature(type(backbone).forward).parameters
     cache_arg = next((name for name in ("cache", "past_key_values") if name in params), None)
@@ -32,9 +36,8 @@ def trim_padding(model: Any) -> bool:
             return original(*args, **{k: v for k, v in named.items() if v is not None}, **kwargs)
         return _forward_rows(original, cache_arg, input_ids, lengths)
 
-    forward.dpo_hub_trimmed = True
-    backbone.forward = forward
-    return True
+    shared = "each pair's prompt once on a KV cache" if cache_arg else "no KV cache argument: prompts run twice"
+    return Lever(True, f"each row at its own length; {shared}"), (backbone, "forward", forward)
 
 
 def _row_lengths(args: tuple, input_ids: Any, attention_mask: Any, kwargs: dict) -> list[int] | None:

@@ -112,22 +112,3 @@ def bf16_hooks(model: Any) -> tuple[Any, Any]:
         return packed[0].to(packed[1]) if isinstance(packed, tuple) else packed
 
     return pack, unpack
-
-
-def compact_activations(trainer: Any) -> None:
-    """Keep the activations a training step saves for its backward pass in bf16 instead of fp32 (half the
-    memory); the forward pass, the weights and the gradients stay fp32."""
-    import contextlib
-
-    import torch
-
-    pack, unpack = bf16_hooks(trainer.model)
-    original = trainer.compute_loss_context_manager
-
-    def manager() -> Any:
-        stack = contextlib.ExitStack()
-        stack.enter_context(original())
-        stack.enter_context(torch.autograd.graph.saved_tensors_hooks(pack, unpack))
-        return stack
-
-    trainer.compute_loss_context_manager = manager

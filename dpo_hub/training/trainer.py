@@ -1,0 +1,145 @@
+"""dpo_hub's one boundary with trl: ``DpoHubTrainer``, a ``DPOTrainer`` that changes public methods only.
+
+- ``compute_loss``: the batch carries its reference log-probs from a :class:`~dpo_hub.training.reference.
+  ReferenceCache` (pairs not known yet are computed first), so trl does not run the reference model. The
+  first training step checks that trl really read them (one model forward per loss, not two); if it did not,
+  the cache turns itself off, says so, and the ``reference_cache`` lever reports it.
+- ``compute_loss_context_manager``: activations saved for the backward pass in bf16 (``dpo.saved_activations``).
+- ``train`` and ``evaluate``: the levers' trl globals and model wrappers are set only inside them
+  (:meth:`levers_on`) and restored afterwards, so trl used directly in the same process behaves as trl.
+
+Each lever's state is in ``trainer.levers`` (name -> :class:`~dpo_hub.training.levers.Lever`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from trl import DPOTrainer
+
+from dpo_hub import upstream
+from dpo_hub.training.levers import Lever
+
+log = logging.getLogger("dpo_hub")
+_UNSET = object()
+
+
+class DpoHubTrainer(DPOTrainer):
+    """``trl.DPOTrainer`` plus dpo_hub's reference cache and speed levers; without them it is trl's trainer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.levers: dict[str, Lever] = {}
+        self.reference_cache: Any = None
+        self._globals: list[tuple[upstream.Private, Any]] = []
+        self._attributes: list[tuple[Any, str, Any]] = []
+        self._bf16_hooks: tuple[Any, Any] | None = None
+        self._depth = 0
+        self._forwards = 0
+        self._checked_reference = False
+
+    # --- setup, called once after construction -------------------------------------------------------------
+    def add_levers(self, levers: dict[str, Lever], trl_globals: list | None = None,
+                   attributes: list[tuple[Any, str, Any]] | None = None) -> None:
+        """Record levers; ``trl_globals`` ((Private, value)) and ``attributes`` ((object, name, value)) are set
+        only while the trainer trains or evaluates."""
+        self.levers.update(levers)
+        self._globals += trl_globals or []
+        self._attributes += attributes or []
+
+    def use_reference_cache(self, cache: Any) -> None:
+        """Read each batch's reference log-probs from ``cache`` instead of running the base model every step."""
+        self.reference_cache = cache
+        self.precompute_ref_logps = True  # trl's switch: take ref_chosen_logps/ref_rejected_logps from the batch
+        self.model.register_forward_pre_hook(self._count_forward)
+        self.levers["reference_cache"] = Lever(True, f"per pair, computed on first use, kept in {cache.folder}")
+
+    def keep_activations_in_bf16(self, hooks: tuple[Any, Any]) -> None:
+        """Store the activations a step saves for its backward pass with ``hooks`` (``saved_tensors_hooks``)."""
+        self._bf16_hooks = hooks
+
+    # --- trl's public methods ------------------------------------------------------------------------------
+    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        if self.reference_cache is None:
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+        inputs = self.reference_cache.fill(model, inputs)
+        before = self._forwards
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        if not return_outputs and not self._checked_reference:  # return_outputs adds a forward of trl's own
+            self._checked_reference = True
+            if self._forwards - before > 1:
+                self._reference_not_read(self._forwards - before)
+        return result
+
+    def compute_loss_context_manager(self) -> Any:
+        manager = super().compute_loss_context_manager()
+        if self._bf16_hooks is None:
+            return manager
+        import torch
+
+        stack = contextlib.ExitStack()
+        stack.enter_context(manager)
+        stack.enter_context(torch.autograd.graph.saved_tensors_hooks(*self._bf16_hooks))
+        return stack
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        with self.levers_on():
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        with self.levers_on():
+            return super().evaluate(*args, **kwargs)
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def levers_on(self) -> Iterator[None]:
+        """The levers' trl globals and model wrappers, set for the block and restored after it (re-entrant)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        with contextlib.ExitStack() as stack:
+            for private, value in self._globals:
+                stack.enter_context(upstream.patched(private, value))
+            for owner, name, value in self._attributes:
+                stack.enter_context(_attribute(owner, name, value))
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+
+    def _count_forward(self, module: Any, args: Any) -> None:
+        self._forwards += 1
+
+    def _reference_not_read(self, forwards: int) -> None:
+        why = (f"trl ran {forwards} model forwards for one loss although the batch carried its reference "
+               "log-probs: the installed trl no longer reads DPOTrainer.precompute_ref_logps; the cache is off and "
+               "trl computes the reference at every step")
+        log.warning("reference log-probs: %s", why)
+        self.levers["reference_cache"] = Lever(False, why)
+        self.reference_cache = None
+        self.precompute_ref_logps = False
+
+
+@contextlib.contextmanager
+def _attribute(owner: Any, name: str, value: Any) -> Iterator[None]:
+    """``owner.name = value`` for the block; afterwards the attribute is as it was (or absent again)."""
+    before = owner.__dict__.get(name, _UNSET)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        if before is _UNSET:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, before)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,25 @@ def quiet_known_noise() -> None:
         datasets.disable_progress_bars()
     except ImportError:
         pass
+
+
+@contextlib.contextmanager
+def process_settings_restored() -> Iterator[None]:
+    """The process-wide settings a run changes (torch's CPU threads, warning filters, ``datasets``' progress
+    bars) restored when the block exits, so code run after ``train()`` in the same process is unaffected."""
+    import warnings
+
+    import datasets
+    import torch
+
+    threads, bars_off = torch.get_num_threads(), datasets.are_progress_bars_disabled()
+    with warnings.catch_warnings():
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+            if not bars_off:
+                datasets.enable_progress_bars()
 
 
 def setup_logging(is_main: bool) -> None:

@@ -133,9 +133,8 @@ def test_launcher_that_accelerate_picks(name, launcher):
 
     cpu_ddp.yaml must reach the torchrun launcher: MULTI_CPU would start one process without mpirun.
     """
-    from accelerate.commands import launch
-
     import accelerate
+    from accelerate.commands import launch
 
     validate = getattr(launch, "_validate_launch_command", None)  # private: the only way to ask without launching
     assert validate is not None, (

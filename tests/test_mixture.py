@@ -10,7 +10,8 @@ import pytest
 from conftest import offline_env, read_metrics, run
 
 from dpo_hub import DataError, Recipe, RecipeError, build_card, embedded
-from dpo_hub.data.mixture import Mixture, prepare_mixture
+from dpo_hub.data.mixing import prepare_mixture
+from dpo_hub.data.mixture import Mixture
 
 
 def write_prefs(path, n=30):

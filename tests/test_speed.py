@@ -50,8 +50,11 @@ def without_reference(batch):
 
 def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, monkeypatch):
     monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "cache"))
-    slow = trainer_for(tmp_path / "a", tokenizer, **{"dpo.reference_cache": False})
-    fast = trainer_for(tmp_path / "b", tokenizer)
+    # fp32, where the two paths agree to 1e-6; under bf16 autocast (auto on a CPU with bf16) the step's policy
+    # log-probs and the cached reference round differently: 0.693426 instead of log 2 at the untrained adapter
+    fp32 = {"dpo.precision": "fp32"}
+    slow = trainer_for(tmp_path / "a", tokenizer, **fp32, **{"dpo.reference_cache": False})
+    fast = trainer_for(tmp_path / "b", tokenizer, **fp32)
     assert not slow.precompute_ref_logps and fast.precompute_ref_logps and slow.reference_cache is None
     assert cache_files() == [] and "ref_chosen_logps" not in fast.train_dataset.column_names  # nothing up front
     batch = first_batch(fast)
@@ -71,14 +74,14 @@ def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, mon
     assert len(cache_files()) == 1
     known = json.loads(cache_files()[0].read_text())
     assert len(known) == fast.reference_cache.computed and fast.reference_cache.computed < len(fast.train_dataset) + 2
-    other_lora = trainer_for(tmp_path / "c", tokenizer, **{"lora.r": 8, "dpo.beta": 0.3})  # same base: a sweep point
+    other_lora = trainer_for(tmp_path / "c", tokenizer, **fp32, **{"lora.r": 8, "dpo.beta": 0.3})  # same base: a sweep point
     assert other_lora.reference_cache.folder == fast.reference_cache.folder
     assert len(other_lora.reference_cache.values) == len(known)
     set_seed(42)
     other_lora.train()  # the same seed draws the same pairs: all reused, none computed
     assert other_lora.reference_cache.computed == 0 and other_lora.reference_cache.reused > 0
     assert len(cache_files()) == 1, "nothing new to write"
-    shorter = trainer_for(tmp_path / "d", tokenizer, **{"dpo.max_length": 48})  # other tokens: other keys
+    shorter = trainer_for(tmp_path / "d", tokenizer, **fp32, **{"dpo.max_length": 48})  # other tokens: other keys
     short_batch = first_batch(shorter)
     shorter.compute_loss(shorter.model, short_batch)
     assert shorter.reference_cache.computed == 2

@@ -188,3 +188,24 @@ def test_a_run_reports_each_lever(trained_run):
     assert all(isinstance(v["active"], bool) and v["why"] for v in levers.values())
     assert all(levers[name]["active"] for name in CPU_LEVERS), levers
     assert metrics["precision"]["resolved"] in ("fp32", "bf16") and metrics["precision"]["why"]
+
+
+def test_train_leaves_the_process_as_it_found_it(tmp_path, monkeypatch):
+    """After ``dpo_hub.train`` returns, trl's globals, torch's threads and warning filters are what they were."""
+    import warnings
+
+    from dpo_hub import train
+
+    monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "cache"))
+    trl_globals = {name: getattr(trl_utils, name) for name in ("_use_triton", "_CHUNKED_LOGPROB_CHUNK_SIZE")}
+    threads, filters = torch.get_num_threads(), list(warnings.filters)
+    torch.set_num_threads(1)
+    try:
+        recipe = RECIPE.override({**SMALL, "data.limit": 12, "dpo.max_steps": 1, "dpo.eval_strategy": "no"})
+        train(recipe, tmp_path / "run")
+        assert torch.get_num_threads() == 1, "the run's threads are not left behind"
+    finally:
+        torch.set_num_threads(threads)
+    assert (tmp_path / "run" / "metrics.json").is_file()
+    assert {name: getattr(trl_utils, name) for name in trl_globals} == trl_globals
+    assert warnings.filters == filters

@@ -18,7 +18,7 @@ from dpo_hub.compare.base_vs_tuned import compare_model
 from dpo_hub.compare.report import Comparison, write_outputs
 from dpo_hub.config.presets import Generation
 from dpo_hub.data.adapters import Preferences, prompt_formatter
-from dpo_hub.data.mixture import prepare_data
+from dpo_hub.data.mixing import prepare_data
 from dpo_hub.errors import DataError, DpoHubError, HubError, OutputExistsError, SourceUnavailableError
 from dpo_hub.hub.transfer import download_adapter
 from dpo_hub.recipe import Recipe

@@ -26,10 +26,17 @@ from dpo_hub.compare.base_vs_tuned import compare_model, side_by_side
 from dpo_hub.compare.report import format_side_by_side, format_table, write_outputs
 from dpo_hub.config.losses import describe_losses, untrained_loss
 from dpo_hub.data.adapters import PreferenceData, prompt_formatter
-from dpo_hub.data.mixture import datasets_of, prepare_data, resolve_sources
+from dpo_hub.data.mixing import datasets_of, prepare_data, resolve_sources
 from dpo_hub.errors import OutputError, RunInterrupted
 from dpo_hub.recipe import Recipe
-from dpo_hub.runtime import on_main, resolve_precision, setup_logging, use_all_cores, wants_cpu
+from dpo_hub.runtime import (
+    on_main,
+    process_settings_restored,
+    resolve_precision,
+    setup_logging,
+    use_all_cores,
+    wants_cpu,
+)
 from dpo_hub.sources.models import auto_defaults, load_adapter_model, load_model, load_tokenizer, resolve
 from dpo_hub.training import checkpoints, plan, trackers
 from dpo_hub.training import reference as reference_logps
@@ -71,6 +78,11 @@ def train(recipe: Recipe, output_dir: str | Path | None = None) -> Path:
     Checkpoints go to ``OUTPUT_DIR.checkpoints/`` and a rerun of the same recipe resumes from the newest
     complete one (``recipe.resume``); they are removed once the run has finished.
     """
+    with process_settings_restored():
+        return _train(recipe, output_dir)
+
+
+def _train(recipe: Recipe, output_dir: str | Path | None) -> Path:
     from accelerate import PartialState
 
     if output_dir is not None:

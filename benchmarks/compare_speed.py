@@ -22,8 +22,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
     rows = embedded.sample_rows()[: args.pairs]
-    pairs = [{"prompt": r["prompt"], "chosen": r["chosen"][-1]["content"], "rejected": r["rejected"][-1]["content"]}
-             for r in rows]
+    pairs = [
+        {
+            "prompt": r["prompt"],
+            "chosen": r["chosen"][-1]["content"],
+            "rejected": r["rejected"][-1]["content"],
+        }
+        for r in rows
+    ]
     model = embedded.build_model()
     model = get_peft_model(model, LoraPreset.gpt2_attention().to_peft_config(model)).eval()
     tokenizer = embedded.load_tokenizer()
@@ -31,8 +37,10 @@ def main() -> None:
     started = time.perf_counter()
     score_pairs(model, tokenizer, pairs, batch_size=args.batch_size)
     seconds = time.perf_counter() - started
-    print(f"{len(pairs)} pairs, base + tuned, {torch.get_num_threads()} threads: {seconds:.2f} s "
-          f"({len(pairs) / seconds:.1f} pairs/s)")
+    print(
+        f"{len(pairs)} pairs, base + tuned, {torch.get_num_threads()} threads: {seconds:.2f} s "
+        f"({len(pairs) / seconds:.1f} pairs/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def launch(config: str, out: Path, limit: int) -> tuple[float, dict]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / config),
-           "-m", "dpo_hub.recipes.gpt2_ultrafeedback", "--output_dir", str(out), "--data.limit", str(limit)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / config),
+        "-m",
+        "dpo_hub.recipes.gpt2_ultrafeedback",
+        "--output_dir",
+        str(out),
+        "--data.limit",
+        str(limit),
+    ]
     started = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     return time.perf_counter() - started, json.loads((out / "metrics.json").read_text())
@@ -32,13 +43,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=400)
     limit = parser.parse_args().limit
     with tempfile.TemporaryDirectory() as tmp:
-        results = {name: launch(config, Path(tmp) / name, limit)
-                   for name, config in (("1 process", "cpu.yaml"), ("2 processes", "cpu_ddp.yaml"))}
+        results = {
+            name: launch(config, Path(tmp) / name, limit)
+            for name, config in (("1 process", "cpu.yaml"), ("2 processes", "cpu_ddp.yaml"))
+        }
     for name, (seconds, metrics) in results.items():
         after = metrics["eval_after"]
-        print(f"{name:12s} wall {seconds:6.1f} s  train {metrics['train']['train_runtime']:6.1f} s  "
-              f"effective batch {metrics['effective_batch_size']}  eval loss {after['eval_loss']:.4f}  "
-              f"reward acc {after['eval_rewards/accuracies']:.2f}")
+        print(
+            f"{name:12s} wall {seconds:6.1f} s  train {metrics['train']['train_runtime']:6.1f} s  "
+            f"effective batch {metrics['effective_batch_size']}  eval loss {after['eval_loss']:.4f}  "
+            f"reward acc {after['eval_rewards/accuracies']:.2f}"
+        )
     ratio = results["2 processes"][0] / results["1 process"][0]
     print(f"ratio wall(2 processes) / wall(1 process): {ratio:.2f}")
 

@@ -40,6 +40,7 @@ LORA = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.1}  # dpo_hub's gpt2_attentio
 # ----------------------------------------------------------------------------------------------- trl side
 # Everything below runs in the spawned worker: module-level functions, so they can be called across processes.
 
+
 def _sample_path() -> Path:
     return REPO / "dpo_hub" / "embedded" / "sample.jsonl"
 
@@ -58,8 +59,16 @@ def _model():
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256, pad_token_id=50256,
-                        n_layer=2, n_head=4, n_embd=64, n_positions=1024)
+    config = GPT2Config(
+        vocab_size=50257,
+        bos_token_id=50256,
+        eos_token_id=50256,
+        pad_token_id=50256,
+        n_layer=2,
+        n_head=4,
+        n_embd=64,
+        n_positions=1024,
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)
         model = GPT2LMHeadModel(config)
@@ -72,8 +81,14 @@ def prepare_in_memory(limit: int):
     import datasets
 
     rows = [json.loads(line) for line in _sample_path().read_text(encoding="utf-8").splitlines()][:limit]
-    pairs = [{"prompt": f"User: {r['prompt']}\nAssistant:", "chosen": " " + r["chosen"][-1]["content"],
-              "rejected": " " + r["rejected"][-1]["content"]} for r in rows]
+    pairs = [
+        {
+            "prompt": f"User: {r['prompt']}\nAssistant:",
+            "chosen": " " + r["chosen"][-1]["content"],
+            "rejected": " " + r["rejected"][-1]["content"],
+        }
+        for r in rows
+    ]
     table = datasets.Dataset.from_list(pairs)
     split = table.train_test_split(test_size=max(1, round(len(pairs) * EVAL_FRACTION)), seed=SEED)
     return split["train"], split["test"]
@@ -108,41 +123,86 @@ def _timed_trainer_class():
             hit = cache_file is not None and os.path.exists(cache_file)
             started = time.perf_counter()
             result = super()._precompute_ref_logps(dataset, name, batch_size)
-            _RECORDS.append({"split": name, "s": time.perf_counter() - started, "pairs": len(dataset), "hit": hit,
-                             "cache_file": cache_file, "model_hash": self._precompute_model_hash[:12],
-                             "dataset_fingerprint": dataset._fingerprint})
+            _RECORDS.append(
+                {
+                    "split": name,
+                    "s": time.perf_counter() - started,
+                    "pairs": len(dataset),
+                    "hit": hit,
+                    "cache_file": cache_file,
+                    "model_hash": self._precompute_model_hash[:12],
+                    "dataset_fingerprint": dataset._fingerprint,
+                }
+            )
             return result
 
     return TimedDPOTrainer
 
 
-def build_trl_trainer(train, held_out, out: str, precompute: bool = True, seed: int | None = SEED, r: int = LORA["r"],
-                      beta: float = 0.1, max_steps: int = -1) -> dict:
+def build_trl_trainer(
+    train,
+    held_out,
+    out: str,
+    precompute: bool = True,
+    seed: int | None = SEED,
+    r: int = LORA["r"],
+    beta: float = 0.1,
+    max_steps: int = -1,
+) -> dict:
     """Construct (not train) a trl DPOTrainer; return the construction time and the precompute records."""
     from peft import LoraConfig
     from transformers import set_seed
     from trl import DPOConfig
 
     args = DPOConfig(
-        output_dir=out, precompute_ref_log_probs=precompute, precompute_ref_batch_size=2,  # = dpo_hub's eval batch
-        per_device_train_batch_size=1, per_device_eval_batch_size=2, max_length=512, beta=beta, max_steps=max_steps,
-        learning_rate=1e-4, eval_strategy="epoch", save_strategy="no", report_to="none", use_cpu=True,
-        logging_steps=10, disable_tqdm=True,
+        output_dir=out,
+        precompute_ref_log_probs=precompute,
+        precompute_ref_batch_size=2,  # = dpo_hub's eval batch
+        per_device_train_batch_size=1,
+        per_device_eval_batch_size=2,
+        max_length=512,
+        beta=beta,
+        max_steps=max_steps,
+        learning_rate=1e-4,
+        eval_strategy="epoch",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        logging_steps=10,
+        disable_tqdm=True,
     )
-    peft_config = LoraConfig(r=r, lora_alpha=2 * r, lora_dropout=LORA["lora_dropout"],
-                             target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, task_type="CAUSAL_LM")
+    peft_config = LoraConfig(
+        r=r,
+        lora_alpha=2 * r,
+        lora_dropout=LORA["lora_dropout"],
+        target_modules=["c_attn", "c_proj"],
+        fan_in_fan_out=True,
+        task_type="CAUSAL_LM",
+    )
     model = _model()
     if seed is not None:
         set_seed(seed)  # the LoRA init happens in the constructor and enters trl's model hash
     del _RECORDS[:]
     started = time.perf_counter()
-    _timed_trainer_class()(model=model, ref_model=None, args=args, train_dataset=train, eval_dataset=held_out,
-                           processing_class=_tokenizer(), peft_config=peft_config)
+    _timed_trainer_class()(
+        model=model,
+        ref_model=None,
+        args=args,
+        train_dataset=train,
+        eval_dataset=held_out,
+        processing_class=_tokenizer(),
+        peft_config=peft_config,
+    )
     construct = time.perf_counter() - started
     records = [dict(r) for r in _RECORDS]
     computed = sum(r["pairs"] for r in records if not r["hit"])
-    return {"construct_s": construct, "precompute_s": sum(r["s"] for r in records), "pairs_computed": computed,
-            "hits": {r["split"]: r["hit"] for r in records}, "records": records}
+    return {
+        "construct_s": construct,
+        "precompute_s": sum(r["s"] for r in records),
+        "pairs_computed": computed,
+        "hits": {r["split"]: r["hit"] for r in records},
+        "records": records,
+    }
 
 
 def trl_scenario(name: str, root: str, limit: int) -> dict:
@@ -159,12 +219,16 @@ def trl_scenario(name: str, root: str, limit: int) -> dict:
         result = build_trl_trainer(*load(a), out)  # a new Dataset object, re-loaded from the same files
     elif name == "rerun_restaged":
         b = root_path / "staging_B" / "prepared"
-        train, held_out = stage(limit, b)  # prepared afresh into a new staging folder, as dpo_hub does per run
+        train, held_out = stage(
+            limit, b
+        )  # prepared afresh into a new staging folder, as dpo_hub does per run
         result = build_trl_trainer(train, held_out, out)
         files = [r["cache_file"] for r in result["records"]]
         shutil.rmtree(b.parent)  # the staging folder goes when the run is done
-        note = (f"fingerprint same as in A: {train._fingerprint == load(a)[0]._fingerprint}; "
-                f"after deleting the staging folder, trl's cache files exist: {[os.path.exists(f) for f in files]}")
+        note = (
+            f"fingerprint same as in A: {train._fingerprint == load(a)[0]._fingerprint}; "
+            f"after deleting the staging folder, trl's cache files exist: {[os.path.exists(f) for f in files]}"
+        )
     elif name == "max_steps_cold":
         c = root_path / "staging_C" / "prepared"
         result = build_trl_trainer(*stage(limit, c), out, max_steps=4)
@@ -186,13 +250,15 @@ def trl_scenario(name: str, root: str, limit: int) -> dict:
 
 # ----------------------------------------------------------------------------------------------- dpo_hub side
 
+
 def _purge_dpo_hub() -> None:
     for module in [m for m in sys.modules if m == "dpo_hub" or m.startswith("dpo_hub.")]:
         del sys.modules[module]
 
 
-def dpo_hub_run(label: str, overrides: dict, cache: Path, root: Path, limit: int, retries: int = 3,
-                wait_s: float = 180) -> dict:
+def dpo_hub_run(
+    label: str, overrides: dict, cache: Path, root: Path, limit: int, retries: int = 3, wait_s: float = 180
+) -> dict:
     """One run through the public API; retried (fresh import) if a concurrent refactor breaks it."""
     os.environ["DPO_HUB_CACHE"] = str(cache)
     errors = []
@@ -209,20 +275,30 @@ def dpo_hub_run(label: str, overrides: dict, cache: Path, root: Path, limit: int
             metrics = json.loads((Path(folder) / "metrics.json").read_text())
             train_metrics = metrics.get("train", {})
             reference = {k: v for k, v in train_metrics.items() if k.startswith("reference")}
-            return {"wall_s": wall, "reference": reference, "levers": metrics.get("levers"),
-                    "train_runtime": train_metrics.get("train_runtime"), "global_step": train_metrics.get("global_step"),
-                    "pairs": metrics.get("data"), "errors": errors}
+            return {
+                "wall_s": wall,
+                "reference": reference,
+                "levers": metrics.get("levers"),
+                "train_runtime": train_metrics.get("train_runtime"),
+                "global_step": train_metrics.get("global_step"),
+                "pairs": metrics.get("data"),
+                "errors": errors,
+            }
         except Exception as err:  # noqa: BLE001 - reported, then retried on freshly imported code
             errors.append(f"attempt {attempt + 1}: {type(err).__name__}: {err}")
             print(f"[dpo_hub {label}] {errors[-1]}\n{traceback.format_exc(limit=4)}", flush=True)
             if attempt < retries:
-                print(f"[dpo_hub {label}] waiting {wait_s:.0f} s for the refactor to settle, then retrying", flush=True)
+                print(
+                    f"[dpo_hub {label}] waiting {wait_s:.0f} s for the refactor to settle, then retrying",
+                    flush=True,
+                )
                 time.sleep(wait_s)
                 _purge_dpo_hub()
     return {"wall_s": None, "reference": {}, "levers": None, "errors": errors}
 
 
 # ----------------------------------------------------------------------------------------------- main
+
 
 def machine() -> str:
     cpu = "?"
@@ -239,18 +315,22 @@ def machine() -> str:
     import transformers
     import trl
 
-    return (f"CPU {cpu}, {os.cpu_count()} cores (torch threads {torch.get_num_threads()}), "
-            f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; python "
-            f"{platform.python_version()}, torch {torch.__version__}, trl {trl.__version__}, peft {peft.__version__}, "
-            f"transformers {transformers.__version__}, datasets {datasets.__version__}")
+    return (
+        f"CPU {cpu}, {os.cpu_count()} cores (torch threads {torch.get_num_threads()}), "
+        f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; python "
+        f"{platform.python_version()}, torch {torch.__version__}, trl {trl.__version__}, peft {peft.__version__}, "
+        f"transformers {transformers.__version__}, datasets {datasets.__version__}"
+    )
 
 
 def _trl_globals_snapshot() -> dict:
     import trl.trainer.dpo_trainer as module
     from trl import DPOTrainer
 
-    return {**{f"trl.trainer.dpo_trainer.{k}": id(v) for k, v in vars(module).items()},
-            **{f"DPOTrainer.{k}": id(v) for k, v in vars(DPOTrainer).items()}}
+    return {
+        **{f"trl.trainer.dpo_trainer.{k}": id(v) for k, v in vars(module).items()},
+        **{f"DPOTrainer.{k}": id(v) for k, v in vars(DPOTrainer).items()},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,17 +341,26 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
 
     root = Path(tempfile.mkdtemp(prefix="dpo_hub_refcache_"))
-    os.environ.update(HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1", HF_HOME=str(root / "hf_home"),
-                      HF_DATASETS_CACHE=str(root / "hf_home" / "datasets"), TOKENIZERS_PARALLELISM="false",
-                      MPLBACKEND="Agg", TQDM_DISABLE="1", DPO_HUB_CACHE=str(root / "unused_cache"))
+    os.environ.update(
+        HF_HUB_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HOME=str(root / "hf_home"),
+        HF_DATASETS_CACHE=str(root / "hf_home" / "datasets"),
+        TOKENIZERS_PARALLELISM="false",
+        MPLBACKEND="Agg",
+        TQDM_DISABLE="1",
+        DPO_HUB_CACHE=str(root / "unused_cache"),
+    )
     os.environ.pop("ACCELERATE_CONFIG_FILE", None)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     started = time.perf_counter()
     print("machine:", machine(), flush=True)
-    print(f"data: embedded sample, first {opts.limit} rows, {EVAL_FRACTION:.0%} held out; temp folder {root}",
-          flush=True)
+    print(
+        f"data: embedded sample, first {opts.limit} rows, {EVAL_FRACTION:.0%} held out; temp folder {root}",
+        flush=True,
+    )
     results: dict = {"machine": machine(), "limit": opts.limit, "trl": {}, "dpo_hub": {}}
     before = _trl_globals_snapshot()
     worker = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
@@ -287,14 +376,20 @@ def main(argv: list[str] | None = None) -> int:
         shown = {k: (round(v, 2) if isinstance(v, float) else v) for k, v in res.items() if k != "records"}
         print(f"[trl {name}] {time.perf_counter() - t0:.1f} s: {shown}", flush=True)
         for record in res.get("records", []):
-            print(f"    {record['split']}: {record['pairs']} pairs, {record['s']:.2f} s, hit={record['hit']}, "
-                  f"model hash {record['model_hash']}, file {record['cache_file']}", flush=True)
+            print(
+                f"    {record['split']}: {record['pairs']} pairs, {record['s']:.2f} s, hit={record['hit']}, "
+                f"model hash {record['model_hash']}, file {record['cache_file']}",
+                flush=True,
+            )
 
     def hub(label: str, overrides: dict, cache: Path) -> None:
         res = dpo_hub_run(label, overrides, cache, root, opts.limit)
         results["dpo_hub"][label] = res
-        print(f"[dpo_hub {label}] wall {res['wall_s'] and round(res['wall_s'], 1)} s, steps {res.get('global_step')}, "
-              f"train.reference*: {res['reference']}, levers: {json.dumps(res['levers'])}", flush=True)
+        print(
+            f"[dpo_hub {label}] wall {res['wall_s'] and round(res['wall_s'], 1)} s, steps {res.get('global_step')}, "
+            f"train.reference*: {res['reference']}, levers: {json.dumps(res['levers'])}",
+            flush=True,
+        )
 
     try:
         trl("cold")  # stages the dataset into folder A first
@@ -318,7 +413,9 @@ def main(argv: list[str] | None = None) -> int:
 
     table = summary(results)
     print("\n" + machine())
-    print(f"command: python benchmarks/reference_cache.py --limit {opts.limit}; whole run {time.perf_counter() - started:.0f} s")
+    print(
+        f"command: python benchmarks/reference_cache.py --limit {opts.limit}; whole run {time.perf_counter() - started:.0f} s"
+    )
     print(table)
     print("trl/DPOTrainer names still replaced in this process after dpo_hub's runs:", changed or "none")
     results["table"] = table
@@ -342,8 +439,11 @@ ROWS = [  # scenario, trl key, dpo_hub key
 
 
 def summary(results: dict) -> str:
-    lines = ["| scenario | trl s (precompute pass) | dpo_hub s (train.reference_s) | pairs computed trl / dpo_hub "
-             "| trl cache hit (train, eval) | dpo_hub pairs reused |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | trl s (precompute pass) | dpo_hub s (train.reference_s) | pairs computed trl / dpo_hub "
+        "| trl cache hit (train, eval) | dpo_hub pairs reused |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, trl_key, hub_key in ROWS:
         t = results["trl"].get(trl_key, {})
         h = results["dpo_hub"].get(hub_key, {}) if hub_key else {}
@@ -355,12 +455,16 @@ def summary(results: dict) -> str:
         computed_hub = ref.get("reference_pairs_computed", "-") if hub_key else "n/a"
         reused = ref.get("reference_pairs_reused", "-") if hub_key else "n/a"
         hits = ", ".join(str(v) for v in t.get("hits", {}).values()) or "-"
-        lines.append(f"| {label} | {trl_s} | {hub_s} | {t.get('pairs_computed', '-')} / {computed_hub} | {hits} "
-                     f"| {reused} |")
+        lines.append(
+            f"| {label} | {trl_s} | {hub_s} | {t.get('pairs_computed', '-')} / {computed_hub} | {hits} "
+            f"| {reused} |"
+        )
     cold = results["trl"].get("cold", {})
     if "construct_s" in cold:
-        lines.append(f"\ntrl cold: trainer construction {cold['construct_s']:.2f} s, of which the precompute pass "
-                     f"{cold['precompute_s']:.2f} s")
+        lines.append(
+            f"\ntrl cold: trainer construction {cold['construct_s']:.2f} s, of which the precompute pass "
+            f"{cold['precompute_s']:.2f} s"
+        )
     return "\n".join(lines)
 
 

@@ -31,15 +31,18 @@ class Origin:
     group: str
 
     def __str__(self) -> str:
-        return (f"entry point {self.entry_point!r} (group {self.group}) of distribution "
-                f"{self.distribution} {self.version}")
+        return (
+            f"entry point {self.entry_point!r} (group {self.group}) of distribution "
+            f"{self.distribution} {self.version}"
+        )
 
 
 class Registry(Mapping[str, Any]):
     """Built-ins plus the entry points of ``group`` that pass ``check`` (``check(name, obj)``: None or why not)."""
 
-    def __init__(self, group: str, builtins: Mapping[str, Any], check: Callable[[str, Any], str | None],
-                 what: str) -> None:
+    def __init__(
+        self, group: str, builtins: Mapping[str, Any], check: Callable[[str, Any], str | None], what: str
+    ) -> None:
         self.group, self.what, self._builtins, self._check = group, what, dict(builtins), check
         self._loaded: dict[str, Any] | None = None
         self.origins: dict[str, Origin] = {}
@@ -51,7 +54,10 @@ class Registry(Mapping[str, Any]):
             self.origins = {n: Origin("dpo-hub", "", _path(obj), self.group) for n, obj in loaded.items()}
             for point in _entry_points(self.group):
                 origin = Origin(*_distribution(point), f"{point.name} = {point.value}", self.group)
-                if loaded.get(point.name) is not None and self.origins[point.name].distribution == origin.distribution:
+                if (
+                    loaded.get(point.name) is not None
+                    and self.origins[point.name].distribution == origin.distribution
+                ):
                     continue  # dpo_hub's own entry point for a built-in it already lists
                 problem, obj = _load(point, loaded, self._check)
                 if problem:
@@ -80,11 +86,19 @@ class Registry(Mapping[str, Any]):
 def _load(point: Any, taken: Mapping[str, Any], check: Callable[[str, Any], str | None]) -> tuple[str, Any]:
     """(why the entry point cannot be used or ``''``, the loaded object)."""
     if point.name in taken:
-        return f"the name {point.name!r} is already taken by {_path(taken[point.name])}; rename the entry point", None
+        return (
+            f"the name {point.name!r} is already taken by {_path(taken[point.name])}; rename the entry point",
+            None,
+        )
     try:
         obj = point.load()
-    except Exception as err:  # any import-time failure of third-party code: skip the plugin, keep dpo_hub working
-        return f"it cannot be imported ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''})", None
+    except (
+        Exception
+    ) as err:  # any import-time failure of third-party code: skip the plugin, keep dpo_hub working
+        return (
+            f"it cannot be imported ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''})",
+            None,
+        )
     problem = check(point.name, obj)
     return (problem or "", obj)
 

@@ -34,35 +34,68 @@ class Recipe:
 
     model: ModelSpec = field(
         default_factory=ModelSpec,
-        metadata={"help": "The base model: a name (Hub id, folder, .gguf file; auto: gpt2, the embedded tiny GPT-2 "
-                          "offline) or a group of model.* loading settings."},
+        metadata={
+            "help": "The base model: a name (Hub id, folder, .gguf file; auto: gpt2, the embedded tiny GPT-2 "
+            "offline) or a group of model.* loading settings."
+        },
     )
     data: DataAdapter | Mixture = field(default_factory=UltraFeedback)
     lora: LoraPreset = field(default_factory=LoraPreset.gpt2_attention)
     dpo: DPOPreset = field(default_factory=DPOPreset.tutorial)
     generation: Generation = field(default_factory=Generation)
     output_dir: str = field(default="outputs/gpt2-dpo", metadata={"help": "Where the run's files go."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a finished run in output_dir."})
-    push_to_hub: str | None = field(default=None, metadata={"help": "Repo id to publish the adapter to after training."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace a finished run in output_dir."}
+    )
+    push_to_hub: str | None = field(
+        default=None, metadata={"help": "Repo id to publish the adapter to after training."}
+    )
     resume: str = field(
         default="auto",
-        metadata={"help": "auto: continue from the newest complete checkpoint of this recipe in OUTPUT_DIR.checkpoints; "
-                          "never: start over (discards them); or a checkpoint folder."},
+        metadata={
+            "help": "auto: continue from the newest complete checkpoint of this recipe in OUTPUT_DIR.checkpoints; "
+            "never: start over (discards them); or a checkpoint folder."
+        },
     )
-    threads: int | None = field(default=None, metadata={"help": "CPU threads per process; None: all cores / processes."})
-    name: str = field(default="custom", metadata={"help": "Recipe name, recorded in outputs and model cards."})
+    threads: int | None = field(
+        default=None, metadata={"help": "CPU threads per process; None: all cores / processes."}
+    )
+    name: str = field(
+        default="custom", metadata={"help": "Recipe name, recorded in outputs and model cards."}
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.model, str):  # Recipe(model="gpt2"): a plain name is a whole model spec
             object.__setattr__(self, "model", ModelSpec(name=self.model))
-        check("model", self.model, isinstance(self.model, ModelSpec), "a name or a model group",
-              "e.g. gpt2, or {name: gpt2, dtype: bfloat16}")
+        check(
+            "model",
+            self.model,
+            isinstance(self.model, ModelSpec),
+            "a name or a model group",
+            "e.g. gpt2, or {name: gpt2, dtype: bfloat16}",
+        )
         for key in ("output_dir", "name"):
-            check(key, getattr(self, key), bool(str(getattr(self, key)).strip()), "non-empty", "a name or a path")
-        check("threads", self.threads, self.threads is None or self.threads >= 1, ">= 1 or null",
-              "null: all cores shared by the processes")
-        check("resume", self.resume, bool(self.resume.strip()), "auto, never or a checkpoint folder",
-              "auto continues this recipe's newest checkpoint")
+            check(
+                key,
+                getattr(self, key),
+                bool(str(getattr(self, key)).strip()),
+                "non-empty",
+                "a name or a path",
+            )
+        check(
+            "threads",
+            self.threads,
+            self.threads is None or self.threads >= 1,
+            ">= 1 or null",
+            "null: all cores shared by the processes",
+        )
+        check(
+            "resume",
+            self.resume,
+            bool(self.resume.strip()),
+            "auto, never or a checkpoint folder",
+            "auto continues this recipe's newest checkpoint",
+        )
         if self.push_to_hub is not None:
             check_repo_id(self.push_to_hub, key="push_to_hub")
 
@@ -98,9 +131,13 @@ class Recipe:
         except yaml.YAMLError as err:
             raise RecipeError(f"{path}: not valid YAML ({err})") from err
         except (OSError, UnicodeDecodeError) as err:
-            raise RecipeError(f"{path}: cannot read the recipe file ({type(err).__name__}: {err}); check the path") from err
+            raise RecipeError(
+                f"{path}: cannot read the recipe file ({type(err).__name__}: {err}); check the path"
+            ) from err
         if not isinstance(values, dict):
-            raise RecipeError(f"{path}: a recipe file must hold a mapping of keys, got {type(values).__name__}")
+            raise RecipeError(
+                f"{path}: a recipe file must hold a mapping of keys, got {type(values).__name__}"
+            )
         return cls.from_dict(values, source=str(path))
 
     def fingerprint(self) -> str:
@@ -111,7 +148,9 @@ class Recipe:
         for group in _PRESET_GROUPS:  # the fields say what is computed, not the preset they started from
             values[group].pop("preset")
         values["dpo"].pop("report_to", None)  # where logs go
-        if self.model.is_plain():  # as before the model group existed: a plain name's fingerprint is unchanged
+        if (
+            self.model.is_plain()
+        ):  # as before the model group existed: a plain name's fingerprint is unchanged
             values["model"] = self.model.name
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -147,8 +186,13 @@ class Recipe:
 
 _NESTED = ("model", "data", "lora", "dpo", "generation")
 _PRESET_GROUPS = {"lora": LORA_PRESETS, "dpo": DPO_PRESETS}
-_GROUP_EXAMPLES = {"model": ModelSpec, "data": UltraFeedback, "lora": LoraPreset, "dpo": DPOPreset,
-                   "generation": Generation}
+_GROUP_EXAMPLES = {
+    "model": ModelSpec,
+    "data": UltraFeedback,
+    "lora": LoraPreset,
+    "dpo": DPOPreset,
+    "generation": Generation,
+}
 _WHOLE_TEXT_LISTS = ("generation.prompts",)  # text from the command line is one item; pass [a, b] for several
 
 
@@ -159,7 +203,11 @@ def _plain(value: Any) -> Any:
         out = {}
         for f in dataclasses.fields(value):
             item = getattr(value, f.name)
-            out.update({k: _plain(v) for k, v in item.items()} if f.metadata.get("passthrough") else {f.name: _plain(item)})
+            out.update(
+                {k: _plain(v) for k, v in item.items()}
+                if f.metadata.get("passthrough")
+                else {f.name: _plain(item)}
+            )
         return out
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
@@ -167,13 +215,19 @@ def _plain(value: Any) -> Any:
 
 
 def _yaml_line(key: str, value: Any, help_text: str, indent: int = 0) -> str:
-    if isinstance(value, tuple) and value and hasattr(value[0], "to_plain"):  # a mixture's sources, one a line
+    if (
+        isinstance(value, tuple) and value and hasattr(value[0], "to_plain")
+    ):  # a mixture's sources, one a line
         items = [f"{' ' * (indent + 2)}- {_yaml_line('x', v, '').partition(': ')[2]}" for v in value]
         return "\n".join([f"{' ' * indent}{key}:" + (f"  # {help_text}" if help_text else ""), *items])
-    if isinstance(value, str) and ("\n" in value or value != value.strip()):  # "\n" on one line, as YAML reads it
+    if isinstance(value, str) and (
+        "\n" in value or value != value.strip()
+    ):  # "\n" on one line, as YAML reads it
         dumped = json.dumps(value, ensure_ascii=False)
     else:
-        dumped = yaml.safe_dump(_plain(value), default_flow_style=True, allow_unicode=True, width=10_000, sort_keys=False)
+        dumped = yaml.safe_dump(
+            _plain(value), default_flow_style=True, allow_unicode=True, width=10_000, sort_keys=False
+        )
         dumped = dumped.strip().removesuffix("...").strip()
     return f"{' ' * indent}{key}: {dumped}" + (f"  # {help_text}" if help_text else "")
 
@@ -181,9 +235,14 @@ def _yaml_line(key: str, value: Any, help_text: str, indent: int = 0) -> str:
 def _group_lines(group: str, value: Any) -> list[str]:
     """A group's YAML lines: its preset first, its fields, then pass-through settings with the library's help."""
     fields = sorted(dataclasses.fields(value), key=lambda f: f.name != "preset")
-    lines = [_yaml_line(f.name, getattr(value, f.name), f.metadata.get("help", ""), indent=2)
-             for f in fields if not f.metadata.get("passthrough")]
-    return lines + [_yaml_line(k, v, field_help(group, k), indent=2) for k, v in getattr(value, "extra", {}).items()]
+    lines = [
+        _yaml_line(f.name, getattr(value, f.name), f.metadata.get("help", ""), indent=2)
+        for f in fields
+        if not f.metadata.get("passthrough")
+    ]
+    return lines + [
+        _yaml_line(k, v, field_help(group, k), indent=2) for k, v in getattr(value, "extra", {}).items()
+    ]
 
 
 def _preset(group: str, name: Any, source: str) -> Any:
@@ -192,7 +251,9 @@ def _preset(group: str, name: Any, source: str) -> Any:
     if not isinstance(name, str) or name not in presets:
         close = difflib.get_close_matches(str(name), list(presets), n=3, cutoff=0.5)
         hint = f"did you mean {' or '.join(close)}? " if close else ""
-        raise RecipeError(f"{source}: {group}.preset={name!r} is unknown; {hint}use one of: {', '.join(presets)}")
+        raise RecipeError(
+            f"{source}: {group}.preset={name!r} is unknown; {hint}use one of: {', '.join(presets)}"
+        )
     return dataclasses.replace(presets[name](), preset=name)
 
 
@@ -201,7 +262,9 @@ def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in values.items():
         if not isinstance(key, str):
-            raise RecipeError(f"{source}: recipe key {key!r} is not a name; keys look like dpo.beta or output_dir")
+            raise RecipeError(
+                f"{source}: recipe key {key!r} is not a name; keys look like dpo.beta or output_dir"
+            )
         if key not in _NESTED:
             flat[key] = value
         elif key == "model" and isinstance(value, str):  # model: gpt2 / --model gpt2 names the model
@@ -210,8 +273,10 @@ def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
             flat.update({f"{key}.{sub}": v for sub, v in value.items()})
         elif value is not None:  # an empty ``dpo:`` in YAML changes nothing
             example = dataclasses.fields(_GROUP_EXAMPLES[key])[0].name
-            raise RecipeError(f"{source}: {key} must be a mapping of {key}.* keys (e.g. {key}: {{{example}: ...}} "
-                              f"or --{key}.{example} ...), got {type(value).__name__} {value!r}")
+            raise RecipeError(
+                f"{source}: {key} must be a mapping of {key}.* keys (e.g. {key}: {{{example}: ...}} "
+                f"or --{key}.{example} ...), got {type(value).__name__} {value!r}"
+            )
     return flat
 
 
@@ -224,7 +289,9 @@ def _apply_mixture(recipe: Recipe, changes: dict[str, Any], source: str) -> tupl
     return recipe.replace(data=build_mixture(recipe.data, mixing, source, _coerce)), rest
 
 
-def _apply_kind_and_presets(recipe: Recipe, changes: dict[str, Any], source: str) -> tuple[Recipe, dict[str, Any]]:
+def _apply_kind_and_presets(
+    recipe: Recipe, changes: dict[str, Any], source: str
+) -> tuple[Recipe, dict[str, Any]]:
     """Switch ``data.kind`` and load ``lora.preset``/``dpo.preset`` first, whatever the order; return the other keys."""
     rest = dict(changes)
     try:
@@ -248,7 +315,9 @@ def _typed_by_group(recipe: Recipe, changes: dict[str, Any], source: str) -> dic
         if rest:
             part = getattr(recipe, head, None) if head in _NESTED else None
             if part is not None and rest not in _field_types(type(part)) and head in _PRESET_GROUPS:
-                grouped.setdefault(head, {}).setdefault("extra", dict(part.extra))[rest] = value  # preset checks it
+                grouped.setdefault(head, {}).setdefault("extra", dict(part.extra))[rest] = (
+                    value  # preset checks it
+                )
                 continue
             if part is None or rest not in _field_types(type(part)):
                 raise RecipeError(_unknown(key, recipe, source))
@@ -280,12 +349,18 @@ def _field_types(cls: type) -> dict[str, Any]:
 def _switch_adapter(current: DataAdapter, kind: Any, source: str) -> DataAdapter:
     """The adapter of ``kind``, keeping the selection (split, eval fraction, seed) but not the source or its limit."""
     if not isinstance(kind, str) or kind not in ADAPTERS:
-        raise RecipeError(f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)} or mix"
-                          f"{ADAPTERS.why_missing(kind) if isinstance(kind, str) else ''}")
+        raise RecipeError(
+            f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)} or mix"
+            f"{ADAPTERS.why_missing(kind) if isinstance(kind, str) else ''}"
+        )
     if kind == current.kind:
         return current
     target = ADAPTERS[kind]
-    shared = {f.name: getattr(current, f.name) for f in dataclasses.fields(current) if f.name in _field_types(target)}
+    shared = {
+        f.name: getattr(current, f.name)
+        for f in dataclasses.fields(current)
+        if f.name in _field_types(target)
+    }
     shared.pop("dataset", None)
     shared.pop("limit", None)  # a limit suited to one source would silently cut another
     return target(**shared)
@@ -298,8 +373,10 @@ def _unknown(key: str, recipe: Recipe, source: str) -> str:
         keys = [k for k in keys if k.startswith(f"{head}.")]
         owners = [kind for kind, cls in ADAPTERS.items() if head == "data" and rest in _field_types(cls)]
         if owners:
-            return (f"{source}: {key} is a key of data.kind={' or '.join(owners)}, not of this recipe's "
-                    f"data.kind={recipe.data.kind}; switch with data.kind or use one of {', '.join(keys)}")
+            return (
+                f"{source}: {key} is a key of data.kind={' or '.join(owners)}, not of this recipe's "
+                f"data.kind={recipe.data.kind}; switch with data.kind or use one of {', '.join(keys)}"
+            )
     close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
     hint = f"; did you mean {' or '.join(close)}?" if close else f"; valid keys: {', '.join(keys)}"
     return f"{source}: unknown recipe key {key!r}{hint}"

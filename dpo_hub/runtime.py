@@ -95,7 +95,11 @@ def use_all_cores(threads: int | None, state: Any) -> int:
     if state.device.type != "cpu":
         return torch.get_num_threads()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", 0)) or state.num_processes
-    n = threads or int(os.environ.get("DPO_HUB_NUM_THREADS", 0)) or max(1, len(os.sched_getaffinity(0)) // local)
+    n = (
+        threads
+        or int(os.environ.get("DPO_HUB_NUM_THREADS", 0))
+        or max(1, len(os.sched_getaffinity(0)) // local)
+    )
     torch.set_num_threads(n)
     return n
 
@@ -119,7 +123,9 @@ def cpu_has_bf16() -> bool:
     if forced in ("1", "0"):
         return forced == "1"
     if forced:
-        raise ValueError(f"{CPU_BF16_ENV}={forced!r}: expected 1 (bf16), 0 (no bf16) or unset (detect from the CPU)")
+        raise ValueError(
+            f"{CPU_BF16_ENV}={forced!r}: expected 1 (bf16), 0 (no bf16) or unset (detect from the CPU)"
+        )
     return _cpuinfo_has_bf16()
 
 

@@ -30,24 +30,56 @@ class Private:
         return self.module.split(".")[0]
 
 
-TRL_USE_TRITON = Private("trl.trainer.utils", "_use_triton",
-                         "score_completions_only: which devices project only answer positions")
-TRL_TILE_SIZE = Private("trl.trainer.utils", "_CHUNKED_LOGPROB_CHUNK_SIZE", "smaller_logit_tiles: vocabulary tile width")
-TRL_FORWARD_TILE = Private("trl.kernels.chunked_logprob", "_forward_tile", "lean_tile_folds: the forward fold of a tile")
-TRL_BACKWARD_TILE = Private("trl.kernels.chunked_logprob", "_backward_tile", "lean_tile_folds: the backward fold")
-TRL_STEP_METRICS = Private("trl.trainer.dpo_trainer", "DPOTrainer._metrics", "plan: the timed warm-up's metrics are dropped")
-TRL_TOKEN_COUNT = Private("trl.trainer.dpo_trainer", "DPOTrainer._total_train_tokens",
-                          "plan: the timed warm-up's tokens are not counted")
-TRACKER_NAMES = Private("transformers.integrations.integration_utils", "INTEGRATION_TO_CALLBACK",
-                        "dpo.report_to: the tracker names transformers accepts")
-TRACKERS_INSTALLED = Private("transformers.integrations.integration_utils", "get_available_reporting_integrations",
-                             "dpo.report_to: which trackers are installed")
-ACCELERATE_LAUNCH_PARSER = Private("accelerate.commands.launch", "launch_command_parser",
-                                   "accelerate configs: the --config_file of the launching command")
-ACCELERATE_DEFAULT_CONFIG = Private("accelerate.commands.config", "default_config_file",
-                                    "accelerate configs: the default config file")
-ALL = (TRL_USE_TRITON, TRL_TILE_SIZE, TRL_FORWARD_TILE, TRL_BACKWARD_TILE, TRL_STEP_METRICS, TRL_TOKEN_COUNT,
-       TRACKER_NAMES, TRACKERS_INSTALLED, ACCELERATE_LAUNCH_PARSER, ACCELERATE_DEFAULT_CONFIG)
+TRL_USE_TRITON = Private(
+    "trl.trainer.utils", "_use_triton", "score_completions_only: which devices project only answer positions"
+)
+TRL_TILE_SIZE = Private(
+    "trl.trainer.utils", "_CHUNKED_LOGPROB_CHUNK_SIZE", "smaller_logit_tiles: vocabulary tile width"
+)
+TRL_FORWARD_TILE = Private(
+    "trl.kernels.chunked_logprob", "_forward_tile", "lean_tile_folds: the forward fold of a tile"
+)
+TRL_BACKWARD_TILE = Private(
+    "trl.kernels.chunked_logprob", "_backward_tile", "lean_tile_folds: the backward fold"
+)
+TRL_STEP_METRICS = Private(
+    "trl.trainer.dpo_trainer", "DPOTrainer._metrics", "plan: the timed warm-up's metrics are dropped"
+)
+TRL_TOKEN_COUNT = Private(
+    "trl.trainer.dpo_trainer",
+    "DPOTrainer._total_train_tokens",
+    "plan: the timed warm-up's tokens are not counted",
+)
+TRACKER_NAMES = Private(
+    "transformers.integrations.integration_utils",
+    "INTEGRATION_TO_CALLBACK",
+    "dpo.report_to: the tracker names transformers accepts",
+)
+TRACKERS_INSTALLED = Private(
+    "transformers.integrations.integration_utils",
+    "get_available_reporting_integrations",
+    "dpo.report_to: which trackers are installed",
+)
+ACCELERATE_LAUNCH_PARSER = Private(
+    "accelerate.commands.launch",
+    "launch_command_parser",
+    "accelerate configs: the --config_file of the launching command",
+)
+ACCELERATE_DEFAULT_CONFIG = Private(
+    "accelerate.commands.config", "default_config_file", "accelerate configs: the default config file"
+)
+ALL = (
+    TRL_USE_TRITON,
+    TRL_TILE_SIZE,
+    TRL_FORWARD_TILE,
+    TRL_BACKWARD_TILE,
+    TRL_STEP_METRICS,
+    TRL_TOKEN_COUNT,
+    TRACKER_NAMES,
+    TRACKERS_INSTALLED,
+    ACCELERATE_LAUNCH_PARSER,
+    ACCELERATE_DEFAULT_CONFIG,
+)
 
 
 def get(private: Private) -> Any:

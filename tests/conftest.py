@@ -18,18 +18,32 @@ RECIPE_MODULE = "dpo_hub.recipes.gpt2_ultrafeedback"
 def offline_env(tmp: Path, **extra: str) -> dict[str, str]:
     """Environment for subprocesses: no Hub, private caches, no telemetry."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "ACCELERATE_"))}
-    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp / "hf_home"), HF_HUB_DISABLE_TELEMETRY="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp / "hf_home"),
+        HF_HUB_DISABLE_TELEMETRY="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONUNBUFFERED="1",
+        MPLBACKEND="Agg",
+    )
     env.update(extra)
     return env
 
 
-def run(cmd: list[str], env: dict[str, str], timeout: int = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], env: dict[str, str], timeout: int = 600, cwd: Path = REPO
+) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def accelerate_cmd(config: str = "cpu.yaml") -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(REPO / "accelerate_configs" / config)]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / config),
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +58,10 @@ def trained_run(tmp_path_factory, worker_id) -> tuple[Path, subprocess.Completed
     out, record = shared / "run", shared / "process.json"
     with FileLock(str(shared / ".lock")):
         if not record.exists():
-            proc = run([*accelerate_cmd(), "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "200"],
-                       offline_env(shared))
+            proc = run(
+                [*accelerate_cmd(), "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "200"],
+                offline_env(shared),
+            )
             assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
             record.write_text(json.dumps({"args": proc.args, "stdout": proc.stdout, "stderr": proc.stderr}))
     done = json.loads(record.read_text())
@@ -56,7 +72,9 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-USER_DPO_HUB_CACHE = os.environ.get("DPO_HUB_CACHE") or os.path.expanduser("~/.cache/dpo_hub")  # before the fixture
+USER_DPO_HUB_CACHE = os.environ.get("DPO_HUB_CACHE") or os.path.expanduser(
+    "~/.cache/dpo_hub"
+)  # before the fixture
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -42,8 +42,12 @@ def test_loads_with_accelerates_loader(name):
     config = load_config_from_file(path)
     assert isinstance(config, ClusterConfig)
     loaded = config.to_dict()
-    for key, value in yaml.safe_load(Path(path).read_text()).items():  # nothing we wrote is dropped or changed
-        assert loaded.get(key) == value, f"{name}: accelerate reads {key}={loaded.get(key)!r}, the file says {value!r}"
+    for key, value in yaml.safe_load(
+        Path(path).read_text()
+    ).items():  # nothing we wrote is dropped or changed
+        assert loaded.get(key) == value, (
+            f"{name}: accelerate reads {key}={loaded.get(key)!r}, the file says {value!r}"
+        )
     distributed_type, processes, machines, use_cpu, precision = EXPECTED[name]
     assert config.distributed_type == distributed_type
     assert config.num_processes == processes
@@ -82,8 +86,13 @@ def test_fsdp_is_fsdp2_and_lora_aware():
     assert fsdp["fsdp_cpu_ram_efficient_loading"] is True
     assert fsdp["fsdp_reshard_after_forward"] is True  # FSDP2 wants a bool, not FULL_SHARD
     assert fsdp["fsdp_activation_checkpointing"] is False  # never together with dpo.gradient_checkpointing
-    for obsolete in ("fsdp_use_orig_params", "fsdp_sync_module_states", "fsdp_sharding_strategy",
-                     "fsdp_backward_prefetch", "fsdp_forward_prefetch"):
+    for obsolete in (
+        "fsdp_use_orig_params",
+        "fsdp_sync_module_states",
+        "fsdp_sharding_strategy",
+        "fsdp_backward_prefetch",
+        "fsdp_forward_prefetch",
+    ):
         assert obsolete not in fsdp, f"{obsolete} is FSDP1-only (accelerate warns or fails with FSDP2)"
 
 
@@ -123,11 +132,19 @@ def test_accelerate_rejects_unknown_top_level_keys(tmp_path):
         load_config_from_file(str(bad))
 
 
-@pytest.mark.parametrize("name, launcher", [
-    ("cpu.yaml", "simple"), ("cpu_ddp.yaml", "multi_gpu"), ("single_gpu.yaml", "simple"),
-    ("multi_gpu.yaml", "multi_gpu"), ("fsdp.yaml", "fsdp"), ("deepspeed_zero2.yaml", "deepspeed"),
-    ("deepspeed_zero3.yaml", "deepspeed"), ("multi_node.yaml", "multi_gpu"),
-])
+@pytest.mark.parametrize(
+    "name, launcher",
+    [
+        ("cpu.yaml", "simple"),
+        ("cpu_ddp.yaml", "multi_gpu"),
+        ("single_gpu.yaml", "simple"),
+        ("multi_gpu.yaml", "multi_gpu"),
+        ("fsdp.yaml", "fsdp"),
+        ("deepspeed_zero2.yaml", "deepspeed"),
+        ("deepspeed_zero3.yaml", "deepspeed"),
+        ("multi_node.yaml", "multi_gpu"),
+    ],
+)
 def test_launcher_that_accelerate_picks(name, launcher):
     """What `accelerate launch --config_file X` does with the file (its own argument validation, nothing run).
 
@@ -136,14 +153,24 @@ def test_launcher_that_accelerate_picks(name, launcher):
     import accelerate
     from accelerate.commands import launch
 
-    validate = getattr(launch, "_validate_launch_command", None)  # private: the only way to ask without launching
+    validate = getattr(
+        launch, "_validate_launch_command", None
+    )  # private: the only way to ask without launching
     assert validate is not None, (
         f"accelerate {accelerate.__version__} has no accelerate.commands.launch._validate_launch_command: find what "
-        "replaced it and call that here; skipping would leave the launcher each shipped config picks untested")
+        "replaced it and call that here; skipping would leave the launcher each shipped config picks untested"
+    )
     args = launch.launch_command_parser().parse_args(["--config_file", str(CONFIG_DIR / name), "train.py"])
     args, _, _ = validate(args)
-    picked = ("deepspeed" if args.use_deepspeed else "fsdp" if args.use_fsdp
-              else "multi_gpu" if args.multi_gpu and not args.cpu else "simple")
+    picked = (
+        "deepspeed"
+        if args.use_deepspeed
+        else "fsdp"
+        if args.use_fsdp
+        else "multi_gpu"
+        if args.multi_gpu and not args.cpu
+        else "simple"
+    )
     assert picked == launcher
     assert args.num_processes == EXPECTED[name][1]
 
@@ -170,8 +197,19 @@ def _launch(config: str, tmp_path: Path) -> list[dict[str, str]]:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # CPU ranks even on a machine with GPUs
     env.pop("OMP_NUM_THREADS", None)
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG_DIR / config), str(probe)],
-        capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(CONFIG_DIR / config),
+            str(probe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     # ranks share one pipe and print writes the text and its newline separately: records can run together

@@ -24,8 +24,15 @@ def lora_model(seed: int) -> Any:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["c_attn", "c_proj"],
-                        fan_in_fan_out=True, init_lora_weights=False, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=4,
+        lora_alpha=8,
+        lora_dropout=0.1,
+        target_modules=["c_attn", "c_proj"],
+        fan_in_fan_out=True,
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(embedded.build_model(), config)
 
 
@@ -51,20 +58,26 @@ def run_dir(tmp_path_factory, tuned, tokenizer) -> Path:
     folder = tmp_path_factory.mktemp("run") / "run"
     tuned.save_pretrained(folder, save_embedding_layers=False)  # "auto" would look the base up online
     tokenizer.save_pretrained(folder)
-    recipe = Recipe(model=embedded.EMBEDDED, data=UltraFeedback(dataset=embedded.EMBEDDED, limit=40),
-                    generation=SHORT, output_dir=str(folder))
+    recipe = Recipe(
+        model=embedded.EMBEDDED,
+        data=UltraFeedback(dataset=embedded.EMBEDDED, limit=40),
+        generation=SHORT,
+        output_dir=str(folder),
+    )
     (folder / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
     return folder
 
 
-def reference_logps(model: Any, tokenizer: Any, prompt: str, response: str) -> tuple[torch.Tensor, torch.Tensor]:
+def reference_logps(
+    model: Any, tokenizer: Any, prompt: str, response: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-softmax at each ``response + eos`` position after ``prompt`` and its target ids: one plain forward."""
     prompt_ids = tokenizer(prompt)["input_ids"]
     ids = tokenizer(prompt + response + tokenizer.eos_token)["input_ids"]
-    assert ids[:len(prompt_ids)] == prompt_ids
+    assert ids[: len(prompt_ids)] == prompt_ids
     with torch.no_grad():
         logits = model(torch.tensor([ids])).logits[0, :-1]
-    return torch.log_softmax(logits, -1)[len(prompt_ids) - 1:], torch.tensor(ids[len(prompt_ids):])
+    return torch.log_softmax(logits, -1)[len(prompt_ids) - 1 :], torch.tensor(ids[len(prompt_ids) :])
 
 
 def test_scores_match_a_one_sequence_reference(tuned, tokenizer, pairs):
@@ -102,7 +115,9 @@ def test_a_changed_adapter_changes_the_answers_and_a_zero_one_does_not(tokenizer
 
     settings = Generation(max_new_tokens=8)
     base_answer = generate(embedded.build_model(), tokenizer, settings.prompts[0], settings)
-    config = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["c_attn", "c_proj"], fan_in_fan_out=True, task_type="CAUSAL_LM"
+    )
     model = get_peft_model(embedded.build_model(), config)  # lora_B starts at 0: tuned == base
     zero = side_by_side(model, tokenizer, settings)[0]
     assert zero["base"] == zero["tuned"] == base_answer and zero["differ"] is False
@@ -116,13 +131,19 @@ def test_a_changed_adapter_changes_the_answers_and_a_zero_one_does_not(tokenizer
 
 
 def test_judge_summary_counts_wins_ties_and_losses():
-    scores = [{"prompt": "a", "base": 1.0, "tuned": 2.0}, {"prompt": "b", "base": 3.0, "tuned": 3.0},
-              {"prompt": "c", "base": 5.0, "tuned": 4.0}, {"prompt": "d", "base": 0.0, "tuned": 1.0}]
+    scores = [
+        {"prompt": "a", "base": 1.0, "tuned": 2.0},
+        {"prompt": "b", "base": 3.0, "tuned": 3.0},
+        {"prompt": "c", "base": 5.0, "tuned": 4.0},
+        {"prompt": "d", "base": 0.0, "tuned": 1.0},
+    ]
     summary = summarize_judge({"judge": "rm", "scores": scores})
     assert (summary["wins"], summary["ties"], summary["losses"]) == (2, 1, 1)
     assert summary["win_rate"]["value"] == 0.625  # (2 wins + half of 1 tie) / 4, worked out by hand
     assert summary["mean_reward"] == {"base": 2.25, "tuned": 2.5}
-    flipped = summarize_judge({"judge": "rm", "scores": [{**r, "base": r["tuned"], "tuned": r["base"]} for r in scores]})
+    flipped = summarize_judge(
+        {"judge": "rm", "scores": [{**r, "base": r["tuned"], "tuned": r["base"]} for r in scores]}
+    )
     assert (flipped["wins"], flipped["losses"], flipped["win_rate"]["value"]) == (1, 2, 0.375)
 
 
@@ -138,10 +159,14 @@ def test_judge_win_rate(tmp_path, tuned, tokenizer):
     from transformers import GPT2Config, GPT2ForSequenceClassification
 
     torch.manual_seed(0)
-    judge = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_head=2, n_embd=16, num_labels=1, pad_token_id=50256))
+    judge = GPT2ForSequenceClassification(
+        GPT2Config(n_layer=1, n_head=2, n_embd=16, num_labels=1, pad_token_id=50256)
+    )
     judge.save_pretrained(tmp_path / "rm")
     tokenizer.save_pretrained(tmp_path / "rm")
-    comparison = compare_model(tuned, tokenizer, prompts=TWO_PROMPTS, judge=str(tmp_path / "rm"), generation=SHORT)
+    comparison = compare_model(
+        tuned, tokenizer, prompts=TWO_PROMPTS, judge=str(tmp_path / "rm"), generation=SHORT
+    )
     result = comparison.judge
     text = comparison.generations[1]["prompt"] + comparison.generations[1]["tuned"]
     with torch.no_grad():
@@ -152,18 +177,22 @@ def test_judge_win_rate(tmp_path, tuned, tokenizer):
 
 def test_run_folder_default_pairs_and_outputs(run_dir, tuned, tokenizer, capsys):
     (run_dir / "comparison.json").write_text('{"the run": "its own"}', encoding="utf-8")
-    assert cli.main(["compare", str(run_dir)]) == 0
+    assert cli(["compare", str(run_dir)]) == 0
     table = capsys.readouterr().out
     assert "preference accuracy (summed log-prob)" in table and "implicit reward margin" in table
-    assert (run_dir / "comparison.json").read_text() == '{"the run": "its own"}', "the run's own files are kept"
+    assert (run_dir / "comparison.json").read_text() == '{"the run": "its own"}', (
+        "the run's own files are kept"
+    )
     [folder] = (run_dir / "comparisons").iterdir()
     assert f"wrote {folder / 'comparison.json'}" in table
     result = json.loads((folder / "comparison.json").read_text())
     assert result["preference"]["n_pairs"] == 6 and result["settings"]["beta"] == 0.1
     assert "preference accuracy" in (folder / "comparison.md").read_text()
     assert (folder / "comparison.png").read_bytes()[:4] == b"\x89PNG"
-    assert cli.main(["compare", str(run_dir), "--output", str(run_dir), "--prompt", "Hi"]) == 1
-    assert "already holds a comparison" in capsys.readouterr().err, "an explicit --output is not overwritten either"
+    assert cli(["compare", str(run_dir), "--output", str(run_dir), "--prompt", "Hi"]) == 1
+    assert "already holds a comparison" in capsys.readouterr().err, (
+        "an explicit --output is not overwritten either"
+    )
     assert (run_dir / "comparison.json").read_text() == '{"the run": "its own"}'
     # the saved adapter scores exactly like the in-memory one on the run's own eval split
     eval_pairs = prepare(Recipe.from_yaml(run_dir / "recipe.yaml").data, tokenizer).eval
@@ -188,8 +217,13 @@ def test_bad_inputs_fail_clearly(tmp_path, tuned, tokenizer, pairs):
     with pytest.raises(CompareError, match="not a PEFT model"):
         compare_model(embedded.build_model(), tokenizer, pairs)
     bad = tmp_path / "prefs.jsonl"
-    bad.write_text("".join(json.dumps({"prompt": p["prompt"], "chosen": p["chosen"], "worse": p["rejected"]}) + "\n"
-                           for p in pairs), encoding="utf-8")
+    bad.write_text(
+        "".join(
+            json.dumps({"prompt": p["prompt"], "chosen": p["chosen"], "worse": p["rejected"]}) + "\n"
+            for p in pairs
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(DataError, match=r"prefs\.jsonl: missing column\(s\) \['rejected'\]; found"):
         compare_model(tuned, tokenizer, pairs=str(bad), prompts=[])
     with pytest.raises(DataError, match=r"\['rejected'\]"):
@@ -209,11 +243,22 @@ def test_hub_repo_id_via_cli(tmp_path, run_dir):
     files = {p.name: p.read_bytes() for p in run_dir.iterdir() if not p.name.startswith("comparison")}
     seed(Store(tmp_path / "hub"), [("model", "tester/tiny-dpo", files)])
     with LocalHub(tmp_path / "hub") as hub:
-        proc = subprocess.run([sys.executable, "-m", "dpo_hub", "compare", "tester/tiny-dpo"], cwd=tmp_path,
-                              env=hub.client_env(hf_home=tmp_path / "hf"), capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dpo_hub", "compare", "tester/tiny-dpo"],
+            cwd=tmp_path,
+            env=hub.client_env(hf_home=tmp_path / "hf"),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Base vs tuned: tester/tiny-dpo; 6 pairs (the run's eval split of embedded)" in proc.stdout
-    assert json.loads((tmp_path / "comparison-tiny-dpo" / "comparison.json").read_text())["preference"]["n_pairs"] == 6
+    assert (
+        json.loads((tmp_path / "comparison-tiny-dpo" / "comparison.json").read_text())["preference"][
+            "n_pairs"
+        ]
+        == 6
+    )
 
 
 def test_one_pair_and_skipped_pairs_keep_their_index(tuned, tokenizer, pairs):
@@ -227,8 +272,16 @@ def test_one_pair_and_skipped_pairs_keep_their_index(tuned, tokenizer, pairs):
 
 # ---- the comparison scores pairs as trl trains on them ------------------------------------------------
 EDGE_PAIRS = [  # where a re-implemented rule can drift from trl's
-    {"prompt": "The answer is ", "chosen": "yes, clearly.", "rejected": "no."},  # " yes" merges across the boundary
-    {"prompt": "Say hi.\n", "chosen": "Hi!<|endoftext|>", "rejected": "Bye."},  # an answer that already ends in eos
+    {
+        "prompt": "The answer is ",
+        "chosen": "yes, clearly.",
+        "rejected": "no.",
+    },  # " yes" merges across the boundary
+    {
+        "prompt": "Say hi.\n",
+        "chosen": "Hi!<|endoftext|>",
+        "rejected": "Bye.",
+    },  # an answer that already ends in eos
 ]
 
 
@@ -257,23 +310,45 @@ def test_base_scores_equal_trls_reference_log_probs_on_its_own_batch(tmp_path, w
     tokenizer = trl_tokenizer(with_bos)
     data = prepare(UltraFeedback(dataset=embedded.EMBEDDED, limit=6, eval_fraction=0), tokenizer)
     pairs = [dict(p) for p in data.train] + EDGE_PAIRS
-    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=len(pairs), report_to=[], use_cpu=True,
-                     max_length=None, bf16=False, fp16=False)  # fp32; nothing truncated on either side
-    lora = LoraConfig(r=4, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False,
-                      task_type="CAUSAL_LM")  # a non-zero adapter: tuned != base, so "adapter off" is tested
-    trainer = DPOTrainer(model=embedded.build_model(), ref_model=None, args=args, processing_class=tokenizer,
-                         train_dataset=datasets.Dataset.from_list(pairs), peft_config=lora)
+    args = DPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=len(pairs),
+        report_to=[],
+        use_cpu=True,
+        max_length=None,
+        bf16=False,
+        fp16=False,
+    )  # fp32; nothing truncated on either side
+    lora = LoraConfig(
+        r=4, target_modules=["c_attn"], fan_in_fan_out=True, init_lora_weights=False, task_type="CAUSAL_LM"
+    )  # a non-zero adapter: tuned != base, so "adapter off" is tested
+    trainer = DPOTrainer(
+        model=embedded.build_model(),
+        ref_model=None,
+        args=args,
+        processing_class=tokenizer,
+        train_dataset=datasets.Dataset.from_list(pairs),
+        peft_config=lora,
+    )
     tokenised = trainer.train_dataset
-    assert len(tokenised) == len(pairs) and tokenised["prompt"] == [p["prompt"] for p in pairs], "same pairs, in order"
+    assert len(tokenised) == len(pairs) and tokenised["prompt"] == [p["prompt"] for p in pairs], (
+        "same pairs, in order"
+    )
     batch = trainer.data_collator([tokenised[i] for i in range(len(tokenised))])
     trainer.model.eval()
-    trl_chosen, trl_rejected = trainer.compute_ref_log_probs(trainer.model, batch)  # the adapter off: the base
+    trl_chosen, trl_rejected = trainer.compute_ref_log_probs(
+        trainer.model, batch
+    )  # the adapter off: the base
 
     scores = score_pairs(trainer.model, tokenizer, pairs, batch_size=3)
     assert scores.skipped == 0 and scores.index == list(range(len(pairs)))
     completion_tokens = batch["completion_mask"].sum(1).tolist()
     assert scores.chosen_tokens + scores.rejected_tokens == completion_tokens, "the tokens scored are trl's"
-    for side, ours, theirs in (("chosen", scores.base_chosen, trl_chosen), ("rejected", scores.base_rejected,
-                                                                           trl_rejected)):
-        assert ours == pytest.approx(theirs.tolist(), rel=1e-4), f"{side}: dpo_hub's base log-probs are not trl's"
+    for side, ours, theirs in (
+        ("chosen", scores.base_chosen, trl_chosen),
+        ("rejected", scores.base_rejected, trl_rejected),
+    ):
+        assert ours == pytest.approx(theirs.tolist(), rel=1e-4), (
+            f"{side}: dpo_hub's base log-probs are not trl's"
+        )
     assert all(abs(t - b) > 1e-3 for t, b in zip(scores.tuned_chosen, scores.base_chosen, strict=True))

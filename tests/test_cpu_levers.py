@@ -11,8 +11,11 @@ from trl.kernels import chunked_logprob
 from dpo_hub import embedded, upstream
 from dpo_hub.training.levers import cpu_head, cpu_rows
 
-OUTPUT_SETS = [("log_probs",), ("log_probs", "entropy", "mean_logits", "is_top1"),
-               ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1")]
+OUTPUT_SETS = [
+    ("log_probs",),
+    ("log_probs", "entropy", "mean_logits", "is_top1"),
+    ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1"),
+]
 
 
 def head_case(seed: int = 0):
@@ -35,8 +38,9 @@ def head_case(seed: int = 0):
 def run_head(states, weight, targets, outputs, logit_scale, entropy_grad=False):
     hidden = states.clone().requires_grad_(True)
     head = weight.clone().requires_grad_(True)
-    result = chunked_logprob.ChunkedLogProbFunction.apply(hidden, head, None, targets, 0.7, 256, None, logit_scale,
-                                                          outputs)
+    result = chunked_logprob.ChunkedLogProbFunction.apply(
+        hidden, head, None, targets, 0.7, 256, None, logit_scale, outputs
+    )
     g = torch.Generator().manual_seed(1)
     loss = (result[0] * torch.randn(result[0].shape, generator=g)).sum()
     if entropy_grad:
@@ -89,8 +93,14 @@ def tiny_llama():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2)
+    config = LlamaConfig(
+        vocab_size=50257,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     return LlamaForCausalLM(config)
 
 
@@ -128,7 +138,9 @@ def test_rows_at_own_length_and_shared_prompts_give_the_same_hidden_states(backb
     monkeypatch.setattr(cpu_rows, "SHARED_PREFIX_MIN", shared_min)
     ids, mask = dpo_rows(shared=9, lengths=(20, 14, 31, 14))
     seen = []
-    hook = backbone.get_input_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    hook = backbone.get_input_embeddings().register_forward_hook(
+        lambda m, args, out: seen.append(args[0].numel())
+    )
     try:
         with torch.no_grad():
             plain = type(backbone).forward(backbone, input_ids=ids, attention_mask=mask, use_cache=False)

@@ -21,7 +21,9 @@ from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "dpo_hub"
-OPTIONAL_ONLY = ("testing",)  # dpo_hub/testing/: the local Hub server and its pytest fixtures (extras hub-server, dev)
+OPTIONAL_ONLY = (
+    "testing",
+)  # dpo_hub/testing/: the local Hub server and its pytest fixtures (extras hub-server, dev)
 
 
 def normalise(name: str) -> str:
@@ -57,7 +59,11 @@ def declared(pyproject: Path = ROOT / "pyproject.toml") -> tuple[set[str], set[s
     """(core dependencies, everything declared: core and every extra), as normalised distribution names."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
     core = {normalise(Requirement(r).name) for r in project.get("dependencies", [])}
-    extras = {normalise(Requirement(r).name) for reqs in project.get("optional-dependencies", {}).values() for r in reqs}
+    extras = {
+        normalise(Requirement(r).name)
+        for reqs in project.get("optional-dependencies", {}).values()
+        for r in reqs
+    }
     return core, (core | extras) - {normalise(project["name"])}
 
 
@@ -70,14 +76,22 @@ def test_the_scan_sees_imports_everywhere():
 
 def test_every_import_is_declared():
     _, everything = declared()
-    missing = {module: sorted(map(str, paths)) for module, paths in imports_by_module().items()
-               if not distributions(module) & everything}
+    missing = {
+        module: sorted(map(str, paths))
+        for module, paths in imports_by_module().items()
+        if not distributions(module) & everything
+    }
     assert not missing, f"imported but not declared in pyproject.toml (dependencies or an extra): {missing}"
 
 
 def test_the_library_outside_testing_needs_no_extra():
     core, _ = declared()
-    missing = {module: sorted(map(str, paths)) for module, paths in imports_by_module().items()
-               if not distributions(module) & core
-               and any(p.relative_to("dpo_hub").parts[0] not in OPTIONAL_ONLY for p in paths)}
-    assert not missing, f"imported by the library but only in an extra (or nowhere), not in dependencies: {missing}"
+    missing = {
+        module: sorted(map(str, paths))
+        for module, paths in imports_by_module().items()
+        if not distributions(module) & core
+        and any(p.relative_to("dpo_hub").parts[0] not in OPTIONAL_ONLY for p in paths)
+    }
+    assert not missing, (
+        f"imported by the library but only in an extra (or nowhere), not in dependencies: {missing}"
+    )

@@ -16,10 +16,24 @@ def runs(tmp_path_factory):
     """The same 120 pairs: 2 processes x batch 1, and 1 process x batch 2 (the same effective batch)."""
     tmp = tmp_path_factory.mktemp("ddp")
     results = {}
-    for name, config, extra in (("ddp", "cpu_ddp.yaml", []), ("single", "cpu.yaml", ["--dpo.per_device_train_batch_size", "2"])):
+    for name, config, extra in (
+        ("ddp", "cpu_ddp.yaml", []),
+        ("single", "cpu.yaml", ["--dpo.per_device_train_batch_size", "2"]),
+    ):
         out = tmp / name
-        proc = run([*accelerate_cmd(config), "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "120", *extra],
-                   offline_env(tmp))
+        proc = run(
+            [
+                *accelerate_cmd(config),
+                "-m",
+                RECIPE_MODULE,
+                "--output_dir",
+                str(out),
+                "--data.limit",
+                "120",
+                *extra,
+            ],
+            offline_env(tmp),
+        )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         results[name] = (out, proc)
     return results
@@ -35,14 +49,22 @@ def test_outputs_complete_and_logs_not_duplicated(runs):
     out, proc = runs["ddp"]
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     assert not (out.parent / f".{out.name}.incomplete").exists()
-    for line in ("[dpo_hub] data: 102 train / 18 eval pairs", "[dpo_hub] saved", "EMBEDDED DEFAULT", "**tuned**"):
+    for line in (
+        "[dpo_hub] data: 102 train / 18 eval pairs",
+        "[dpo_hub] saved",
+        "EMBEDDED DEFAULT",
+        "**tuned**",
+    ):
         assert proc.stdout.count(line) == 1, f"{line!r} printed {proc.stdout.count(line)} times"
     assert read_metrics(out)["processes"] == 2
 
 
 def test_effective_batch_doubles_and_metrics_match_single_process(runs, trained_run):
     ddp, single, one = (read_metrics(r) for r in (runs["ddp"][0], runs["single"][0], trained_run[0]))
-    assert one["effective_batch_size"] == 1 and ddp["effective_batch_size"] == 2 == single["effective_batch_size"]
+    assert (
+        one["effective_batch_size"] == 1
+        and ddp["effective_batch_size"] == 2 == single["effective_batch_size"]
+    )
     assert "effective batch 2 (per device 1 x 2 process(es) x accumulation 1)" in runs["ddp"][1].stdout
     steps = [max(e.get("step", 0) for e in m["log_history"]) for m in (ddp, single)]
     assert steps == [51, 51]

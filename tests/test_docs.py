@@ -66,7 +66,9 @@ def test_readme_opens_with_the_two_setup_commands() -> None:
     main_job, tests = first
     assert "pip install" in main_job and "accelerate launch -m dpo_hub.recipes.gpt2_ultrafeedback" in main_job
     assert "pip install" in tests and tests.endswith("&& python -m pytest -q"), tests
-    assert "python -m pytest -q\n" in (ROOT / ".ci" / "run").read_text() + "\n", "CI must run the README's command"
+    assert "python -m pytest -q\n" in (ROOT / ".ci" / "run").read_text() + "\n", (
+        "CI must run the README's command"
+    )
 
 
 # ---- links ------------------------------------------------------------------------------------------------
@@ -78,8 +80,16 @@ def test_relative_links_point_to_files_that_exist(page: Path) -> None:
 
 def test_docs_pages_exist_and_readme_links_each() -> None:
     names = {p.name for p in DOCS}
-    expected = {"recipes.md", "data.md", "speed.md", "distributed.md", "hub.md", "compare.md", "plugins.md",
-                "architecture.md"}
+    expected = {
+        "recipes.md",
+        "data.md",
+        "speed.md",
+        "distributed.md",
+        "hub.md",
+        "compare.md",
+        "plugins.md",
+        "architecture.md",
+    }
     assert expected <= names, f"missing docs pages: {sorted(expected - names)}"
     linked = {Path(t.split("#")[0]).name for t in relative_links(README) if t.startswith("docs/")}
     assert expected <= linked, f"README.md does not link: {sorted(expected - linked)}"
@@ -87,8 +97,10 @@ def test_docs_pages_exist_and_readme_links_each() -> None:
 
 def test_the_link_check_sees_a_broken_link(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("See [a](missing.md), [b](https://example.com), `[c](in_code.md)`, [d](#anchor).\n"
-                    "```\n[e](in_block.md)\n```\n")
+    page.write_text(
+        "See [a](missing.md), [b](https://example.com), `[c](in_code.md)`, [d](#anchor).\n"
+        "```\n[e](in_block.md)\n```\n"
+    )
     assert relative_links(page) == ["missing.md"]
 
 
@@ -142,8 +154,18 @@ def documented_defaults() -> dict[str, str]:
 
 def test_defaults_table_covers_the_keys_people_ask_about() -> None:
     rows = documented_defaults()
-    for key in ("dpo.precision", "dpo.disable_dropout", "dpo.gradient_checkpointing", "dpo.beta", "dpo.learning_rate",
-                "lora.r", "lora.lora_alpha", "lora.target_modules", "dpo.reference_cache", "model.name"):
+    for key in (
+        "dpo.precision",
+        "dpo.disable_dropout",
+        "dpo.gradient_checkpointing",
+        "dpo.beta",
+        "dpo.learning_rate",
+        "lora.r",
+        "lora.lora_alpha",
+        "lora.target_modules",
+        "dpo.reference_cache",
+        "model.name",
+    ):
         assert key in rows, f"docs/recipes.md's defaults table lacks {key}"
 
 
@@ -153,7 +175,8 @@ def test_documented_default_equals_the_code(key: str) -> None:
 
     documented, actual = documented_value(documented_defaults()[key]), code_value(RECIPE.to_dict(), key)
     assert same(documented, actual), (
-        f"docs/recipes.md says {key} defaults to {documented!r}; the shipped recipe has {actual!r}")
+        f"docs/recipes.md says {key} defaults to {documented!r}; the shipped recipe has {actual!r}"
+    )
 
 
 def test_dpo_and_lora_defaults_are_the_presets_own() -> None:
@@ -165,8 +188,10 @@ def test_dpo_and_lora_defaults_are_the_presets_own() -> None:
 
 
 def test_the_defaults_check_sees_a_wrong_value() -> None:
-    rows = defaults_table("| key | default | what |\n|---|---|---|\n| `dpo.precision` | `fp32` | x |\n"
-                          "| `dpo.disable_dropout` | `false` | x |\n| `dpo.learning_rate` | `1e-4` | x |\n\nafter")
+    rows = defaults_table(
+        "| key | default | what |\n|---|---|---|\n| `dpo.precision` | `fp32` | x |\n"
+        "| `dpo.disable_dropout` | `false` | x |\n| `dpo.learning_rate` | `1e-4` | x |\n\nafter"
+    )
     assert rows == {"dpo.precision": "fp32", "dpo.disable_dropout": "false", "dpo.learning_rate": "1e-4"}
     values = {"dpo": {"precision": "auto", "disable_dropout": True, "learning_rate": 0.0001}}
     assert not same(documented_value(rows["dpo.precision"]), code_value(values, "dpo.precision"))

@@ -69,7 +69,9 @@ def variants(run_dir, tmp_path_factory) -> list[Path]:
     for k in range(6):
         folder = root / f"v{k}"
         shutil.copytree(run_dir, folder)
-        save_file({n: t + (k + 1) * 1e-3 for n, t in load_file(weights).items()}, folder / weights.name, metadata)
+        save_file(
+            {n: t + (k + 1) * 1e-3 for n, t in load_file(weights).items()}, folder / weights.name, metadata
+        )
         (folder / "generations.md").write_text(f"variant {k}\n")
         out.append(folder)
     return out
@@ -85,17 +87,34 @@ def api(hub: LocalHub, token: str = WRITE) -> HfApi:
     return HfApi(endpoint=hub.url, token=token)
 
 
-def client(hub: LocalHub, code: str, tmp: Path, token: str | None = WRITE, args=(), env=None,
-           check: bool = True, timeout: int = 300) -> dict:
+def client(
+    hub: LocalHub,
+    code: str,
+    tmp: Path,
+    token: str | None = WRITE,
+    args=(),
+    env=None,
+    check: bool = True,
+    timeout: int = 300,
+) -> dict:
     """Run ``code`` in a fresh Python against ``hub``; its last RESULT line as a dict (plus _stdout, _stderr)."""
     env = env or hub.client_env(token=token, hf_home=tmp / "hf_home")
-    proc = subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check:
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    return {**(json.loads(lines[-1][7:]) if lines else {}), "_stdout": proc.stdout, "_stderr": proc.stderr,
-            "_rc": proc.returncode}
+    return {
+        **(json.loads(lines[-1][7:]) if lines else {}),
+        "_stdout": proc.stdout,
+        "_stderr": proc.stderr,
+        "_rc": proc.returncode,
+    }
 
 
 def state(hub: LocalHub) -> dict[str, tuple[str, int]]:
@@ -112,8 +131,13 @@ def remote_sha256s(hub: LocalHub, repo_id: str, tmp: Path, revision: str | None 
     """sha256 of every file of ``repo_id`` as downloaded over HTTP."""
     hf = api(hub)
     files = hf.list_repo_files(repo_id, revision=revision)
-    return {f: hashlib.sha256(Path(hf.hf_hub_download(repo_id, f, revision=revision, cache_dir=tmp / "dl"))
-                              .read_bytes()).hexdigest() for f in files if f != ".gitattributes"}
+    return {
+        f: hashlib.sha256(
+            Path(hf.hf_hub_download(repo_id, f, revision=revision, cache_dir=tmp / "dl")).read_bytes()
+        ).hexdigest()
+        for f in files
+        if f != ".gitattributes"
+    }
 
 
 def expected_sha256s(run: Path, repo_id: str) -> dict[str, str]:
@@ -162,35 +186,75 @@ API_CASES = {
     "push_malformed_id": ("push_adapter(RUN, 'bad repo!!')", ["'bad repo!!'", "not a valid Hub repo id"]),
     "push_too_many_parts": ("push_adapter(RUN, 'tester/a/b')", ["'tester/a/b'", "namespace/name"]),
     "pull_malformed_id": ("pull_adapter('-tester/x')", ["'-tester/x'", "not a valid"]),
-    "compare_malformed_id": ("compare_run('tester/bad..name', prompts=[])", ["'tester/bad..name'", "not a valid"]),
+    "compare_malformed_id": (
+        "compare_run('tester/bad..name', prompts=[])",
+        ["'tester/bad..name'", "not a valid"],
+    ),
     "pull_missing_repo": ("pull_adapter('tester/nope')", ["tester/nope", "no such repo", "check the id"]),
     "compare_missing_repo": ("compare_run('tester/nope', prompts=[])", ["tester/nope", "no such repo"]),
-    "pull_private_repo_without_access": ("with_token(None, pull_adapter, 'tester/hidden')",
-                                         ["tester/hidden", "private", "hf auth login"]),
-    "pull_missing_revision": ("pull_adapter('tester/good', revision='no-such-branch')",
-                              ["tester/good", "'no-such-branch'", "does not exist"]),
-    "compare_missing_revision": ("compare_run('tester/good', prompts=[], revision='v9')",
-                                 ["tester/good", "'v9'", "does not exist"]),
-    "pull_no_adapter": ("pull_adapter('tester/card-only')", ["tester/card-only", "no adapter", "dpo-hub push"]),
+    "pull_private_repo_without_access": (
+        "with_token(None, pull_adapter, 'tester/hidden')",
+        ["tester/hidden", "private", "hf auth login"],
+    ),
+    "pull_missing_revision": (
+        "pull_adapter('tester/good', revision='no-such-branch')",
+        ["tester/good", "'no-such-branch'", "does not exist"],
+    ),
+    "compare_missing_revision": (
+        "compare_run('tester/good', prompts=[], revision='v9')",
+        ["tester/good", "'v9'", "does not exist"],
+    ),
+    "pull_no_adapter": (
+        "pull_adapter('tester/card-only')",
+        ["tester/card-only", "no adapter", "dpo-hub push"],
+    ),
     "pull_pickle_only": ("pull_adapter('tester/pickled')", ["tester/pickled", "pickle", "adapter_model.bin"]),
-    "pull_card_mismatch": ("pull_adapter('tester/mismatch')", ["tester/mismatch", "'gpt2'", "does not match"]),
-    "pull_corrupt_safetensors": ("pull_adapter('tester/corrupt')",
-                                 ["tester/corrupt", "adapter_model.safetensors", "corrupt", "push the run again"]),
-    "compare_corrupt_safetensors": ("compare_run('tester/corrupt', prompts=[])",
-                                    ["tester/corrupt", "adapter_model.safetensors cannot be read"]),
-    "pull_bad_adapter_config": ("pull_adapter('tester/bad-config')", ["tester/bad-config", "adapter_config.json"]),
-    "push_no_token": ("with_token(None, push_adapter, RUN, 'tester/new-a')", ["tester/new-a", "no Hugging Face token"]),
-    "push_invalid_token": (f"push_adapter(RUN, 'tester/new-b', token='{BAD}')",
-                           ["tester/new-b", "rejected the token", "HF_TOKEN"]),
-    "push_read_only_token": (f"push_adapter(RUN, 'tester/good', token='{READ}')",
-                             ["tester/good", "read-only", "write access"]),
-    "push_foreign_namespace": ("push_adapter(RUN, 'someone-else/x')",
-                               ["someone-else/x", "cannot write to namespace 'someone-else'", "tester/x"]),
+    "pull_card_mismatch": (
+        "pull_adapter('tester/mismatch')",
+        ["tester/mismatch", "'gpt2'", "does not match"],
+    ),
+    "pull_corrupt_safetensors": (
+        "pull_adapter('tester/corrupt')",
+        ["tester/corrupt", "adapter_model.safetensors", "corrupt", "push the run again"],
+    ),
+    "compare_corrupt_safetensors": (
+        "compare_run('tester/corrupt', prompts=[])",
+        ["tester/corrupt", "adapter_model.safetensors cannot be read"],
+    ),
+    "pull_bad_adapter_config": (
+        "pull_adapter('tester/bad-config')",
+        ["tester/bad-config", "adapter_config.json"],
+    ),
+    "push_no_token": (
+        "with_token(None, push_adapter, RUN, 'tester/new-a')",
+        ["tester/new-a", "no Hugging Face token"],
+    ),
+    "push_invalid_token": (
+        f"push_adapter(RUN, 'tester/new-b', token='{BAD}')",
+        ["tester/new-b", "rejected the token", "HF_TOKEN"],
+    ),
+    "push_read_only_token": (
+        f"push_adapter(RUN, 'tester/good', token='{READ}')",
+        ["tester/good", "read-only", "write access"],
+    ),
+    "push_foreign_namespace": (
+        "push_adapter(RUN, 'someone-else/x')",
+        ["someone-else/x", "cannot write to namespace 'someone-else'", "tester/x"],
+    ),
     "check_malformed_id": ("check_push_target('a b')", ["'a b'", "not a valid"]),
-    "check_no_token": ("with_token(None, check_push_target, 'tester/x')", ["tester/x", "no Hugging Face token"]),
-    "check_invalid_token": (f"check_push_target('tester/x', token='{BAD}')", ["tester/x", "rejected the token"]),
+    "check_no_token": (
+        "with_token(None, check_push_target, 'tester/x')",
+        ["tester/x", "no Hugging Face token"],
+    ),
+    "check_invalid_token": (
+        f"check_push_target('tester/x', token='{BAD}')",
+        ["tester/x", "rejected the token"],
+    ),
     "check_read_only_token": (f"check_push_target('tester/x', token='{READ}')", ["tester/x", "read-only"]),
-    "check_foreign_namespace": ("check_push_target('acme/x')", ["acme/x", "cannot write to namespace 'acme'"]),
+    "check_foreign_namespace": (
+        "check_push_target('acme/x')",
+        ["acme/x", "cannot write to namespace 'acme'"],
+    ),
 }
 RUN_CASES = """
 from dpo_hub import compare_run, pull_adapter, push_adapter
@@ -261,7 +325,11 @@ CLI_CASES = {
     "cli_push_read_only": (["push", "{run}", "tester/cli-b"], READ, "read-only"),
     "cli_push_malformed_id": (["push", "{run}", "tester/no spaces"], WRITE, "not a valid Hub repo id"),
     "cli_pull_missing_repo": (["pull", "tester/cli-nope"], WRITE, "no such repo"),
-    "cli_compare_missing_revision": (["compare", "tester/good", "--revision", "nope"], WRITE, "'nope' does not exist"),
+    "cli_compare_missing_revision": (
+        ["compare", "tester/good", "--revision", "nope"],
+        WRITE,
+        "'nope' does not exist",
+    ),
 }
 
 
@@ -269,9 +337,13 @@ CLI_CASES = {
 def test_cli_bad_hub_input_prints_one_error_line(hub, api_results, run_dir, tmp_path, case):
     args, token, needle = CLI_CASES[case]
     before = state(hub)
-    proc = subprocess.run([sys.executable, "-m", "dpo_hub", *[a.format(run=run_dir) for a in args]],
-                          env=hub.client_env(token=token, hf_home=tmp_path / "hf_home"), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "dpo_hub", *[a.format(run=run_dir) for a in args]],
+        env=hub.client_env(token=token, hf_home=tmp_path / "hf_home"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert proc.returncode == 1 and len(errors) == 1 and needle in errors[0], proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and not any(s in proc.stdout + proc.stderr for s in SECRETS)
@@ -292,9 +364,13 @@ def push_while_killed(hub: LocalHub, run: Path, repo_id: str, tmp: Path, attempt
     """Start a push, SIGKILL the Hub while the commit is written but not published; return the push process."""
     commits = hub.root / "repos" / "models" / repo_id / "commits"
     before = len(list(commits.iterdir()))
-    proc = subprocess.Popen([sys.executable, "-c", PRELUDE + PUSH, str(run), repo_id, str(attempts), str(base_delay)],
-                            env=hub.client_env(hf_home=tmp / "hf_home"), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + PUSH, str(run), repo_id, str(attempts), str(base_delay)],
+        env=hub.client_env(hf_home=tmp / "hf_home"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while len(list(commits.iterdir())) == before:
         assert time.monotonic() < deadline and proc.poll() is None, hub.logs()[-3000:]
@@ -362,14 +438,18 @@ def test_push_whose_retries_all_fail_leaves_the_previous_commit(own_hub, variant
     hf = api(hub)
     assert hf.model_info(repo).sha == head and len(hf.list_repo_commits(repo)) == n
     assert remote_sha256s(hub, repo, tmp_path) == expected_sha256s(variants[0], repo)
-    again = client(hub, PUSH, tmp_path, args=[variants[1], repo, 1, 1])  # rerunning the failed push completes it
+    again = client(
+        hub, PUSH, tmp_path, args=[variants[1], repo, 1, 1]
+    )  # rerunning the failed push completes it
     assert "url" in again and len(hf.list_repo_commits(repo)) == n + 1
     assert remote_sha256s(hub, repo, tmp_path) == expected_sha256s(variants[1], repo)
 
 
 # -- re-push -------------------------------------------------------------------------------------
 def test_repush_of_an_unchanged_run_creates_no_commit(hub, variants, tmp_path):
-    res = client(hub, """
+    res = client(
+        hub,
+        """
     from huggingface_hub import HfApi
     from dpo_hub import push_adapter
     hf, run, repo = HfApi(), sys.argv[1], "tester/repush"
@@ -380,17 +460,25 @@ def test_repush_of_an_unchanged_run_creates_no_commit(hub, variants, tmp_path):
     branch_again = push_adapter(run, repo, revision="exp")
     out(first=first, again=again, n=n, n_after=len(hf.list_repo_commits(repo)), head=hf.model_info(repo).sha,
         branch=branch, branch_again=branch_again, n_branch=len(hf.list_repo_commits(repo, revision="exp")))
-    """, tmp_path, args=[variants[2]])
+    """,
+        tmp_path,
+        args=[variants[2]],
+    )
     assert res["n_after"] == res["n"] == 2, "re-pushing an unchanged run must not commit"
     assert res["again"] == res["first"] and res["first"].endswith(f"/commit/{res['head']}")
     # a new branch starts at main's head, which already holds the run: no commit there either
     assert res["branch_again"] == res["branch"] == res["first"] and res["n_branch"] == 2
-    changed = client(hub, """
+    changed = client(
+        hub,
+        """
     from huggingface_hub import HfApi
     from dpo_hub import push_adapter
     push_adapter(sys.argv[1], "tester/repush")
     out(n=len(HfApi().list_repo_commits("tester/repush")))
-    """, tmp_path, args=[variants[3]])
+    """,
+        tmp_path,
+        args=[variants[3]],
+    )
     assert changed["n"] == 3, "a changed run is one new commit"
 
 
@@ -446,9 +534,16 @@ def test_concurrent_pushes_and_pulls(hub, variants, tmp_path):
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     env = hub.client_env(hf_home=tmp_path / "hf_home")
-    procs = [subprocess.Popen([sys.executable, "-c", PRELUDE + WORKER, str(p), ",".join(map(str, variants)),
-                               str(barrier)], env={**env, "HF_HOME": str(tmp_path / f"hf_home{p}")},
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in range(6)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", PRELUDE + WORKER, str(p), ",".join(map(str, variants)), str(barrier)],
+            env={**env, "HF_HOME": str(tmp_path / f"hf_home{p}")},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in range(6)
+    ]
     results = []
     for proc in procs:
         stdout, stderr = proc.communicate(timeout=600)
@@ -460,10 +555,14 @@ def test_concurrent_pushes_and_pulls(hub, variants, tmp_path):
     matches = [k for k, run in enumerate(variants) if shared == expected_sha256s(run, "tester/load-shared")]
     for k in range(3):
         checked += len(expected_sha256s(variants[k], f"tester/load-{k}"))
-        if remote_sha256s(hub, f"tester/load-{k}", tmp_path) != expected_sha256s(variants[k], f"tester/load-{k}"):
+        if remote_sha256s(hub, f"tester/load-{k}", tmp_path) != expected_sha256s(
+            variants[k], f"tester/load-{k}"
+        ):
             failures.append(f"tester/load-{k} does not hold run {k}")
     checked += len(shared)
-    print(f"\nload test: {len(procs)} processes, {ops} operations, {checked} files checked, {len(failures)} failures")
+    print(
+        f"\nload test: {len(procs)} processes, {ops} operations, {checked} files checked, {len(failures)} failures"
+    )
     assert ops == 30 and not failures, failures
     assert len(matches) == 1, "the shared repo's head must be exactly one pushed run, never a mix"
     assert api(hub).whoami()["name"] == "tester", "the server still answers"
@@ -489,8 +588,12 @@ def test_tokens_never_reach_output_files_cards_or_errors(hub, variants, tmp_path
     shutil.copytree(variants[4], run)
     res = client(hub, SECRET_RUN, tmp_path, args=[run, BAD])
     assert res["read_only"]["hub"] and res["bad"]["hub"], res
-    texts = {"stdout": res["_stdout"], "stderr": res["_stderr"], "card": res["card"],
-             **{f"{k} error": json.dumps(res[k]) for k in ("read_only", "bad")}}
+    texts = {
+        "stdout": res["_stdout"],
+        "stderr": res["_stderr"],
+        "card": res["card"],
+        **{f"{k} error": json.dumps(res[k]) for k in ("read_only", "bad")},
+    }
     for path in [*run.rglob("*"), *(tmp_path / "hf_home").rglob("*")]:
         if path.is_file():
             texts[str(path)] = path.read_bytes().decode("latin-1")

@@ -15,8 +15,19 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_hub"
 PACKAGES = [  # the order data flows: recipe -> data/sources -> training -> outputs -> compare/card -> hub -> CLI
     ["errors", "runtime", "upstream", "plugins", "embedded"],  # the base every package may use
-    ["config"], ["sources"], ["data"], ["recipe"], ["artifacts"], ["compare"], ["training"], ["hub"],
-    ["cli", "recipes", "__main__"],  # what users type: the CLI lists recipes, a recipe module runs the CLI's launcher
+    ["config"],
+    ["sources"],
+    ["data"],
+    ["recipe"],
+    ["artifacts"],
+    ["compare"],
+    ["training"],
+    ["hub"],
+    [
+        "cli",
+        "recipes",
+        "__main__",
+    ],  # what users type: the CLI lists recipes, a recipe module runs the CLI's launcher
 ]
 RANK = {name: layer for layer, names in enumerate(PACKAGES) for name in names}
 
@@ -41,7 +52,11 @@ def imports_in(source: str, name: str, is_package: bool = False) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            found |= {a.name.removeprefix("dpo_hub").lstrip(".") for a in node.names if a.name.split(".")[0] == "dpo_hub"}
+            found |= {
+                a.name.removeprefix("dpo_hub").lstrip(".")
+                for a in node.names
+                if a.name.split(".")[0] == "dpo_hub"
+            }
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parts = package.split(".") if package else []
@@ -52,14 +67,18 @@ def imports_in(source: str, name: str, is_package: bool = False) -> set[str]:
             else:
                 continue
             subs = {".".join(filter(None, [target, a.name])) for a in node.names}
-            found |= {s for s in subs if is_module(s)} or {target}  # "from dpo_hub import embedded" is a module
+            found |= {s for s in subs if is_module(s)} or {
+                target
+            }  # "from dpo_hub import embedded" is a module
             found |= {target} if any(not is_module(s) for s in subs) else set()
     return found - {name}
 
 
 def graph() -> dict[str, set[str]]:
-    return {module_name(p): imports_in(p.read_text(encoding="utf-8"), module_name(p), p.name == "__init__.py")
-            for p in PACKAGE.rglob("*.py")}
+    return {
+        module_name(p): imports_in(p.read_text(encoding="utf-8"), module_name(p), p.name == "__init__.py")
+        for p in PACKAGE.rglob("*.py")
+    }
 
 
 def test_no_import_cycle():
@@ -68,7 +87,7 @@ def test_no_import_cycle():
     def visit(node: str, stack: list[str]) -> None:
         for nxt in sorted(edges.get(node, ())):
             if nxt in stack:
-                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(nxt) :] + [nxt]))
             if nxt not in done and nxt != "":
                 visit(nxt, [*stack, nxt])
         done.add(node)
@@ -80,7 +99,9 @@ def test_no_import_cycle():
 
 def test_every_module_has_a_package_in_the_order():
     placed = {package_of(name) for name in graph() if name and not name.startswith("testing")}
-    assert placed == set(RANK), "place new top-level modules and packages in PACKAGES (and dpo_hub/__init__.py)"
+    assert placed == set(RANK), (
+        "place new top-level modules and packages in PACKAGES (and dpo_hub/__init__.py)"
+    )
 
 
 @pytest.mark.parametrize("module", sorted(n for n in graph() if n and not n.startswith("testing")))
@@ -103,12 +124,15 @@ def test_ls_shows_the_flow():
     assert modules == sorted(["errors", "runtime", "upstream", "plugins", "recipe"])
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("from dpo_hub.training.run import train", {"training.run"}),
-    ("def late():\n    from dpo_hub.hub import runs", {"hub.runs"}),
-    ("import dpo_hub.cli.main", {"cli.main"}),
-    ("from dpo_hub import train", {""}),  # a name from the package __init__: everything
-    ("from . import hub", {"hub"}),
-])
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("from dpo_hub.training.run import train", {"training.run"}),
+        ("def late():\n    from dpo_hub.hub import runs", {"hub.runs"}),
+        ("import dpo_hub.cli.main", {"cli.main"}),
+        ("from dpo_hub import train", {""}),  # a name from the package __init__: everything
+        ("from . import hub", {"hub"}),
+    ],
+)
 def test_the_checker_sees_every_kind_of_import(line, expected):
     assert imports_in(line, "recipe") == expected

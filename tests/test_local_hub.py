@@ -137,7 +137,13 @@ def test_raw_path_routing_keeps_encoded_slashes() -> None:
     handler, params = find_route("GET", "/api/models/a/b/revision/refs%2Fpr%2F1") or (None, {})
     assert handler is not None and params["rev"] == "refs/pr/1"
     _, params = find_route("HEAD", "/datasets/a/b/resolve/feat%2Fx/data/train.jsonl") or (None, {})
-    assert params == {"rtype": "datasets", "ns": "a", "name": "b", "rev": "feat/x", "path": "data/train.jsonl"}
+    assert params == {
+        "rtype": "datasets",
+        "ns": "a",
+        "name": "b",
+        "rev": "feat/x",
+        "path": "data/train.jsonl",
+    }
     _, params = find_route("GET", "/a/b/resolve/main/sub/f%20g.txt") or (None, {})
     assert params["path"] == "sub/f g.txt" and "rtype" not in params
     assert find_route("GET", "/api/nothing/here") is None
@@ -146,7 +152,10 @@ def test_raw_path_routing_keeps_encoded_slashes() -> None:
 def test_card_data_parsing_and_yaml_validation() -> None:
     from dpo_hub.testing.hub.util import parse_card_data, validate_card_yaml
 
-    assert parse_card_data("---\ndate: 2024-01-01\ntags: [a]\n---\nbody") == {"date": "2024-01-01", "tags": ["a"]}
+    assert parse_card_data("---\ndate: 2024-01-01\ntags: [a]\n---\nbody") == {
+        "date": "2024-01-01",
+        "tags": ["a"],
+    }
     assert validate_card_yaml("no metadata")[1] and validate_card_yaml("---\n- a\n---\n")[0]
 
 
@@ -159,12 +168,19 @@ def test_readme_fixtures_serve_a_real_client(local_hub: LocalHub, hub_env: dict[
     api.upload_file(path_or_fileobj=b"hello", path_in_repo="a.txt", repo_id="tester/fixture-check")
     print(api.whoami()["name"], open(hf_hub_download("tester/fixture-check", "a.txt")).read())
     """
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=hub_env, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=hub_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["tester", "hello"]
     assert hub_env["HF_ENDPOINT"] == local_hub.url and local_hub.url.startswith("http://127.0.0.1:")
-    assert (local_hub.root / "repos" / "models" / "tester" / "fixture-check").is_dir(), "stored under the hub's root"
+    assert (local_hub.root / "repos" / "models" / "tester" / "fixture-check").is_dir(), (
+        "stored under the hub's root"
+    )
 
 
 def test_tokens_file_yaml_and_store_revisions(tmp_path: Path) -> None:
@@ -405,7 +421,9 @@ def test_datasets_push_to_hub_goes_through_lfs(hub: LocalHub, tmp_path: Path) ->
 
 
 def test_hf_cli_download(hub: LocalHub, tmp_path: Path) -> None:
-    exe = shutil.which("hf", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    exe = shutil.which(
+        "hf", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    )
     if exe is None:
         pytest.skip("hf CLI not installed")
     target = tmp_path / "dl"

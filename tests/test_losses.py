@@ -22,7 +22,9 @@ LOG2 = math.log(2)
 AT_ZERO_MARGIN = {
     "sigmoid": LOG2,  # -log sigmoid(0)
     "robust": LOG2,  # ((1 - eps) log 2 - eps log 2) / (1 - 2 eps)
-    "aot": LOG2, "aot_unpaired": LOG2, "sigmoid_norm": LOG2,
+    "aot": LOG2,
+    "aot_unpaired": LOG2,
+    "sigmoid_norm": LOG2,
     "hinge": 1.0,  # relu(1 - 0)
     "apo_zero": 1.0,  # (1 - 1/2) + 1/2
     "apo_down": 1.0,  # 1/2 + (1 - 1/2)
@@ -48,12 +50,21 @@ def test_the_installed_trl_is_read_not_assumed():
 
 def two_steps(tmp_path, tokenizer, changes: dict) -> tuple[list[float], object]:
     """Train 2 steps on 8 embedded pairs with ``changes``; return the logged losses and the trainer."""
-    recipe = RECIPE.override({
-        "model": "embedded", "data.dataset": "embedded", "data.limit": 8, "data.eval_fraction": 0, "dpo.beta": BETA,
-        "dpo.max_steps": 2, "dpo.logging_steps": 1, "dpo.per_device_train_batch_size": 2,
-        "dpo.disable_dropout": True,  # dropout would make policy and reference differ at step 0
-        "dpo.max_length": 64, **changes,
-    })
+    recipe = RECIPE.override(
+        {
+            "model": "embedded",
+            "data.dataset": "embedded",
+            "data.limit": 8,
+            "data.eval_fraction": 0,
+            "dpo.beta": BETA,
+            "dpo.max_steps": 2,
+            "dpo.logging_steps": 1,
+            "dpo.per_device_train_batch_size": 2,
+            "dpo.disable_dropout": True,  # dropout would make policy and reference differ at step 0
+            "dpo.max_length": 64,
+            **changes,
+        }
+    )
     trainer = build_trainer(recipe, tokenizer, prepare(recipe.data, tokenizer), tmp_path / "checkpoints")
     trainer.train()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
@@ -87,17 +98,30 @@ def test_every_trl_loss_trains_two_steps_from_its_zero_margin_value(request, tmp
 
 def test_weighted_losses_train_together(tmp_path, tokenizer, sft_losses):
     """sigmoid + 0.5 x sft: trl sums the weighted losses, so step 0 is log 2 + half of sft's step 0 (same batch)."""
-    losses, trainer = two_steps(tmp_path, tokenizer, {"dpo.loss_type": "sigmoid,sft", "dpo.loss_weights": "1.0,0.5"})
+    losses, trainer = two_steps(
+        tmp_path, tokenizer, {"dpo.loss_type": "sigmoid,sft", "dpo.loss_weights": "1.0,0.5"}
+    )
     assert trainer.args.loss_type == ["sigmoid", "sft"] and trainer.args.loss_weights == [1.0, 0.5]
     assert losses[0] == pytest.approx(LOG2 + 0.5 * sft_losses[0], rel=1e-3)
-    assert untrained_loss(("sigmoid", "sft"), BETA, weights=[1.0, 0.5]) is None, "no line: sft depends on the model"
+    assert untrained_loss(("sigmoid", "sft"), BETA, weights=[1.0, 0.5]) is None, (
+        "no line: sft depends on the model"
+    )
 
 
 def test_recipe_and_card_state_each_loss_with_its_weight(tmp_path):
-    recipe = RECIPE.override({"model": "embedded", "data.dataset": "embedded",
-                              "dpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]}})
+    recipe = RECIPE.override(
+        {
+            "model": "embedded",
+            "data.dataset": "embedded",
+            "dpo": {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, 0.5]},
+        }
+    )
     (tmp_path / "recipe.yaml").write_text(recipe.to_yaml())
-    assert "  loss_type: [sigmoid, sft]" in recipe.to_yaml() and "  loss_weights: [1.0, 0.5]" in recipe.to_yaml()
+    assert (
+        "  loss_type: [sigmoid, sft]" in recipe.to_yaml() and "  loss_weights: [1.0, 0.5]" in recipe.to_yaml()
+    )
     (tmp_path / "metrics.json").write_text(json.dumps({"data": {"train_pairs": 8, "eval_pairs": 0}}))
     card = str(build_card(tmp_path, "tester/multi"))
-    assert "loss `sigmoid x 1.0 + sft x 0.5`" in card and "| dpo.loss_type | sigmoid x 1.0 + sft x 0.5 |" in card
+    assert (
+        "loss `sigmoid x 1.0 + sft x 0.5`" in card and "| dpo.loss_type | sigmoid x 1.0 + sft x 0.5 |" in card
+    )

@@ -59,7 +59,7 @@ def main(argv=None):
 if __name__ == "__main__":
     sys.exit(main())
 '''
-PYPROJECT = '''[build-system]
+PYPROJECT = """[build-system]
 requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
 
@@ -72,15 +72,15 @@ packages = ["{package}"]
 
 [tool.setuptools.package-data]
 {package} = ["*.jsonl"]
-{entry_points}'''
-THEIRS_POINTS = '''
+{entry_points}"""
+THEIRS_POINTS = """
 [project.entry-points."dpo_hub.adapters"]
 theirs = "theirs_plugin.adapter:Theirs"
 
 [project.entry-points."dpo_hub.recipes"]
 theirs_recipe = "theirs_plugin.recipe"
-'''
-BROKEN_POINTS = '''
+"""
+BROKEN_POINTS = """
 [project.entry-points."dpo_hub.adapters"]
 nope = "no_such_module:Thing"
 wrong = "broken_plugin:NOT_A_CLASS"
@@ -88,13 +88,15 @@ preferences = "broken_plugin:NOT_A_CLASS"
 
 [project.entry-points."dpo_hub.recipes"]
 norecipe = "broken_plugin"
-'''
+"""
 ROWS, SAME = 30, (4, 11, 17)  # rows whose good == bad: the plugin's own drop reason
 
 
 def write_package(root: Path, name: str, package: str, entry_points: str, files: dict[str, str]) -> Path:
     (root / package).mkdir(parents=True)
-    (root / "pyproject.toml").write_text(PYPROJECT.format(name=name, package=package, entry_points=entry_points))
+    (root / "pyproject.toml").write_text(
+        PYPROJECT.format(name=name, package=package, entry_points=entry_points)
+    )
     for path, text in files.items():
         (root / package / path).write_text(text)
     return root
@@ -104,17 +106,53 @@ def write_package(root: Path, name: str, package: str, entry_points: str, files:
 def site(tmp_path_factory) -> Path:
     """Both plugin packages built and installed by pip, offline, into one folder (not the test's venv)."""
     tmp = tmp_path_factory.mktemp("plugins")
-    rows = [{"question": f"What is {i} plus {i}?", "good": f"It is {2 * i}.",
-             "bad": f"It is {2 * i}." if i in SAME else "I will not say."} for i in range(ROWS)]
-    theirs = write_package(tmp / "theirs", "theirs-plugin", "theirs_plugin", THEIRS_POINTS, {
-        "__init__.py": "", "adapter.py": ADAPTER, "recipe.py": RECIPE,
-        "pairs.jsonl": "".join(json.dumps(r) + "\n" for r in rows)})
-    broken = write_package(tmp / "broken", "broken-plugin", "broken_plugin", BROKEN_POINTS,
-                           {"__init__.py": '"""No recipe here."""\nNOT_A_CLASS = 42\n'})
+    rows = [
+        {
+            "question": f"What is {i} plus {i}?",
+            "good": f"It is {2 * i}.",
+            "bad": f"It is {2 * i}." if i in SAME else "I will not say.",
+        }
+        for i in range(ROWS)
+    ]
+    theirs = write_package(
+        tmp / "theirs",
+        "theirs-plugin",
+        "theirs_plugin",
+        THEIRS_POINTS,
+        {
+            "__init__.py": "",
+            "adapter.py": ADAPTER,
+            "recipe.py": RECIPE,
+            "pairs.jsonl": "".join(json.dumps(r) + "\n" for r in rows),
+        },
+    )
+    broken = write_package(
+        tmp / "broken",
+        "broken-plugin",
+        "broken_plugin",
+        BROKEN_POINTS,
+        {"__init__.py": '"""No recipe here."""\nNOT_A_CLASS = 42\n'},
+    )
     target = tmp / "site"
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                           "--no-index", "--target", str(target), str(theirs), str(broken)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(theirs),
+            str(broken),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert (target / "theirs_plugin" / "pairs.jsonl").is_file()
     return target
@@ -141,8 +179,10 @@ def test_recipes_lists_plugins_and_the_cli_uses_their_adapter(site, tmp_path):
     assert proc.returncode == 0, out[-2000:] + err[-3000:]
     assert "  gpt2_ultrafeedback  GPT-2 x UltraFeedback" in out
     assert "      accelerate launch -m dpo_hub.recipes.gpt2_ultrafeedback" in out
-    assert ("  theirs_recipe  Their recipe: DPO on their question/good/bad pairs. [theirs-plugin 0.1]\n"
-            "      accelerate launch -m theirs_plugin.recipe") in out
+    assert (
+        "  theirs_recipe  Their recipe: DPO on their question/good/bad pairs. [theirs-plugin 0.1]\n"
+        "      accelerate launch -m theirs_plugin.recipe"
+    ) in out
     assert "Data adapters (data.kind): ultrafeedback, hh_rlhf, preferences, theirs [theirs-plugin 0.1]" in out
     data = json.loads(next(line for line in out.splitlines() if line.startswith("DATA "))[5:])
     assert data["type"] == "Theirs" and data["kind"] == "theirs" and data["prefix"] == "Question: "
@@ -150,28 +190,44 @@ def test_recipes_lists_plugins_and_the_cli_uses_their_adapter(site, tmp_path):
     # the broken plugin: skipped by name, with the reason, and never in the way of the commands above
     skipped = out.split("Skipped plugins:\n", 1)[1]
     for point, reason in [
-        ("nope = no_such_module:Thing", "cannot be imported (ModuleNotFoundError: No module named 'no_such_module')"),
-        ("wrong = broken_plugin:NOT_A_CLASS", "it is 42, not a dataclass subclass of dpo_hub.data.adapters.Selection"),
-        ("preferences = broken_plugin:NOT_A_CLASS", "'preferences' is already taken by dpo_hub.data.adapters.Preferences"),
+        (
+            "nope = no_such_module:Thing",
+            "cannot be imported (ModuleNotFoundError: No module named 'no_such_module')",
+        ),
+        (
+            "wrong = broken_plugin:NOT_A_CLASS",
+            "it is 42, not a dataclass subclass of dpo_hub.data.adapters.Selection",
+        ),
+        (
+            "preferences = broken_plugin:NOT_A_CLASS",
+            "'preferences' is already taken by dpo_hub.data.adapters.Preferences",
+        ),
         ("norecipe = broken_plugin", "module broken_plugin has no RECIPE that is a dpo_hub.Recipe"),
     ]:
         assert f"entry point '{point}'" in skipped and reason in skipped, (point, skipped)
     assert skipped.count("of distribution broken-plugin 0.1 was skipped") == 4
-    assert "error: command line: data.kind='nope' is unknown; use one of ['hh_rlhf', 'preferences', 'theirs', " \
-           "'ultrafeedback'] or mix (data.kind 'nope': entry point 'nope = no_such_module:Thing' (group dpo_hub.adapters) " \
-           "of distribution broken-plugin 0.1 was skipped: it cannot be imported" in err
+    assert (
+        "error: command line: data.kind='nope' is unknown; use one of ['hh_rlhf', 'preferences', 'theirs', "
+        "'ultrafeedback'] or mix (data.kind 'nope': entry point 'nope = no_such_module:Thing' (group dpo_hub.adapters) "
+        "of distribution broken-plugin 0.1 was skipped: it cannot be imported" in err
+    )
     assert "CODE 2" in out
 
 
 def test_plugin_adapter_trains_from_yaml(site, tmp_path):
     config, output = tmp_path / "theirs.yaml", tmp_path / "run"
-    config.write_text("model: embedded\ndata:\n  kind: theirs\n  prefix: 'Question: '\n  limit: 40\n"
-                      "dpo:\n  max_steps: 2\n")
-    proc = run([sys.executable, "-m", "dpo_hub", "train", "--config", str(config), "--output_dir", str(output)],
-               plugin_env(site, tmp_path))
+    config.write_text(
+        "model: embedded\ndata:\n  kind: theirs\n  prefix: 'Question: '\n  limit: 40\ndpo:\n  max_steps: 2\n"
+    )
+    proc = run(
+        [sys.executable, "-m", "dpo_hub", "train", "--config", str(config), "--output_dir", str(output)],
+        plugin_env(site, tmp_path),
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     metrics, recipe = read_metrics(output), (output / "recipe.yaml").read_text()
-    assert metrics["data"]["dropped"] == {"theirs: good equals bad": len(SAME)}, "the plugin's own rows and rule"
+    assert metrics["data"]["dropped"] == {"theirs: good equals bad": len(SAME)}, (
+        "the plugin's own rows and rule"
+    )
     assert metrics["data"]["train_pairs"] + metrics["data"]["eval_pairs"] == ROWS - len(SAME)
     assert metrics["data"]["train_pairs"] > 0 and metrics["data"]["eval_pairs"] > 0
     assert "\n  kind: theirs  # one of ultrafeedback, hh_rlhf, preferences, theirs, mix\n" in recipe

@@ -23,7 +23,16 @@ from safetensors.torch import load_file
 
 from dpo_hub.training.checkpoints import MARKER, folder_for
 
-ARGS = ["--data.limit", "60", "--dpo.save_steps", "10", "--dpo.logging_steps", "1", "--generation.max_new_tokens", "4"]
+ARGS = [
+    "--data.limit",
+    "60",
+    "--dpo.save_steps",
+    "10",
+    "--dpo.logging_steps",
+    "1",
+    "--generation.max_new_tokens",
+    "4",
+]
 
 
 def command(out: Path, *extra: str) -> list[str]:
@@ -33,10 +42,14 @@ def command(out: Path, *extra: str) -> list[str]:
 def start_until(out: Path, env: dict, step: int, sig: int) -> subprocess.CompletedProcess:
     """Start a run, wait until checkpoint-``step`` is complete, then send ``sig``."""
     marker = folder_for(out) / f"checkpoint-{step}" / MARKER
-    proc = subprocess.Popen(command(out), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command(out), env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 300
     while not marker.exists():
-        assert proc.poll() is None, "the run ended before it could be interrupted: " + proc.communicate()[1][-2000:]
+        assert proc.poll() is None, (
+            "the run ended before it could be interrupted: " + proc.communicate()[1][-2000:]
+        )
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
     proc.send_signal(sig)
@@ -62,14 +75,23 @@ def assert_same_run(resumed: Path, reference: Path, from_step: int) -> None:
     assert mine["train"]["global_step"] == theirs["train"]["global_step"] > from_step
     for key, value in theirs["eval_after"].items():
         assert mine["eval_after"][key] == pytest.approx(value, abs=1e-5), key
-    assert mine["eval_before"] == theirs["eval_before"], "the eval before training is kept from the first start"
+    assert mine["eval_before"] == theirs["eval_before"], (
+        "the eval before training is kept from the first start"
+    )
     after = {s: v for s, v in losses(mine).items() if s > from_step}
-    assert after and after == pytest.approx({s: losses(theirs)[s] for s in after}, abs=1e-4), "same data order"
-    a, b = load_file(resumed / "adapter_model.safetensors"), load_file(reference / "adapter_model.safetensors")
+    assert after and after == pytest.approx({s: losses(theirs)[s] for s in after}, abs=1e-4), (
+        "same data order"
+    )
+    a, b = (
+        load_file(resumed / "adapter_model.safetensors"),
+        load_file(reference / "adapter_model.safetensors"),
+    )
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     largest = max(float((a[k] - b[k]).abs().max()) for k in a)
-    print(f"resumed from step {from_step}: steps {mine['train']['global_step']} vs {theirs['train']['global_step']}; "
-          f"eval {mine['eval_after']} vs {theirs['eval_after']}; largest adapter weight difference {largest:.2e}")
+    print(
+        f"resumed from step {from_step}: steps {mine['train']['global_step']} vs {theirs['train']['global_step']}; "
+        f"eval {mine['eval_after']} vs {theirs['eval_after']}; largest adapter weight difference {largest:.2e}"
+    )
 
 
 def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, reference):
@@ -77,11 +99,17 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, reference):
     killed = start_until(out, env, 30, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL and not out.exists()
     saves = folder_for(out)
-    newest = max((p for p in saves.iterdir() if p.name.startswith("checkpoint-")), key=lambda p: int(p.name[11:]))
+    newest = max(
+        (p for p in saves.iterdir() if p.name.startswith("checkpoint-")), key=lambda p: int(p.name[11:])
+    )
     assert (newest / MARKER).exists()
 
     other = run(command(out, "--dpo.beta", "0.2"), env)  # another recipe must not pick these checkpoints up
-    assert other.returncode == 1 and "holds checkpoints of recipe" in other.stderr and "Traceback" not in other.stderr
+    assert (
+        other.returncode == 1
+        and "holds checkpoints of recipe" in other.stderr
+        and "Traceback" not in other.stderr
+    )
     assert not out.exists() and (newest / MARKER).exists()
 
     weights = newest / "adapter_model.safetensors"
@@ -102,8 +130,13 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path, reference):
     assert line.startswith("error: interrupted at step ") and "Run the same command again to resume" in line
     assert "Traceback" not in stopped.stderr and not out.exists()
     step = int(line.split("interrupted at step ")[1].split(":")[0])
-    assert (folder_for(out) / f"checkpoint-{step}" / MARKER).exists(), "Ctrl-C writes a checkpoint of that step"
+    assert (folder_for(out) / f"checkpoint-{step}" / MARKER).exists(), (
+        "Ctrl-C writes a checkpoint of that step"
+    )
     resumed = run(command(out), env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(out, reference, step)
-    assert json.loads((out / "metrics.json").read_text())["fingerprint"] == read_metrics(reference)["fingerprint"]
+    assert (
+        json.loads((out / "metrics.json").read_text())["fingerprint"]
+        == read_metrics(reference)["fingerprint"]
+    )

@@ -22,8 +22,16 @@ from dpo_hub.training.levers.model import bf16_hooks, fuse_activations, want_che
 from dpo_hub.training.plan import make_plan
 from dpo_hub.training.run import build_trainer
 
-SMALL = {"model": "embedded", "data.dataset": "embedded", "data.limit": 24, "data.eval_fraction": 0.25,
-         "dpo.max_steps": 2, "dpo.logging_steps": 1, "dpo.max_length": 64, "dpo.per_device_eval_batch_size": 4}
+SMALL = {
+    "model": "embedded",
+    "data.dataset": "embedded",
+    "data.limit": 24,
+    "data.eval_fraction": 0.25,
+    "dpo.max_steps": 2,
+    "dpo.logging_steps": 1,
+    "dpo.max_length": 64,
+    "dpo.per_device_eval_batch_size": 4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +64,9 @@ def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, mon
     slow = trainer_for(tmp_path / "a", tokenizer, **fp32, **{"dpo.reference_cache": False})
     fast = trainer_for(tmp_path / "b", tokenizer, **fp32)
     assert not slow.precompute_ref_logps and fast.precompute_ref_logps and slow.reference_cache is None
-    assert cache_files() == [] and "ref_chosen_logps" not in fast.train_dataset.column_names  # nothing up front
+    assert (
+        cache_files() == [] and "ref_chosen_logps" not in fast.train_dataset.column_names
+    )  # nothing up front
     batch = first_batch(fast)
     slow.model.eval(), fast.model.eval()
     with torch.no_grad():  # the reference trl computes in the step vs the one the cache computes and keeps
@@ -73,15 +83,22 @@ def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, mon
     fast.train()  # 2 steps: the pairs they train on are computed once and written when training ends
     assert len(cache_files()) == 1
     known = json.loads(cache_files()[0].read_text())
-    assert len(known) == fast.reference_cache.computed and fast.reference_cache.computed < len(fast.train_dataset) + 2
-    other_lora = trainer_for(tmp_path / "c", tokenizer, **fp32, **{"lora.r": 8, "dpo.beta": 0.3})  # same base: a sweep point
+    assert (
+        len(known) == fast.reference_cache.computed
+        and fast.reference_cache.computed < len(fast.train_dataset) + 2
+    )
+    other_lora = trainer_for(
+        tmp_path / "c", tokenizer, **fp32, **{"lora.r": 8, "dpo.beta": 0.3}
+    )  # same base: a sweep point
     assert other_lora.reference_cache.folder == fast.reference_cache.folder
     assert len(other_lora.reference_cache.values) == len(known)
     set_seed(42)
     other_lora.train()  # the same seed draws the same pairs: all reused, none computed
     assert other_lora.reference_cache.computed == 0 and other_lora.reference_cache.reused > 0
     assert len(cache_files()) == 1, "nothing new to write"
-    shorter = trainer_for(tmp_path / "d", tokenizer, **fp32, **{"dpo.max_length": 48})  # other tokens: other keys
+    shorter = trainer_for(
+        tmp_path / "d", tokenizer, **fp32, **{"dpo.max_length": 48}
+    )  # other tokens: other keys
     short_batch = first_batch(shorter)
     shorter.compute_loss(shorter.model, short_batch)
     assert shorter.reference_cache.computed == 2
@@ -93,10 +110,16 @@ def test_completion_only_log_probs_equal_full_logits(tmp_path, tokenizer):
     model = trainer.model.eval()
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     with torch.no_grad(), trainer.levers_on():
-        fused = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
-                      fused_lm_head=True).log_probs
+        fused = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=labels,
+            fused_lm_head=True,
+        ).log_probs
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    full = torch.log_softmax(logits.float(), -1).gather(-1, batch["input_ids"][:, 1:, None].clamp(min=0))[..., 0]
+    full = torch.log_softmax(logits.float(), -1).gather(-1, batch["input_ids"][:, 1:, None].clamp(min=0))[
+        ..., 0
+    ]
     scored = labels[:, 1:] != -100
     assert scored.any() and (~scored).any()  # prompts are masked, answers scored
     assert torch.allclose(fused[scored], full[scored], atol=1e-5)
@@ -120,7 +143,10 @@ def test_dropout_settings(tmp_path, tokenizer):
 
 def test_warm_up_leaves_training_unchanged_and_plan_counts_the_tokens(tmp_path, tokenizer):
     epoch = {"dpo.max_steps": -1, "dpo.num_train_epochs": 1.0}
-    timed, plain = trainer_for(tmp_path / "a", tokenizer, **epoch), trainer_for(tmp_path / "b", tokenizer, **epoch)
+    timed, plain = (
+        trainer_for(tmp_path / "a", tokenizer, **epoch),
+        trainer_for(tmp_path / "b", tokenizer, **epoch),
+    )
     rng = torch.random.get_rng_state()
     plan = make_plan(timed)
     assert torch.equal(torch.random.get_rng_state(), rng), "the warm-up must not move the random stream"
@@ -149,7 +175,10 @@ def test_precision_auto_never_picks_what_the_cpu_lacks(monkeypatch):
     picked, why = resolve_precision("auto", use_cpu=True)
     flags = open("/proc/cpuinfo").read().split()
     assert picked == ("bf16" if "avx512_bf16" in flags or "amx_bf16" in flags else "fp32"), why
-    for forced, expected in (("1", "bf16"), ("0", "fp32")):  # DPO_HUB_CPU_BF16 runs the suite as on the other CPU
+    for forced, expected in (
+        ("1", "bf16"),
+        ("0", "fp32"),
+    ):  # DPO_HUB_CPU_BF16 runs the suite as on the other CPU
         monkeypatch.setenv("DPO_HUB_CPU_BF16", forced)
         picked, why = resolve_precision("auto", use_cpu=True)
         assert picked == expected and f"DPO_HUB_CPU_BF16={forced}" in why, why
@@ -183,14 +212,18 @@ def test_fused_gelu_gives_the_same_logits():
 def test_reference_leaves_the_random_stream_alone(tmp_path, tokenizer, monkeypatch):
     """Computing a reference (with dropout kept in training) must leave training the same random stream."""
     monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "fresh"))
-    trainer = trainer_for(tmp_path, tokenizer, **{"dpo.disable_dropout": False, "dpo.base_model_dropout": True})
+    trainer = trainer_for(
+        tmp_path, tokenizer, **{"dpo.disable_dropout": False, "dpo.base_model_dropout": True}
+    )
     trainer.model.train()
     batch = first_batch(trainer)
     rng = torch.random.get_rng_state()
     filled = trainer.reference_cache.fill(trainer.model, batch)
     assert trainer.reference_cache.computed == 2 and trainer.model.training
     assert torch.equal(torch.random.get_rng_state(), rng)
-    assert torch.equal(trainer.reference_cache.fill(trainer.model, batch)["ref_chosen_logps"], filled["ref_chosen_logps"])
+    assert torch.equal(
+        trainer.reference_cache.fill(trainer.model, batch)["ref_chosen_logps"], filled["ref_chosen_logps"]
+    )
 
 
 def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer, monkeypatch):
@@ -215,13 +248,21 @@ def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer, 
         hook.remove()
         embedded_tokens.append(sum(seen))
         loss.backward()
-        grads.append((float(loss), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}))
+        grads.append(
+            (
+                float(loss),
+                {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None},
+            )
+        )
     (loss_a, grads_a), (loss_b, grads_b) = grads
     prompt = len(pair["prompt_ids"])
     # per forward (policy, and reference unless cached): trl pads and runs the prompt twice; the wrapper does not
     forwards = embedded_tokens[1] // batch["input_ids"].numel()
     assert forwards in (1, 2)
-    assert embedded_tokens == [forwards * (int(batch["attention_mask"].sum()) - prompt), forwards * batch["input_ids"].numel()]
+    assert embedded_tokens == [
+        forwards * (int(batch["attention_mask"].sum()) - prompt),
+        forwards * batch["input_ids"].numel(),
+    ]
     assert loss_a == pytest.approx(loss_b, abs=1e-5) and grads_a.keys() == grads_b.keys() and grads_a
     for name in grads_a:
         assert torch.allclose(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-3), name
@@ -248,8 +289,12 @@ def test_bf16_saved_activations_halve_the_bytes_and_keep_the_gradients(tmp_path,
         with trainer.compute_loss_context_manager():
             loss = trainer.compute_loss(trainer.model, batch)
         loss.backward()
-        results.append((float(loss), {n: p.grad.clone() for n, p in trainer.model.named_parameters()
-                                      if p.grad is not None}))
+        results.append(
+            (
+                float(loss),
+                {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None},
+            )
+        )
     (loss_c, grads_c), (loss_e, grads_e) = results
     assert loss_c == loss_e, "the forward pass is unchanged"
     assert any(not torch.equal(grads_c[n], grads_e[n]) for n in grads_e), "the hooks were not used"
@@ -264,4 +309,6 @@ def test_a_run_over_every_pair_computes_them_up_front(tmp_path, tokenizer, monke
     computed = trainer.reference_cache.computed
     assert 0 < computed <= pairs and len(cache_files()) == 1  # batched pass, written at once
     trainer.compute_loss(trainer.model, first_batch(trainer))
-    assert trainer.reference_cache.computed == computed and trainer.reference_cache.reused == 2  # nothing left for the step
+    assert (
+        trainer.reference_cache.computed == computed and trainer.reference_cache.reused == 2
+    )  # nothing left for the step

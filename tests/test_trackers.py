@@ -19,11 +19,33 @@ def test_tensorboard_events_of_a_real_run_read_offline(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    proc = run([sys.executable, "-m", RECIPE_MODULE, "--model", "embedded", "--data.dataset", "embedded",
-                "--data.limit", "40", "--dpo.max_steps", str(STEPS), "--dpo.logging_steps", "1",
-                "--dpo.report_to", "tensorboard", "--dpo.max_length", "128",
-                "--generation.max_new_tokens", "4", "--output_dir", str(out)],
-               offline_env(tmp_path), cwd=tmp_path)
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            RECIPE_MODULE,
+            "--model",
+            "embedded",
+            "--data.dataset",
+            "embedded",
+            "--data.limit",
+            "40",
+            "--dpo.max_steps",
+            str(STEPS),
+            "--dpo.logging_steps",
+            "1",
+            "--dpo.report_to",
+            "tensorboard",
+            "--dpo.max_length",
+            "128",
+            "--generation.max_new_tokens",
+            "4",
+            "--output_dir",
+            str(out),
+        ],
+        offline_env(tmp_path),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     events = sorted((out / "runs").rglob("events.out.tfevents.*"))
     assert events, f"no TensorBoard events under {out / 'runs'}"
@@ -35,7 +57,9 @@ def test_tensorboard_events_of_a_real_run_read_offline(tmp_path):
             scalars.setdefault(tag, []).extend(accumulator.Scalars(tag))
     assert [e.step for e in scalars["train/loss"]] == list(range(1, STEPS + 1))
     logged = [e["loss"] for e in read_metrics(out)["log_history"] if "loss" in e]
-    assert [e.value for e in scalars["train/loss"]] == pytest.approx(logged, rel=1e-5), "the same series as loss.png"
+    assert [e.value for e in scalars["train/loss"]] == pytest.approx(logged, rel=1e-5), (
+        "the same series as loss.png"
+    )
     evals = [e.step for e in scalars["eval/loss"]]
     assert evals[0] == 0 and evals[-1] == STEPS, "eval before and after training"
     assert (out / "loss.png").read_bytes()[:4] == b"\x89PNG"
@@ -45,12 +69,25 @@ def test_tensorboard_events_of_a_real_run_read_offline(tmp_path):
 
 
 def test_a_tracker_that_is_not_installed_is_refused_before_anything_loads(tmp_path):
-    missing = next((n for n, package in PACKAGES.items() if importlib.util.find_spec(package.replace("-", "_")) is None
-                    and importlib.util.find_spec(n) is None), None)
+    missing = next(
+        (
+            n
+            for n, package in PACKAGES.items()
+            if importlib.util.find_spec(package.replace("-", "_")) is None
+            and importlib.util.find_spec(n) is None
+        ),
+        None,
+    )
     if missing is None:
         pytest.skip("every tracker transformers knows is installed here")
-    recipe = RECIPE.override({"model": "embedded", "data.dataset": "embedded", "dpo.report_to": f"{missing}",
-                              "output_dir": str(tmp_path / "o")})
+    recipe = RECIPE.override(
+        {
+            "model": "embedded",
+            "data.dataset": "embedded",
+            "dpo.report_to": f"{missing}",
+            "output_dir": str(tmp_path / "o"),
+        }
+    )
     with pytest.raises(RecipeError, match=f"{missing} is not installed; pip install {PACKAGES[missing]}"):
         train(recipe)
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.incomplete").exists()

@@ -13,8 +13,16 @@ from dpo_hub import OutputError, OutputExistsError, Recipe, train
 from dpo_hub.artifacts.folders import staging_dir
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
-RUN_FILES = {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "tokenizer_config.json",
-             "recipe.yaml", "metrics.json", "loss.png", "generations.md"}
+RUN_FILES = {
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "recipe.yaml",
+    "metrics.json",
+    "loss.png",
+    "generations.md",
+}
 
 
 def test_run_writes_every_output(trained_run):
@@ -30,12 +38,16 @@ def test_eval_loss_fell_and_reward_accuracy_rose(trained_run):
     metrics = read_metrics(trained_run[0])
     before, after = metrics["eval_before"], metrics["eval_after"]
     assert before["eval_loss"] == pytest.approx(0.6931, abs=1e-3)
-    assert after["eval_loss"] < before["eval_loss"] - 0.01  # held-out families: a small but real fall (0.693 -> 0.678)
+    assert (
+        after["eval_loss"] < before["eval_loss"] - 0.01
+    )  # held-out families: a small but real fall (0.693 -> 0.678)
     assert after["eval_rewards/accuracies"] >= 0.6 > before["eval_rewards/accuracies"]
     assert after["eval_rewards/margins"] > 0
     assert metrics["data"] == {"train_pairs": 170, "eval_pairs": 30, "dropped": {}, "held_out_by": "group"}
     evals = [e for e in metrics["log_history"] if "eval_loss" in e]
-    assert evals[0]["step"] == 0 and evals[-1]["eval_loss"] < evals[0]["eval_loss"], "the curve shows eval before/after"
+    assert evals[0]["step"] == 0 and evals[-1]["eval_loss"] < evals[0]["eval_loss"], (
+        "the curve shows eval before/after"
+    )
     assert metrics["train"]["tokens_seen"] > 0 and metrics["train"]["train_runtime"] > 0
     assert {"torch", "trl", "peft", "transformers"} <= set(metrics["versions"])
 
@@ -45,7 +57,9 @@ def test_run_compares_base_and_tuned_on_its_eval_split(trained_run):
     preference = read_metrics(out)["comparison"]
     assert preference["n_pairs"] == 30
     per_token = preference["accuracy"]["per_token"]
-    assert per_token["tuned"]["value"] > per_token["base"]["value"], "DPO must raise held-out preference accuracy"
+    assert per_token["tuned"]["value"] > per_token["base"]["value"], (
+        "DPO must raise held-out preference accuracy"
+    )
     assert preference["reward_margin"]["mean"] > 0 and preference["kl_per_token_chosen"] > 0
     assert {"comparison.json", "comparison.md", "comparison.png"} <= {p.name for p in out.iterdir()}
     assert "preference accuracy" in proc.stdout
@@ -72,12 +86,25 @@ def test_generations_side_by_side(trained_run):
     assert "Is eating animals cruel?" in text and "**base**" in text and "**tuned**" in text
     assert "**tuned**" in proc.stdout
     rows = read_metrics(out)["generations"]
-    assert rows[0]["prompt"] == "Is eating animals cruel?" and set(rows[0]) == {"prompt", "base", "tuned", "differ"}
+    assert rows[0]["prompt"] == "Is eating animals cruel?" and set(rows[0]) == {
+        "prompt",
+        "base",
+        "tuned",
+        "differ",
+    }
 
 
 def small(**changes) -> Recipe:
-    return RECIPE.override({"model": "embedded", "data.dataset": "embedded", "data.limit": 24, "dpo.max_steps": 2,
-                            "data.eval_fraction": 0.25, **changes})
+    return RECIPE.override(
+        {
+            "model": "embedded",
+            "data.dataset": "embedded",
+            "data.limit": 24,
+            "dpo.max_steps": 2,
+            "data.eval_fraction": 0.25,
+            **changes,
+        }
+    )
 
 
 def test_python_api_and_output_protection(tmp_path):
@@ -87,7 +114,9 @@ def test_python_api_and_output_protection(tmp_path):
     assert RUN_FILES <= {p.name for p in out.iterdir()}
     with pytest.raises(OutputExistsError, match="already holds a finished run"):
         train(small(**{"dpo.seed": 7}), out)
-    assert (out / "adapter_model.safetensors").read_bytes() == first, "a refused run must not touch the old one"
+    assert (out / "adapter_model.safetensors").read_bytes() == first, (
+        "a refused run must not touch the old one"
+    )
     train(small(**{"dpo.seed": 7, "overwrite_output_dir": True}), out)
     assert (out / "adapter_model.safetensors").read_bytes() != first
     assert Recipe.from_yaml(out / "recipe.yaml").dpo.seed == 7
@@ -95,39 +124,61 @@ def test_python_api_and_output_protection(tmp_path):
 
 def test_failed_run_never_looks_complete(tmp_path):
     out = tmp_path / "crash"
-    proc = run([sys.executable, "-m", RECIPE_MODULE, "--output_dir", str(out), "--data.limit", "20",
-                "--lora.target_modules", "no_such_layer"], offline_env(tmp_path))
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            RECIPE_MODULE,
+            "--output_dir",
+            str(out),
+            "--data.limit",
+            "20",
+            "--lora.target_modules",
+            "no_such_layer",
+        ],
+        offline_env(tmp_path),
+    )
     assert proc.returncode != 0 and "no_such_layer" in proc.stderr
     assert not out.exists()
     assert not (staging_dir(out) / "metrics.json").exists()
 
 
 def test_explicitly_named_model_is_never_replaced(tmp_path):
-    proc = run([sys.executable, "-m", RECIPE_MODULE, "--model", "gpt2", "--output_dir", str(tmp_path / "o")],
-               offline_env(tmp_path))
+    proc = run(
+        [sys.executable, "-m", RECIPE_MODULE, "--model", "gpt2", "--output_dir", str(tmp_path / "o")],
+        offline_env(tmp_path),
+    )
     assert proc.returncode != 0 and "'gpt2'" in proc.stderr
     assert "error: model 'gpt2'" in proc.stderr and "Traceback" not in proc.stderr  # refused by the preflight
     assert "gpt2 unavailable" not in proc.stdout and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["push", "{tmp}", "tester/x"], 1, "is not a finished dpo_hub run: metrics.json is missing"),
-    (["compare", "{tmp}/missing"], 1, "no such run folder"),
-    (["train", "--config", "{tmp}/missing.yaml"], 2, "missing.yaml: cannot read the recipe file"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["push", "{tmp}", "tester/x"], 1, "is not a finished dpo_hub run: metrics.json is missing"),
+        (["compare", "{tmp}/missing"], 1, "no such run folder"),
+        (["train", "--config", "{tmp}/missing.yaml"], 2, "missing.yaml: cannot read the recipe file"),
+    ],
+)
 def test_cli_errors_are_one_clear_line(tmp_path, args, code, message):
     cmd = [sys.executable, "-m", "dpo_hub", *(a.format(tmp=tmp_path) for a in args)]
     proc = run(cmd, offline_env(tmp_path))
     assert proc.returncode == code and proc.stderr.startswith("error: ") and message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    debug = run([*cmd, "--debug"] if args[0] == "train" else [*cmd[:3], "--debug", *cmd[3:]], offline_env(tmp_path))
+    debug = run(
+        [*cmd, "--debug"] if args[0] == "train" else [*cmd[:3], "--debug", *cmd[3:]], offline_env(tmp_path)
+    )
     assert "Traceback" in debug.stderr and message in debug.stderr, "--debug shows the traceback"
 
 
-@pytest.mark.parametrize(("where", "message"), [
-    ("a_file", "is a file, not a folder"),
-    ("a_file/run", "is not a writable folder"),
-])
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("a_file", "is a file, not a folder"),
+        ("a_file/run", "is not a writable folder"),
+    ],
+)
 def test_unwritable_output_dir_fails_before_anything_loads(tmp_path, where, message):
     (tmp_path / "a_file").write_text("not a folder")
     with pytest.raises(OutputError, match=message):
@@ -135,8 +186,13 @@ def test_unwritable_output_dir_fails_before_anything_loads(tmp_path, where, mess
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"], "nothing was created"
 
 
-NOISE = ("is deprecated and will be removed in v6", "Could not find a config file in", "Unable to fetch remote file",
-         "Saving the dataset", "Generating train split")
+NOISE = (
+    "is deprecated and will be removed in v6",
+    "Could not find a config file in",
+    "Unable to fetch remote file",
+    "Saving the dataset",
+    "Generating train split",
+)
 
 
 def test_run_shows_only_warnings_that_concern_users(trained_run):
@@ -157,9 +213,13 @@ def test_noise_filters_are_narrow():
         warnings.simplefilter("always")
         quiet_known_noise()
         warn("`gradient_checkpointing` is deprecated and will be removed in v6. Use x.", FutureWarning)
-        warn("Could not find a config file in gpt2 - will assume that the vocabulary was not modified.",
-             UserWarning)
+        warn(
+            "Could not find a config file in gpt2 - will assume that the vocabulary was not modified.",
+            UserWarning,
+        )
         warn("`other_setting` is deprecated and will be removed in v6.", FutureWarning)
-        warn("Could not find a config file in gpt2 - will assume that the vocabulary was not modified.",
-             RuntimeWarning)
+        warn(
+            "Could not find a config file in gpt2 - will assume that the vocabulary was not modified.",
+            RuntimeWarning,
+        )
     assert [str(w.message)[:15] for w in caught] == ["`other_setting`", "Could not find "]

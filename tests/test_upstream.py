@@ -19,10 +19,24 @@ from dpo_hub.training.run import build_trainer
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_hub"
 UPSTREAM_LIBRARIES = ("trl", "transformers", "accelerate", "peft", "huggingface_hub", "datasets", "torch")
-SMALL = {"model": "embedded", "data.dataset": "embedded", "data.limit": 24, "data.eval_fraction": 0.25,
-         "dpo.max_steps": 2, "dpo.logging_steps": 1, "dpo.max_length": 64, "dpo.per_device_eval_batch_size": 4,
-         "dpo.precision": "fp32"}
-CPU_LEVERS = ("score_completions_only", "smaller_logit_tiles", "lean_tile_folds", "trim_padding", "reference_cache")
+SMALL = {
+    "model": "embedded",
+    "data.dataset": "embedded",
+    "data.limit": 24,
+    "data.eval_fraction": 0.25,
+    "dpo.max_steps": 2,
+    "dpo.logging_steps": 1,
+    "dpo.max_length": 64,
+    "dpo.per_device_eval_batch_size": 4,
+    "dpo.precision": "fp32",
+}
+CPU_LEVERS = (
+    "score_completions_only",
+    "smaller_logit_tiles",
+    "lean_tile_folds",
+    "trim_padding",
+    "reference_cache",
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,16 +91,24 @@ def private_names_outside_upstream() -> list[str]:
                 found += [f"{where} imports {a.name}" for a in node.names if a.name.startswith("_")]
                 modules |= {a.asname or a.name for a in node.names}
             elif isinstance(node, ast.Import):
-                modules |= {a.asname or a.name.split(".")[0] for a in node.names
-                            if a.name.split(".")[0] in UPSTREAM_LIBRARIES}
+                modules |= {
+                    a.asname or a.name.split(".")[0]
+                    for a in node.names
+                    if a.name.split(".")[0] in UPSTREAM_LIBRARIES
+                }
             if isinstance(node, ast.Attribute) and node.attr in listed:
                 found.append(f"{where} uses .{node.attr}")
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Assign):
                 for target in node.targets:
-                    if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
-                            and target.value.id in modules:
-                        found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} assigns {target.value.id}.{target.attr}")
+                    if (
+                        isinstance(target, ast.Attribute)
+                        and isinstance(target.value, ast.Name)
+                        and target.value.id in modules
+                    ):
+                        found.append(
+                            f"{path.relative_to(PACKAGE)}:{node.lineno} assigns {target.value.id}.{target.attr}"
+                        )
     return found
 
 
@@ -96,8 +118,10 @@ def test_private_upstream_names_live_in_upstream_only():
 
 def test_the_private_name_check_sees_a_violation(tmp_path, monkeypatch):
     bad = PACKAGE / "training" / "_violation_probe.py"
-    bad.write_text("import trl.trainer.utils as trl_utils\nfrom trl.trainer.utils import _use_triton\n"
-                   "trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = 1\n")
+    bad.write_text(
+        "import trl.trainer.utils as trl_utils\nfrom trl.trainer.utils import _use_triton\n"
+        "trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = 1\n"
+    )
     try:
         found = private_names_outside_upstream()
     finally:
@@ -148,9 +172,14 @@ def test_levers_apply_inside_the_trainer_and_trl_is_itself_afterwards(tmp_path, 
     every_position = batch["input_ids"][:, 1:].numel()
     assert spy.calls == [(every_position, trl_globals["_CHUNKED_LOGPROB_CHUNK_SIZE"])]
 
-    plain = DPOTrainer(model=embedded.build_model(), ref_model=embedded.build_model(), args=trainer.args,
-                       train_dataset=trainer.train_dataset,
-                       eval_dataset=trainer.eval_dataset, processing_class=tokenizer)  # trl used directly in the same process
+    plain = DPOTrainer(
+        model=embedded.build_model(),
+        ref_model=embedded.build_model(),
+        args=trainer.args,
+        train_dataset=trainer.train_dataset,
+        eval_dataset=trainer.eval_dataset,
+        processing_class=tokenizer,
+    )  # trl used directly in the same process
     spy.calls.clear()
     plain.model.eval()
     with torch.no_grad():
@@ -163,7 +192,9 @@ def test_the_reference_cache_checks_that_trl_reads_it(tmp_path, tokenizer, monke
     switching trl's flag back off), the cache says so and steps aside instead of doubling the work."""
     monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "cache"))
     trainer = trainer_for(tmp_path / "a", tokenizer, **{"dpo.eval_strategy": "no"})  # training forwards only
-    trainer.reference_cache.prefill(trainer.train_dataset)  # every pair known: a loss needs the policy forward only
+    trainer.reference_cache.prefill(
+        trainer.train_dataset
+    )  # every pair known: a loss needs the policy forward only
     forwards = []
     hook = trainer.model.register_forward_pre_hook(lambda module, args: forwards.append(1))
     trainer.train()
@@ -183,7 +214,13 @@ def test_a_run_reports_each_lever(trained_run):
     run_dir, _ = trained_run
     metrics = read_metrics(run_dir)
     levers = metrics["levers"]
-    expected = {*CPU_LEVERS, "bf16_saved_activations", "gradient_checkpointing", "base_dropout_off", "fused_gelu"}
+    expected = {
+        *CPU_LEVERS,
+        "bf16_saved_activations",
+        "gradient_checkpointing",
+        "base_dropout_off",
+        "fused_gelu",
+    }
     assert set(levers) == expected
     assert all(isinstance(v["active"], bool) and v["why"] for v in levers.values())
     assert all(levers[name]["active"] for name in CPU_LEVERS), levers

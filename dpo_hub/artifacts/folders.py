@@ -24,20 +24,29 @@ def staging_dir(output_dir: Path) -> Path:
     return output_dir.parent / f".{output_dir.name}.incomplete"
 
 
-def check_writable(output_dir: Path, overwrite: bool, option: str = "--output_dir",
-                   overwrite_option: str = "--overwrite_output_dir true", marker: str = COMPLETE_MARKER,
-                   kind: str = "run") -> None:
+def check_writable(
+    output_dir: Path,
+    overwrite: bool,
+    option: str = "--output_dir",
+    overwrite_option: str = "--overwrite_output_dir true",
+    marker: str = COMPLETE_MARKER,
+    kind: str = "run",
+) -> None:
     """Fail before any work if ``output_dir`` cannot be written or holds something replaced without consent.
 
     Messages name the command's ``option`` and ``overwrite_option``; ``marker`` is the file a finished ``kind`` has.
     """
     name = option.lstrip("-")
     if output_dir.exists() and not output_dir.is_dir():
-        raise OutputError(f"{name} {output_dir} is a file, not a folder; nothing was changed. Choose another {option}.")
+        raise OutputError(
+            f"{name} {output_dir} is a file, not a folder; nothing was changed. Choose another {option}."
+        )
     parent = next((p for p in output_dir.parents if p.exists()), None)
     if parent is None or not os.access(parent, os.W_OK | os.X_OK) or not parent.is_dir():
-        raise OutputError(f"{name} {output_dir} cannot be created: {parent} is not a writable folder. "
-                          f"Choose another {option} or fix its permissions.")
+        raise OutputError(
+            f"{name} {output_dir} cannot be created: {parent} is not a writable folder. "
+            f"Choose another {option} or fix its permissions."
+        )
     if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
         what = f"a finished {kind}" if (output_dir / marker).exists() else "files"
         raise OutputExistsError(

@@ -18,8 +18,13 @@ def _pyplot():
     return plt
 
 
-def loss_curve(log_history: list[dict], path: Path, title: str, untrained: float | None = None,
-               untrained_label: str = "untrained") -> None:
+def loss_curve(
+    log_history: list[dict],
+    path: Path,
+    title: str,
+    untrained: float | None = None,
+    untrained_label: str = "untrained",
+) -> None:
     """Train vs eval loss over steps, like the tutorial's plot; ``untrained``: the loss at zero margin, dotted."""
     plt = _pyplot()
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
@@ -29,7 +34,13 @@ def loss_curve(log_history: list[dict], path: Path, title: str, untrained: float
         if points:
             ax.plot(*zip(*points), style, label=label)
     if untrained is not None:
-        ax.axhline(untrained, color="grey", linewidth=0.8, linestyle=":", label=f"{untrained:.4g} ({untrained_label})")
+        ax.axhline(
+            untrained,
+            color="grey",
+            linewidth=0.8,
+            linestyle=":",
+            label=f"{untrained:.4g} ({untrained_label})",
+        )
     ax.set(xlabel="step", ylabel="DPO loss", title=title)
     ax.legend()
     fig.tight_layout()
@@ -45,19 +56,35 @@ def comparison_figure(preference: dict[str, Any] | None, margins: list[float], p
         for offset, model in ((-0.2, "base"), (0.2, "tuned")):
             shares = [p["accuracy"][kind][model] for kind in ("summed", "per_token")]
             values = [s["value"] for s in shares]
-            errors = [[s["value"] - s["ci95"][0] for s in shares], [s["ci95"][1] - s["value"] for s in shares]]
+            errors = [
+                [s["value"] - s["ci95"][0] for s in shares],
+                [s["ci95"][1] - s["value"] for s in shares],
+            ]
             drawn = bars.bar([i + offset for i in range(2)], values, 0.4, yerr=errors, capsize=4, label=model)
             for rect, value in zip(drawn, values, strict=True):  # at the foot of the bar: visible even at 0
-                bars.text(rect.get_x() + rect.get_width() / 2, 0.02, f"{value:.2f}", ha="center", va="bottom",
-                          bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
+                bars.text(
+                    rect.get_x() + rect.get_width() / 2,
+                    0.02,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="bottom",
+                    bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0},
+                )
         bars.axhline(0.5, color="grey", linewidth=0.8, linestyle=":", label="chance")
-        bars.set(xticks=[0, 1], xticklabels=["summed log-prob", "per-token log-prob"], ylim=(0, 1),
-                 ylabel="preference accuracy", title=f"Chosen > rejected on {p['n_pairs']} pairs")
+        bars.set(
+            xticks=[0, 1],
+            xticklabels=["summed log-prob", "per-token log-prob"],
+            ylim=(0, 1),
+            ylabel="preference accuracy",
+            title=f"Chosen > rejected on {p['n_pairs']} pairs",
+        )
         bars.legend()
         hist.hist(margins, bins=min(30, max(5, len(margins) // 3)))
         hist.axvline(0, color="grey", linewidth=0.8, linestyle=":")
         hist.axvline(p["reward_margin"]["mean"], color="red", linewidth=1, label="mean")
-        hist.set(xlabel="implicit reward margin", ylabel="pairs", title=f"DPO reward margin (beta {p['beta']:g})")
+        hist.set(
+            xlabel="implicit reward margin", ylabel="pairs", title=f"DPO reward margin (beta {p['beta']:g})"
+        )
         hist.legend()
     else:
         for ax in (bars, hist):
@@ -71,7 +98,9 @@ def comparison_figure(preference: dict[str, Any] | None, margins: list[float], p
 def sweep_figure(labels: list[str], series: dict[str, list[float | None]], path: Path) -> None:
     """One bar panel per metric (eval loss, reward accuracy, ...), one bar per sweep point (missing: no bar)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(series), figsize=(4 * len(series), 3 + 0.25 * len(labels)), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(series), figsize=(4 * len(series), 3 + 0.25 * len(labels)), dpi=100, squeeze=False
+    )
     for ax, (name, values) in zip(axes[0], series.items(), strict=True):
         ax.barh(range(len(labels)), [v if v is not None else 0 for v in values])
         for i, value in enumerate(values):

@@ -33,8 +33,10 @@ def recipe_settings_from_accelerate_config(path: str | Path) -> dict[str, str]:
         except yaml.YAMLError:
             values = None
         if not isinstance(values, dict):
-            raise ValueError(f"{path}:{number}: a '# dpo_hub:' line needs a mapping such as {{dpo.precision: bf16}}; "
-                             f"got {body!r}")
+            raise ValueError(
+                f"{path}:{number}: a '# dpo_hub:' line needs a mapping such as {{dpo.precision: bf16}}; "
+                f"got {body!r}"
+            )
         settings.update({str(key): _as_text(value) for key, value in values.items()})
     return settings
 
@@ -70,10 +72,10 @@ def accelerate_config_path() -> str | None:
 def _launch_args(argv: list[str]) -> list[str] | None:
     for i, token in enumerate(argv):
         name = os.path.basename(token)
-        if name == "accelerate" and argv[i + 1:i + 2] == ["launch"]:
-            return argv[i + 2:]
+        if name == "accelerate" and argv[i + 1 : i + 2] == ["launch"]:
+            return argv[i + 2 :]
         if name == "accelerate-launch" or token == "accelerate.commands.launch":
-            return argv[i + 1:]
+            return argv[i + 1 :]
     return None
 
 

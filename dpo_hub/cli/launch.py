@@ -66,12 +66,16 @@ def recipe_help(recipe: Recipe) -> str:
                 continue
             key = f"{head}.{f.name}" if head else f.name
             if f.metadata.get("passthrough"):  # the settings made, then where the others are
-                lines += [f"  --{f'{head}.{name}':<36} {value!r:<28} {field_help(head, name)}"
-                          for name, value in obj.extra.items()]
+                lines += [
+                    f"  --{f'{head}.{name}':<36} {value!r:<28} {field_help(head, name)}"
+                    for name, value in obj.extra.items()
+                ]
                 lines.append(f"  --{f'{head}.FIELD':<36} {'':<28} {f.metadata['help']}")
                 continue
             lines.append(f"  --{key:<36} {getattr(obj, f.name)!r:<28} {f.metadata.get('help', '')}")
-    lines.append(f"  --{'data.kind':<36} {recipe.data.kind!r:<28} switch adapter; --data.kind KIND --help lists its keys")
+    lines.append(
+        f"  --{'data.kind':<36} {recipe.data.kind!r:<28} switch adapter; --data.kind KIND --help lists its keys"
+    )
     return "\n".join(lines + ["  --debug                               show the traceback of an error"])
 
 
@@ -80,7 +84,9 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):  # the keys of the adapter and presets the other flags choose
         try:
-            print(recipe_help(recipe_from_argv(base, [a for a in argv if a not in ("-h", "--help", "--debug")])))
+            print(
+                recipe_help(recipe_from_argv(base, [a for a in argv if a not in ("-h", "--help", "--debug")]))
+            )
         except DpoHubError as err:
             print(recipe_help(base))
             print(f"error: {err}", file=sys.stderr)
@@ -93,7 +99,9 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
             recipe = recipe_from_argv(base, argv)
         except DpoHubError as err:
             raise _Usage(str(err)) from err
-        if recipe.push_to_hub:  # before training, on every rank (one failing alone would leave the others waiting)
+        if (
+            recipe.push_to_hub
+        ):  # before training, on every rank (one failing alone would leave the others waiting)
             check_push_target(recipe.push_to_hub)
         output_dir = train(recipe)
         from accelerate import PartialState
@@ -111,9 +119,11 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
 def run_sweep(base: Recipe, argv: Sequence[str]) -> int:
     """``dpo-hub sweep [--config FILE] --grid KEY=V1,V2 ... [--output_dir DIR] [--key value ...]``: exit code."""
     if any(a in ("-h", "--help") for a in argv):
-        print("usage: dpo-hub sweep [--config FILE] --grid KEY=V1,V2,... [--grid ...] [--output_dir DIR] "
-              "[--key value ...]\n  every combination of the --grid values is trained into DIR/FINGERPRINT "
-              "(default DIR: sweeps/RECIPE_NAME); finished points are skipped\n" + recipe_help(base))
+        print(
+            "usage: dpo-hub sweep [--config FILE] --grid KEY=V1,V2,... [--grid ...] [--output_dir DIR] "
+            "[--key value ...]\n  every combination of the --grid values is trained into DIR/FINGERPRINT "
+            "(default DIR: sweeps/RECIPE_NAME); finished points are skipped\n" + recipe_help(base)
+        )
         return 0
     debug, grids, output, rest, items = "--debug" in argv, [], None, [], [a for a in argv if a != "--debug"]
     while items:

@@ -28,41 +28,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dpo-hub", description=__doc__.split("\n\n")[0])
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("train", help="train a recipe: dpo-hub train [--config FILE] [--key value ...]", add_help=False)
-    sub.add_parser("sweep", add_help=False, help="train a grid of recipes: dpo-hub sweep --config FILE "
-                   "--grid dpo.beta=0.05,0.1 [--grid lora.r=4,8] [--output_dir sweeps/NAME] [--key value ...]")
+    sub.add_parser(
+        "train", help="train a recipe: dpo-hub train [--config FILE] [--key value ...]", add_help=False
+    )
+    sub.add_parser(
+        "sweep",
+        add_help=False,
+        help="train a grid of recipes: dpo-hub sweep --config FILE "
+        "--grid dpo.beta=0.05,0.1 [--grid lora.r=4,8] [--output_dir sweeps/NAME] [--key value ...]",
+    )
     push = sub.add_parser("push", help="publish a run's adapter and model card in one commit")
     push.add_argument("output_dir")
     push.add_argument("repo_id")
     push.add_argument("--private", action="store_true")
     push.add_argument("--revision", default=None, help="branch to push to (created if needed)")
-    push.add_argument("--license", default=None, help="licence for the card (default: the base model's, else other)")
+    push.add_argument(
+        "--license", default=None, help="licence for the card (default: the base model's, else other)"
+    )
     pull = sub.add_parser("pull", help="download an adapter and load it onto its base model")
     pull.add_argument("repo_id")
     pull.add_argument("--revision", default=None)
-    pull.add_argument("--prompt", action="append", default=None, help="prompt to answer with base and tuned model")
+    pull.add_argument(
+        "--prompt", action="append", default=None, help="prompt to answer with base and tuned model"
+    )
     cmp = sub.add_parser("compare", help="compare base and tuned models on prompts and held-out pairs")
     cmp.add_argument("source", help="output folder or Hub repo id")
     cmp.add_argument("--prompt", action="append", default=None)
-    cmp.add_argument("--pairs", default=None, help="preference file or dataset (default: the run's eval split)")
+    cmp.add_argument(
+        "--pairs", default=None, help="preference file or dataset (default: the run's eval split)"
+    )
     cmp.add_argument("--judge", default=None, help="reward model id for a win rate")
-    cmp.add_argument("--output", default=None, help="folder for comparison.json/md/png (default: a new "
-                     "RUN_DIR/comparisons/TIME folder; a repo: ./comparison-NAME)")
+    cmp.add_argument(
+        "--output",
+        default=None,
+        help="folder for comparison.json/md/png (default: a new "
+        "RUN_DIR/comparisons/TIME folder; a repo: ./comparison-NAME)",
+    )
     cmp.add_argument("--overwrite", action="store_true", help="replace a comparison already in --output")
     cmp.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo")
     merge = sub.add_parser("merge", help="merge a run's adapter into its base: a standalone model folder")
     merge.add_argument("source", help="run folder or Hub repo id of an adapter")
-    merge.add_argument("--output", required=True, help="folder for the merged model (appears only when complete)")
-    merge.add_argument("--dtype", default=None, choices=DTYPES, help="dtype written (default: the base model's)")
+    merge.add_argument(
+        "--output", required=True, help="folder for the merged model (appears only when complete)"
+    )
+    merge.add_argument(
+        "--dtype", default=None, choices=DTYPES, help="dtype written (default: the base model's)"
+    )
     merge.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
-    merge.add_argument("--push", default=None, metavar="REPO", help="then publish the merged model to this Hub repo")
+    merge.add_argument(
+        "--push", default=None, metavar="REPO", help="then publish the merged model to this Hub repo"
+    )
     merge.add_argument("--private", action="store_true", help="with --push: create the repo private")
     sub.add_parser("recipes", help="list installed recipes, the command that runs each, and data adapters")
     for side in ("prompt", "chosen", "rejected"):
-        cmp.add_argument(f"--{side}-column", default=None, help=f"column of --pairs holding the {side} (default: {side})")
-    cmp.add_argument("--max-length", type=int, default=None,
-                     help="tokens scored per sequence, cut like training (default: the run's dpo.max_length)")
+        cmp.add_argument(
+            f"--{side}-column", default=None, help=f"column of --pairs holding the {side} (default: {side})"
+        )
+    cmp.add_argument(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens scored per sequence, cut like training (default: the run's dpo.max_length)",
+    )
     if argv[:1] == ["train"]:
         from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 
@@ -86,12 +114,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if source and source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().is_dir():
         raise OutputError(f"{source}: no such run folder")
     if args.command == "push":
-        print(push_adapter(args.output_dir, args.repo_id, private=args.private, revision=args.revision,
-                           license=args.license))
+        print(
+            push_adapter(
+                args.output_dir,
+                args.repo_id,
+                private=args.private,
+                revision=args.revision,
+                license=args.license,
+            )
+        )
     elif args.command == "pull":
         run = open_repo(args.repo_id, args.revision)
-        print(f"loaded {args.repo_id}@{args.revision or 'main'} onto "
-              f"{run.model.peft_config['default'].base_model_name_or_path}")
+        print(
+            f"loaded {args.repo_id}@{args.revision or 'main'} onto "
+            f"{run.model.peft_config['default'].base_model_name_or_path}"
+        )
         settings = Generation(prompts=tuple(args.prompt)) if args.prompt else Generation()
         prompt_text = prompt_formatter(run.recipe.data, run.tokenizer) if run.recipe else None
         print(format_side_by_side(side_by_side(run.model, run.tokenizer, settings, prompt_text)))
@@ -106,11 +143,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(format_installed())
     elif args.command == "compare":
         output = Path(args.output) if args.output else comparison_dir(args.source, args.pairs)
-        columns = {f"{side}_column": getattr(args, f"{side}_column") for side in ("prompt", "chosen", "rejected")
-                   if getattr(args, f"{side}_column")}
-        comparison = compare_run(args.source, prompts=args.prompt, pairs=args.pairs, judge=args.judge,
-                                 output_dir=output, revision=args.revision, overwrite=args.overwrite,
-                                 max_length=args.max_length, columns=columns)
+        columns = {
+            f"{side}_column": getattr(args, f"{side}_column")
+            for side in ("prompt", "chosen", "rejected")
+            if getattr(args, f"{side}_column")
+        }
+        comparison = compare_run(
+            args.source,
+            prompts=args.prompt,
+            pairs=args.pairs,
+            judge=args.judge,
+            output_dir=output,
+            revision=args.revision,
+            overwrite=args.overwrite,
+            max_length=args.max_length,
+            columns=columns,
+        )
         print(format_table(comparison))
         print(f"\nwrote {output / 'comparison.json'}, comparison.md, comparison.png")
     return 0

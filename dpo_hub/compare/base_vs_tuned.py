@@ -34,15 +34,20 @@ def generate(model: Any, tokenizer: Any, prompt: str, settings: Any) -> str:
     inputs = tokenizer(prompt, return_tensors="pt").to(device)
     torch.manual_seed(settings.seed)
     output = model.generate(
-        **inputs, max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample,
-        temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
+        **inputs,
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        top_p=settings.top_p,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
-def side_by_side(model: Any, tokenizer: Any, settings: Any,
-                 prompt_text: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+def side_by_side(
+    model: Any, tokenizer: Any, settings: Any, prompt_text: Callable[[str], str] | None = None
+) -> list[dict[str, Any]]:
     """Each prompt answered by the base (adapter off) and the tuned model with identical settings.
 
     ``prompt_text`` formats a prompt as training did (``DataAdapter.prompt_text``: chat template, separator).
@@ -68,7 +73,9 @@ def judge_generations(judge: str, generations: list[dict[str, Any]]) -> dict[str
 
     reward_model = AutoModelForSequenceClassification.from_pretrained(judge, trust_remote_code=False).eval()
     if reward_model.config.num_labels != 1:
-        raise CompareError(f"judge {judge!r} has {reward_model.config.num_labels} outputs; a reward model has 1")
+        raise CompareError(
+            f"judge {judge!r} has {reward_model.config.num_labels} outputs; a reward model has 1"
+        )
     tokenizer = AutoTokenizer.from_pretrained(judge)
     limit = context_length(reward_model)
 
@@ -76,17 +83,32 @@ def judge_generations(judge: str, generations: list[dict[str, Any]]) -> dict[str
         inputs = tokenizer(prompt + answer, return_tensors="pt", truncation=bool(limit), max_length=limit)
         return float(reward_model(**inputs).logits[0, 0])
 
-    rows = [{"prompt": g["prompt"], "base": reward(g["prompt"], g["base"]), "tuned": reward(g["prompt"], g["tuned"])}
-            for g in generations]
+    rows = [
+        {
+            "prompt": g["prompt"],
+            "base": reward(g["prompt"], g["base"]),
+            "tuned": reward(g["prompt"], g["tuned"]),
+        }
+        for g in generations
+    ]
     return {"judge": judge, "scores": rows}
 
 
 # ---- comparing -----------------------------------------------------------------------------------
-def compare_model(model: Any, tokenizer: Any, pairs: Any = None, prompts: Iterable[str] | None = None,
-                  generation: Generation | None = None, judge: str | None = None, beta: float = 0.1,
-                  max_length: int | None = None, batch_size: int = 16, source: str = "model",
-                  generations: list[dict[str, Any]] | None = None,
-                  prompt_text: Callable[[str], str] | None = None) -> Comparison:
+def compare_model(
+    model: Any,
+    tokenizer: Any,
+    pairs: Any = None,
+    prompts: Iterable[str] | None = None,
+    generation: Generation | None = None,
+    judge: str | None = None,
+    beta: float = 0.1,
+    max_length: int | None = None,
+    batch_size: int = 16,
+    source: str = "model",
+    generations: list[dict[str, Any]] | None = None,
+    prompt_text: Callable[[str], str] | None = None,
+) -> Comparison:
     """Compare a loaded PEFT model (tuned) with itself under ``adapter_off`` (base).
 
     ``pairs``: see ``load_pairs``; ``prompts`` replace ``generation.prompts`` (``[]``: none);
@@ -94,7 +116,9 @@ def compare_model(model: Any, tokenizer: Any, pairs: Any = None, prompts: Iterab
     ``prompt_text``: formats prompts as training did (see ``side_by_side``).
     """
     if not hasattr(model, "disable_adapter"):
-        raise CompareError(f"{source}: not a PEFT model with an adapter, so there is no base/tuned difference")
+        raise CompareError(
+            f"{source}: not a PEFT model with an adapter, so there is no base/tuned difference"
+        )
     generation = generation or Generation()
     if prompts is not None:
         generation = dataclasses.replace(generation, prompts=tuple(prompts))
@@ -103,15 +127,26 @@ def compare_model(model: Any, tokenizer: Any, pairs: Any = None, prompts: Iterab
         raise CompareError(f"{source}: nothing to compare; give at least one prompt or some preference pairs")
     if generations is None:
         generations = side_by_side(model, tokenizer, generation, prompt_text) if generation.prompts else []
-    preference, per_pair = (summarize(score_pairs(model, tokenizer, pair_rows, batch_size, max_length), beta)
-                            if pair_rows else (None, []))
+    preference, per_pair = (
+        summarize(score_pairs(model, tokenizer, pair_rows, batch_size, max_length), beta)
+        if pair_rows
+        else (None, [])
+    )
     return Comparison(
-        source=source, generations=generations, preference=preference, per_pair=per_pair,
+        source=source,
+        generations=generations,
+        preference=preference,
+        per_pair=per_pair,
         judge=summarize_judge(judge_generations(judge, generations)) if judge and generations else None,
-        settings={"generation": dataclasses.asdict(generation), "beta": beta, "batch_size": batch_size,
-                  "max_length": max_length or context_length(model), "pairs": _describe(pairs),
-                  "scoring": "trl DPOTrainer style: response = completion + eos after the prompt; prompt and "
-                             "padding masked; adapter on = tuned, off = base"},
+        settings={
+            "generation": dataclasses.asdict(generation),
+            "beta": beta,
+            "batch_size": batch_size,
+            "max_length": max_length or context_length(model),
+            "pairs": _describe(pairs),
+            "scoring": "trl DPOTrainer style: response = completion + eos after the prompt; prompt and "
+            "padding masked; adapter on = tuned, off = base",
+        },
     )
 
 

@@ -51,7 +51,12 @@ def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
 
 def _share(hits: float, n: int) -> dict[str, Any]:
     lo, hi = wilson(hits, n)
-    return {"value": round(hits / n, 6) if n else None, "ci95": [round(lo, 6), round(hi, 6)], "count": hits, "n": n}
+    return {
+        "value": round(hits / n, 6) if n else None,
+        "ci95": [round(lo, 6), round(hi, 6)],
+        "count": hits,
+        "n": n,
+    }
 
 
 def _mean(values: list[float]) -> dict[str, Any]:
@@ -69,28 +74,51 @@ def summarize(scores: PairScores, beta: float) -> tuple[dict[str, Any], list[dic
         raise CompareError(f"no pair left to score ({s.skipped} cut off entirely by max_length)")
     per_pair = []
     for i in range(n):
-        tc, tr, bc, br, nc, nr = (s.tuned_chosen[i], s.tuned_rejected[i], s.base_chosen[i], s.base_rejected[i],
-                                  s.chosen_tokens[i], s.rejected_tokens[i])
-        per_pair.append({"index": s.index[i] if s.index else i, "tuned_chosen": tc, "tuned_rejected": tr,
-                         "base_chosen": bc, "base_rejected": br, "chosen_tokens": nc, "rejected_tokens": nr,
-                         "margin": beta * ((tc - bc) - (tr - br)), "chosen_kl": s.chosen_kl[i]})
+        tc, tr, bc, br, nc, nr = (
+            s.tuned_chosen[i],
+            s.tuned_rejected[i],
+            s.base_chosen[i],
+            s.base_rejected[i],
+            s.chosen_tokens[i],
+            s.rejected_tokens[i],
+        )
+        per_pair.append(
+            {
+                "index": s.index[i] if s.index else i,
+                "tuned_chosen": tc,
+                "tuned_rejected": tr,
+                "base_chosen": bc,
+                "base_rejected": br,
+                "chosen_tokens": nc,
+                "rejected_tokens": nr,
+                "margin": beta * ((tc - bc) - (tr - br)),
+                "chosen_kl": s.chosen_kl[i],
+            }
+        )
 
     def accuracy(model: str, per_token: bool) -> dict[str, Any]:
         def norm(r: dict, side: str) -> float:
             return r[f"{model}_{side}"] / (r[f"{side}_tokens"] if per_token else 1)
+
         return _share(sum(norm(r, "chosen") > norm(r, "rejected") for r in per_pair), n)
 
     margins = [r["margin"] for r in per_pair]
     chosen_tokens, rejected_tokens = sum(s.chosen_tokens), sum(s.rejected_tokens)
     summary = {
-        "n_pairs": n, "skipped": s.skipped, "beta": beta,
-        "accuracy": {kind: {m: accuracy(m, kind == "per_token") for m in ("base", "tuned")}
-                     for kind in ("summed", "per_token")},
-        "reward_margin": _mean(margins), "reward_accuracy": _share(sum(m > 0 for m in margins), n),
+        "n_pairs": n,
+        "skipped": s.skipped,
+        "beta": beta,
+        "accuracy": {
+            kind: {m: accuracy(m, kind == "per_token") for m in ("base", "tuned")}
+            for kind in ("summed", "per_token")
+        },
+        "reward_margin": _mean(margins),
+        "reward_accuracy": _share(sum(m > 0 for m in margins), n),
         "kl_per_token_chosen": round(sum(s.chosen_kl) / chosen_tokens, 6),
         "logp_drift_per_token": {
             "chosen": round((sum(s.tuned_chosen) - sum(s.base_chosen)) / chosen_tokens, 6),
-            "rejected": round((sum(s.tuned_rejected) - sum(s.base_rejected)) / rejected_tokens, 6)},
+            "rejected": round((sum(s.tuned_rejected) - sum(s.base_rejected)) / rejected_tokens, 6),
+        },
     }
     return summary, per_pair
 
@@ -99,9 +127,14 @@ def summarize_judge(result: dict[str, Any]) -> dict[str, Any]:
     """Win rate of tuned over base from per-prompt rewards (win: tuned > base; a tie counts half)."""
     rows = result["scores"]
     wins, ties = sum(r["tuned"] > r["base"] for r in rows), sum(r["tuned"] == r["base"] for r in rows)
-    return {**result, "wins": wins, "ties": ties, "losses": len(rows) - wins - ties,
-            "win_rate": _share(wins + ties / 2, len(rows)),
-            "mean_reward": {m: round(statistics.fmean(r[m] for r in rows), 6) for m in ("base", "tuned")}}
+    return {
+        **result,
+        "wins": wins,
+        "ties": ties,
+        "losses": len(rows) - wins - ties,
+        "win_rate": _share(wins + ties / 2, len(rows)),
+        "mean_reward": {m: round(statistics.fmean(r[m] for r in rows), 6) for m in ("base", "tuned")},
+    }
 
 
 def _ci(share: dict[str, Any]) -> str:
@@ -114,21 +147,39 @@ def table_rows(c: Comparison) -> list[tuple[str, str, str, str]]:
     if p := c.preference:
         for kind, label in (("summed", "summed"), ("per_token", "per-token mean")):
             base, tuned = p["accuracy"][kind]["base"], p["accuracy"][kind]["tuned"]
-            rows.append((f"preference accuracy ({label} log-prob)", _ci(base), _ci(tuned),
-                         f"{tuned['value'] - base['value']:+.3f}"))
+            rows.append(
+                (
+                    f"preference accuracy ({label} log-prob)",
+                    _ci(base),
+                    _ci(tuned),
+                    f"{tuned['value'] - base['value']:+.3f}",
+                )
+            )
         margin, ci = p["reward_margin"], p["reward_margin"]["ci95"]
         rows += [
-            (f"implicit reward margin (beta {p['beta']:g})", "",
-             f"{margin['mean']:+.4f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""), ""),
+            (
+                f"implicit reward margin (beta {p['beta']:g})",
+                "",
+                f"{margin['mean']:+.4f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""),
+                "",
+            ),
             ("reward accuracy (margin > 0)", "", _ci(p["reward_accuracy"]), ""),
             ("KL(tuned||base) per chosen token", "", f"{p['kl_per_token_chosen']:.5f}", ""),
             ("log-prob drift per token, chosen", "", f"{p['logp_drift_per_token']['chosen']:+.4f}", ""),
             ("log-prob drift per token, rejected", "", f"{p['logp_drift_per_token']['rejected']:+.4f}", ""),
         ]
     if j := c.judge:
-        rows.append((f"judge win rate ({j['wins']}W/{j['ties']}T/{j['losses']}L)", "", _ci(j["win_rate"]), ""))
-        rows.append(("judge mean reward", f"{j['mean_reward']['base']:+.4f}", f"{j['mean_reward']['tuned']:+.4f}",
-                     f"{j['mean_reward']['tuned'] - j['mean_reward']['base']:+.4f}"))
+        rows.append(
+            (f"judge win rate ({j['wins']}W/{j['ties']}T/{j['losses']}L)", "", _ci(j["win_rate"]), "")
+        )
+        rows.append(
+            (
+                "judge mean reward",
+                f"{j['mean_reward']['base']:+.4f}",
+                f"{j['mean_reward']['tuned']:+.4f}",
+                f"{j['mean_reward']['tuned'] - j['mean_reward']['base']:+.4f}",
+            )
+        )
     if c.generations:
         differ = sum(g["differ"] for g in c.generations)
         rows.append(("generations that differ", "", f"{differ} of {len(c.generations)} prompt(s)", ""))
@@ -139,8 +190,10 @@ def _title(c: Comparison) -> str:
     pairs = c.preference
     held = f"{pairs['n_pairs']} pairs ({c.settings.get('pairs') or 'given'})" if pairs else "no pairs"
     if pairs and pairs.get("skipped"):
-        held += (f", {pairs['skipped']} skipped (prompt alone fills max_length {c.settings.get('max_length')}, "
-                 "the pairs training drops too)")
+        held += (
+            f", {pairs['skipped']} skipped (prompt alone fills max_length {c.settings.get('max_length')}, "
+            "the pairs training drops too)"
+        )
     return f"Base vs tuned: {c.source}; {held}; 95% CIs (Wilson for shares)"
 
 
@@ -149,8 +202,9 @@ def format_table(c: Comparison) -> str:
     header = ("metric", "base", "tuned", "change")
     rows = [header, *table_rows(c)]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    lines = [_title(c), ""] + ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
-                               for r in rows]
+    lines = [_title(c), ""] + [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     lines.insert(3, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -159,10 +213,21 @@ def format_side_by_side(rows: list[dict[str, Any]], width: int = 100) -> str:
     """Plain-text view of base vs tuned answers for the terminal and ``generations.md``."""
     lines = []
     for row in rows:
-        lines += [f"### {row['prompt']}", "", "**base**:", "", row["base"].strip() or "(empty)", "",
-                  "**tuned**:", "", row["tuned"].strip() or "(empty)", "",
-                  f"_answers differ: {'yes' if row['differ'] else 'no'}_", ""]
-    return "\n".join(line[:width * 4] for line in lines)
+        lines += [
+            f"### {row['prompt']}",
+            "",
+            "**base**:",
+            "",
+            row["base"].strip() or "(empty)",
+            "",
+            "**tuned**:",
+            "",
+            row["tuned"].strip() or "(empty)",
+            "",
+            f"_answers differ: {'yes' if row['differ'] else 'no'}_",
+            "",
+        ]
+    return "\n".join(line[: width * 4] for line in lines)
 
 
 def format_markdown(c: Comparison) -> str:
@@ -170,10 +235,15 @@ def format_markdown(c: Comparison) -> str:
     lines = [f"# {_title(c)}", "", "| metric | base | tuned | change |", "|---|---|---|---|"]
     lines += [f"| {' | '.join(cell.replace('|', '&#124;') for cell in row)} |" for row in table_rows(c)]
     if c.preference:
-        lines += ["", "Accuracy: share of pairs where the model gives the chosen response a higher log-probability "
-                  "than the rejected one (ties count as not higher). Margin: beta * [(tuned - base) log-prob of "
-                  "chosen - (tuned - base) of rejected], DPOTrainer's rewards/margins (its eval log averages batch "
-                  "means, so a short last batch moves it slightly).", "", "![](comparison.png)"]
+        lines += [
+            "",
+            "Accuracy: share of pairs where the model gives the chosen response a higher log-probability "
+            "than the rejected one (ties count as not higher). Margin: beta * [(tuned - base) log-prob of "
+            "chosen - (tuned - base) of rejected], DPOTrainer's rewards/margins (its eval log averages batch "
+            "means, so a short last batch moves it slightly).",
+            "",
+            "![](comparison.png)",
+        ]
     if c.generations:
         lines += ["", "## Generations (identical seeded settings)", "", format_side_by_side(c.generations)]
     return "\n".join(lines) + "\n"

@@ -42,8 +42,10 @@ def encode_pair(tokenizer: Any, pair: Pair, max_length: int | None = None) -> li
     """``[(chosen ids, response start), (rejected ids, response start)]``, tokenised as trl does."""
     eos = tokenizer.eos_token or ""
     prompt = tokenizer(pair["prompt"])["input_ids"]
-    full = [tokenizer(pair["prompt"] + r + ("" if r.endswith(eos) else eos))["input_ids"]
-            for r in (pair["chosen"], pair["rejected"])]
+    full = [
+        tokenizer(pair["prompt"] + r + ("" if r.endswith(eos) else eos))["input_ids"]
+        for r in (pair["chosen"], pair["rejected"])
+    ]
     start = min(_common_prefix(prompt, ids) for ids in full)
     return [(ids[:max_length] if max_length else ids, start) for ids in full]
 
@@ -56,8 +58,14 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 @torch.inference_mode()
-def score_pairs(model: Any, tokenizer: Any, pairs: Iterable[Pair], batch_size: int = 16,
-                max_length: int | None = None, max_tokens: int = 4096) -> PairScores:
+def score_pairs(
+    model: Any,
+    tokenizer: Any,
+    pairs: Iterable[Pair],
+    batch_size: int = 16,
+    max_length: int | None = None,
+    max_tokens: int = 4096,
+) -> PairScores:
     """Score every pair under the tuned model and its base (adapter off), batched and right-padded.
 
     A forward holds up to ``batch_size`` pairs' sequences (chosen and rejected sorted together by length)
@@ -82,8 +90,17 @@ def score_pairs(model: Any, tokenizer: Any, pairs: Iterable[Pair], batch_size: i
         model.train(was_training)
     n = len(kept)
     t, b, tokens, kl = scored[:, slot].tolist()
-    return PairScores(t[:n], t[n:], b[:n], b[n:], [int(x) for x in tokens[:n]], [int(x) for x in tokens[n:]],
-                      kl[:n], skipped=len(encoded) - n, index=index)
+    return PairScores(
+        t[:n],
+        t[n:],
+        b[:n],
+        b[n:],
+        [int(x) for x in tokens[:n]],
+        [int(x) for x in tokens[n:]],
+        kl[:n],
+        skipped=len(encoded) - n,
+        index=index,
+    )
 
 
 def _batches(lengths: list[int], size: int, max_tokens: int) -> list[list[int]]:
@@ -110,7 +127,11 @@ def _score_batch(model: Any, seqs: list[tuple[list[int], int]], pad_id: int) -> 
     ids = torch.full((len(seqs), max(len(s) for s, _ in seqs)), pad_id, dtype=torch.long)
     mask, response = torch.zeros_like(ids), torch.zeros_like(ids, dtype=torch.bool)
     for row, (seq, start) in enumerate(seqs):
-        ids[row, :len(seq)], mask[row, :len(seq)], response[row, start:len(seq)] = torch.tensor(seq), 1, True
+        ids[row, : len(seq)], mask[row, : len(seq)], response[row, start : len(seq)] = (
+            torch.tensor(seq),
+            1,
+            True,
+        )
     ids, mask, scored = ids.to(device), mask.to(device), response[:, 1:].to(device)  # position t predicts t+1
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     plain = _plain_head(model)
@@ -119,7 +140,9 @@ def _score_batch(model: Any, seqs: list[tuple[list[int], int]], pad_id: int) -> 
     def hidden() -> torch.Tensor:  # the decoder's last hidden states at scored positions (LoRA layers inside)
         if not plain:
             return model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1][scored]
-        return inner.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[:, :-1][scored]
+        return inner.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state[
+            :, :-1
+        ][scored]
 
     tuned_hidden = hidden()
     with adapter_off(model):
@@ -145,8 +168,16 @@ def _plain_head(model: Any) -> bool:
     """Whether logits are exactly the output layer applied to the decoder's last hidden states."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     config = inner.config.get_text_config() if hasattr(inner.config, "get_text_config") else inner.config
-    scaled = any(getattr(config, name, None) not in (None, 1, 1.0) for name in
-                 ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling"))
+    scaled = any(
+        getattr(config, name, None) not in (None, 1, 1.0)
+        for name in (
+            "final_logit_softcapping",
+            "logit_scale",
+            "output_multiplier",
+            "lm_head_multiplier",
+            "logits_scaling",
+        )
+    )
     return not scaled and inner.get_output_embeddings() is not None and inner.base_model is not inner
 
 

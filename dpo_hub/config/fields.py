@@ -18,25 +18,40 @@ from dpo_hub.config.values import coerce, is_config, options, origin
 from dpo_hub.errors import RecipeError
 
 LIBRARY = {"dpo": ("trl", "DPOConfig"), "lora": ("peft", "LoraConfig")}
-DOCS = {"dpo": "https://huggingface.co/docs/trl/dpo_trainer#trl.DPOConfig",
-        "lora": "https://huggingface.co/docs/peft/package_reference/lora#peft.LoraConfig"}
+DOCS = {
+    "dpo": "https://huggingface.co/docs/trl/dpo_trainer#trl.DPOConfig",
+    "lora": "https://huggingface.co/docs/peft/package_reference/lora#peft.LoraConfig",
+}
 _PUSH = "push_to_hub (dpo_hub pushes the finished adapter and its card)"
 _MODEL = "model (dpo_hub loads the model and passes it to the trainer)"
 RESERVED = {  # field -> the dpo_hub key (or reason) that sets it instead
     "dpo": {
-        "output_dir": "output_dir (checkpoints go to OUTPUT_DIR.checkpoints)", "bf16": "dpo.precision",
-        "fp16": "dpo.precision", "bf16_full_eval": "dpo.precision", "fp16_full_eval": "dpo.precision",
+        "output_dir": "output_dir (checkpoints go to OUTPUT_DIR.checkpoints)",
+        "bf16": "dpo.precision",
+        "fp16": "dpo.precision",
+        "bf16_full_eval": "dpo.precision",
+        "fp16_full_eval": "dpo.precision",
         "use_cpu": "the accelerate config (dpo_hub trains on the CPU when no GPU is visible)",
-        "resume_from_checkpoint": "resume", "push_to_hub": _PUSH, "hub_model_id": _PUSH, "hub_strategy": _PUSH,
-        "hub_private_repo": _PUSH, "hub_always_push": _PUSH, "hub_revision": _PUSH,
+        "resume_from_checkpoint": "resume",
+        "push_to_hub": _PUSH,
+        "hub_model_id": _PUSH,
+        "hub_strategy": _PUSH,
+        "hub_private_repo": _PUSH,
+        "hub_always_push": _PUSH,
+        "hub_revision": _PUSH,
         "hub_token": "`hf auth login` or HF_TOKEN (tokens never go into recipe files)",
         "ddp_find_unused_parameters": "nothing: dpo_hub sets it to false (the reference is the base, adapter off)",
-        "model_init_kwargs": _MODEL, "ref_model_init_kwargs": _MODEL,
+        "model_init_kwargs": _MODEL,
+        "ref_model_init_kwargs": _MODEL,
     },
     "lora": {
-        "task_type": "nothing: dpo_hub trains causal LMs (CAUSAL_LM)", "peft_type": "nothing: this is LoRA",
-        "base_model_name_or_path": "model", "revision": "model", "inference_mode": "nothing: adapters train",
-        "auto_mapping": "nothing: peft sets it", "peft_version": "nothing: peft records it",
+        "task_type": "nothing: dpo_hub trains causal LMs (CAUSAL_LM)",
+        "peft_type": "nothing: this is LoRA",
+        "base_model_name_or_path": "model",
+        "revision": "model",
+        "inference_mode": "nothing: adapters train",
+        "auto_mapping": "nothing: peft sets it",
+        "peft_version": "nothing: peft records it",
     },
 }
 
@@ -71,8 +86,11 @@ def library_fields(group: str) -> dict[str, tuple[Any, str]]:
     module, name = LIBRARY[group]
     cls = getattr(importlib.import_module(module), name)
     hints = typing.get_type_hints(cls)
-    return {f.name: (hints.get(f.name, Any), " ".join(str(f.metadata.get("help", "")).split()))
-            for f in dataclasses.fields(cls) if f.init}
+    return {
+        f.name: (hints.get(f.name, Any), " ".join(str(f.metadata.get("help", "")).split()))
+        for f in dataclasses.fields(cls)
+        if f.init
+    }
 
 
 def field_help(group: str, name: str) -> str:
@@ -94,7 +112,9 @@ def validated(group: str, values: Mapping[str, Any], typed: Iterable[str]) -> Se
     for name, value in values.items():
         key = f"{group}.{name}"
         if name in typed:
-            raise RecipeError(f"{key} is a dpo_hub field of the preset; set it as {key}, not as a pass-through setting")
+            raise RecipeError(
+                f"{key} is a dpo_hub field of the preset; set it as {key}, not as a pass-through setting"
+            )
         if name in RESERVED[group]:
             raise RecipeError(f"{key} is set by dpo_hub; use {RESERVED[group][name]} instead")
         if name not in library_fields(group):
@@ -102,8 +122,10 @@ def validated(group: str, values: Mapping[str, Any], typed: Iterable[str]) -> Se
             close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6)
             _, cls = LIBRARY[group]
             hint = f"did you mean {' or '.join(close)}? " if close else ""
-            raise RecipeError(f"unknown recipe key {key!r}: neither a dpo_hub key nor a field of the installed "
-                              f"{cls}; {hint}see {DOCS[group]}")
+            raise RecipeError(
+                f"unknown recipe key {key!r}: neither a dpo_hub key nor a field of the installed "
+                f"{cls}; {hint}see {DOCS[group]}"
+            )
         out[name] = coerce(value, library_fields(group)[name][0], key)
     return Settings(out)
 

@@ -14,8 +14,21 @@ from collections.abc import Sequence
 
 # trl 1.x's losses; ``trl_loss_types()`` reads the installed trl's own list when it can.
 KNOWN_LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-    "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
 )
 
 
@@ -35,8 +48,13 @@ def trl_loss_types() -> tuple[str, ...]:
     return found if "sigmoid" in found else KNOWN_LOSS_TYPES
 
 
-def untrained_loss(loss_type: str | Sequence[str], beta: float, label_smoothing: float = 0.0,
-                   discopop_tau: float = 0.05, weights: Sequence[float] | None = None) -> float | None:
+def untrained_loss(
+    loss_type: str | Sequence[str],
+    beta: float,
+    label_smoothing: float = 0.0,
+    discopop_tau: float = 0.05,
+    weights: Sequence[float] | None = None,
+) -> float | None:
     """The loss when policy and reference agree (every log-ratio 0), i.e. at step 0 of a LoRA run.
 
     ``None`` where it depends on the model (``sft``, the chosen answers' NLL) or is unknown. Several losses:
@@ -52,11 +70,22 @@ def untrained_loss(loss_type: str | Sequence[str], beta: float, label_smoothing:
     half = math.log(2)  # -log sigmoid(0)
     eps = label_smoothing
     values = {
-        "sigmoid": half, "robust": half, "aot": half, "aot_unpaired": half, "sigmoid_norm": half,
-        "hinge": 1.0, "apo_zero": 1.0, "apo_down": 1.0,
-        "ipo": (1 / (2 * beta)) ** 2, "sppo_hard": 2 * (0.5 / beta) ** 2,
-        "nca_pair": 2 * half, "bco_pair": 2 * half, "discopop": (half + 1.0) / 2,
-        "exo_pair": (0.5 * (math.log(0.5) - math.log1p(-eps)) + 0.5 * (math.log(0.5) - math.log(eps))) if eps > 0 else None,
+        "sigmoid": half,
+        "robust": half,
+        "aot": half,
+        "aot_unpaired": half,
+        "sigmoid_norm": half,
+        "hinge": 1.0,
+        "apo_zero": 1.0,
+        "apo_down": 1.0,
+        "ipo": (1 / (2 * beta)) ** 2,
+        "sppo_hard": 2 * (0.5 / beta) ** 2,
+        "nca_pair": 2 * half,
+        "bco_pair": 2 * half,
+        "discopop": (half + 1.0) / 2,
+        "exo_pair": (0.5 * (math.log(0.5) - math.log1p(-eps)) + 0.5 * (math.log(0.5) - math.log(eps)))
+        if eps > 0
+        else None,
     }
     return values.get(loss_type)
 

@@ -21,32 +21,64 @@ QUANTIZATIONS = ("4bit", "8bit")
 class ModelSpec:
     """The base model and its loading settings (passed to ``AutoModelForCausalLM.from_pretrained``)."""
 
-    name: str = field(default="auto", metadata={"help": "Hub id, folder or .gguf file; auto: the recipe's default "
-                                                        "model from the Hub, else its offline stand-in."})
-    revision: str | None = field(default=None, metadata={"help": "Branch, tag or commit of a Hub model; null: main."})
-    dtype: str | None = field(default=None, metadata={"help": "Weights dtype: a torch name (float32, bfloat16, float16) "
-                                                               "or auto (the checkpoint's); null: float32."})
+    name: str = field(
+        default="auto",
+        metadata={
+            "help": "Hub id, folder or .gguf file; auto: the recipe's default "
+            "model from the Hub, else its offline stand-in."
+        },
+    )
+    revision: str | None = field(
+        default=None, metadata={"help": "Branch, tag or commit of a Hub model; null: main."}
+    )
+    dtype: str | None = field(
+        default=None,
+        metadata={
+            "help": "Weights dtype: a torch name (float32, bfloat16, float16) "
+            "or auto (the checkpoint's); null: float32."
+        },
+    )
     attn_implementation: str | None = field(
-        default=None, metadata={"help": "Attention kernel transformers uses (eager, sdpa, flash_attention_2, ...); "
-                                        "null: transformers' choice."})
+        default=None,
+        metadata={
+            "help": "Attention kernel transformers uses (eager, sdpa, flash_attention_2, ...); "
+            "null: transformers' choice."
+        },
+    )
     quantization: str | None = field(
-        default=None, metadata={"help": "4bit or 8bit weights with bitsandbytes (GPU only, QLoRA); null: none."})
+        default=None,
+        metadata={"help": "4bit or 8bit weights with bitsandbytes (GPU only, QLoRA); null: none."},
+    )
     gguf_file: str | None = field(
-        default=None, metadata={"help": "GGUF file inside the model folder or repo (de-quantised on load); "
-                                        "a name ending in .gguf sets it."})
+        default=None,
+        metadata={
+            "help": "GGUF file inside the model folder or repo (de-quantised on load); "
+            "a name ending in .gguf sets it."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
-            raise RecipeError(f"model.name={self.name!r} must be a Hub id, a folder or a .gguf file (e.g. gpt2)")
+            raise RecipeError(
+                f"model.name={self.name!r} must be a Hub id, a folder or a .gguf file (e.g. gpt2)"
+            )
         if self.dtype is not None and self.dtype != "auto" and self.dtype not in torch_dtypes():
-            raise RecipeError(f"model.dtype={self.dtype!r} is not a torch dtype; use auto or one of "
-                              f"{', '.join(sorted(torch_dtypes()))}")
-        if self.attn_implementation is not None and self.attn_implementation not in attention_implementations():
-            raise RecipeError(f"model.attn_implementation={self.attn_implementation!r} is not one transformers "
-                              f"accepts; use one of {', '.join(attention_implementations())} (or null)")
+            raise RecipeError(
+                f"model.dtype={self.dtype!r} is not a torch dtype; use auto or one of "
+                f"{', '.join(sorted(torch_dtypes()))}"
+            )
+        if (
+            self.attn_implementation is not None
+            and self.attn_implementation not in attention_implementations()
+        ):
+            raise RecipeError(
+                f"model.attn_implementation={self.attn_implementation!r} is not one transformers "
+                f"accepts; use one of {', '.join(attention_implementations())} (or null)"
+            )
         if self.quantization is not None and self.quantization not in QUANTIZATIONS:
-            raise RecipeError(f"model.quantization={self.quantization!r} must be one of {', '.join(QUANTIZATIONS)} "
-                              "or null")
+            raise RecipeError(
+                f"model.quantization={self.quantization!r} must be one of {', '.join(QUANTIZATIONS)} or null"
+            )
         if self.gguf_file is not None and not self.gguf_file.endswith(".gguf"):
             raise RecipeError(f"model.gguf_file={self.gguf_file!r} must name a .gguf file")
 
@@ -66,8 +98,11 @@ class ModelSpec:
         return self.name if self.is_plain() else f"{self.name} ({', '.join(self._settings())})"
 
     def _settings(self) -> list[str]:
-        return [f"{f.name}={getattr(self, f.name)}" for f in dataclasses.fields(self)
-                if f.name != "name" and getattr(self, f.name) is not None]
+        return [
+            f"{f.name}={getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if f.name != "name" and getattr(self, f.name) is not None
+        ]
 
     def location(self) -> tuple[str, str | None]:
         """(what ``from_pretrained`` is given, gguf file name): a ``.gguf`` path is its folder and file."""
@@ -91,9 +126,14 @@ class ModelSpec:
             from transformers import BitsAndBytesConfig
 
             out["quantization_config"] = (
-                BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                   bnb_4bit_compute_dtype=out.get("dtype") if out.get("dtype") != "auto" else None)
-                if self.quantization == "4bit" else BitsAndBytesConfig(load_in_8bit=True))
+                BitsAndBytesConfig(
+                    load_in_4bit=True,
+                    bnb_4bit_quant_type="nf4",
+                    bnb_4bit_compute_dtype=out.get("dtype") if out.get("dtype") != "auto" else None,
+                )
+                if self.quantization == "4bit"
+                else BitsAndBytesConfig(load_in_8bit=True)
+            )
         return out
 
 
@@ -104,8 +144,13 @@ def as_spec(model: str | ModelSpec) -> ModelSpec:
 def torch_dtypes() -> set[str]:
     import torch
 
-    return {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)
-            and getattr(torch, name).is_floating_point and not name.startswith(("float8", "float4"))}
+    return {
+        name
+        for name in dir(torch)
+        if isinstance(getattr(torch, name, None), torch.dtype)
+        and getattr(torch, name).is_floating_point
+        and not name.startswith(("float8", "float4"))
+    }
 
 
 def attention_implementations() -> list[str]:

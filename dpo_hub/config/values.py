@@ -23,7 +23,9 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is Any:
         return value
     if kind in (typing.Union, types.UnionType):
-        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
+        if type(None) in args and (
+            value is None or (isinstance(value, str) and value.lower() in ("none", "null"))
+        ):
             return None
         choices = sorted(options(hint), key=lambda a: origin(a) in (list, tuple, dict))  # scalars first
         enums = [a for a in choices if isinstance(a, type) and issubclass(a, enum.Enum)]
@@ -36,7 +38,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 continue
         raise RecipeError(f"{key} must be {describe(hint)}, got {value!r}")
     if kind is typing.Literal:
-        if any(value == c or (isinstance(c, str) and "[" in c and str(value).startswith(c.split("[")[0])) for c in args):
+        if any(
+            value == c or (isinstance(c, str) and "[" in c and str(value).startswith(c.split("[")[0]))
+            for c in args
+        ):
             return value
         raise RecipeError(f"{key}={value!r} must be one of: {', '.join(map(str, args))}")
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
@@ -44,14 +49,20 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if value not in choices:
             close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=3)
             hint_text = f"did you mean {' or '.join(close)}? " if close else ""
-            raise RecipeError(f"{key}={value!r} is not allowed; {hint_text}use one of: {', '.join(map(str, choices))}")
+            raise RecipeError(
+                f"{key}={value!r} is not allowed; {hint_text}use one of: {', '.join(map(str, choices))}"
+            )
         return value
     if kind in (list, tuple):
         if isinstance(value, str):
-            value = _yaml(value, key) if value.strip().startswith("[") else [v.strip() for v in value.split(",")]
+            value = (
+                _yaml(value, key) if value.strip().startswith("[") else [v.strip() for v in value.split(",")]
+            )
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{key} must be {describe(hint)} (a list, or comma-separated text), "
-                              f"got {type(value).__name__} {value!r}")
+            raise RecipeError(
+                f"{key} must be {describe(hint)} (a list, or comma-separated text), "
+                f"got {type(value).__name__} {value!r}"
+            )
         items = [coerce(v, args[0] if args else Any, key) for v in value]
         return tuple(items) if kind is tuple else items
     if kind is dict:
@@ -159,5 +170,7 @@ def check_repo_id(repo_id: str, key: str | None = None, error: type[DpoHubError]
     except HFValidationError as err:
         what = f"{key}={repo_id!r}" if key else repr(repo_id)
         why = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise error(f"{what} is not a valid Hub repo id ({why}); use NAMESPACE/NAME, e.g. your-user/gpt2-dpo "
-                    "(letters, digits, '-', '_' and '.' in namespace/name)") from err
+        raise error(
+            f"{what} is not a valid Hub repo id ({why}); use NAMESPACE/NAME, e.g. your-user/gpt2-dpo "
+            "(letters, digits, '-', '_' and '.' in namespace/name)"
+        ) from err

@@ -14,5 +14,13 @@ from dpo_hub.data.adapters import (
     prepare,
 )
 
-__all__ = ["ADAPTERS", "HHRLHF", "DataAdapter", "PreferenceData", "Preferences", "Selection", "UltraFeedback",
-           "prepare"]
+__all__ = [
+    "ADAPTERS",
+    "HHRLHF",
+    "DataAdapter",
+    "PreferenceData",
+    "Preferences",
+    "Selection",
+    "UltraFeedback",
+    "prepare",
+]

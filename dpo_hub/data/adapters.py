@@ -52,38 +52,65 @@ class Selection:
 
     columns: ClassVar[tuple[str, ...]] = ()
     split: str = field(default="train", metadata={"help": "Split of the source to read."})
-    limit: int | None = field(default=2000, metadata={"help": "First N rows used (>= 1; the tutorial used 50); None: all."})
-    eval_fraction: float = field(default=0.15, metadata={"help": "Share held out for evaluation, in [0, 1); 0: none."})
+    limit: int | None = field(
+        default=2000, metadata={"help": "First N rows used (>= 1; the tutorial used 50); None: all."}
+    )
+    eval_fraction: float = field(
+        default=0.15, metadata={"help": "Share held out for evaluation, in [0, 1); 0: none."}
+    )
     seed: int = field(default=42, metadata={"help": "Seed of the train/eval split."})
     split_by: str | None = field(
         default=AUTO,
-        metadata={"help": "Column whose equal values stay on one side of the train/eval split (e.g. a question id); "
-                          "auto: the source's `group` column when it has one (the embedded sample's template family), "
-                          "else `prompt`; null: split by row."},
+        metadata={
+            "help": "Column whose equal values stay on one side of the train/eval split (e.g. a question id); "
+            "auto: the source's `group` column when it has one (the embedded sample's template family), "
+            "else `prompt`; null: split by row."
+        },
     )
 
     def __post_init__(self) -> None:
-        check("data.split", self.split, isinstance(self.split, str) and bool(self.split.strip()), "a split name",
-              "train is usual")
-        check("data.limit", self.limit, self.limit is None or self.limit >= 1, ">= 1 or null", "null: every row")
-        check("data.eval_fraction", self.eval_fraction, 0 <= self.eval_fraction < 1, "in [0, 1)",
-              "the share held out for evaluation; 0.1 is usual, 0 for none")
+        check(
+            "data.split",
+            self.split,
+            isinstance(self.split, str) and bool(self.split.strip()),
+            "a split name",
+            "train is usual",
+        )
+        check(
+            "data.limit", self.limit, self.limit is None or self.limit >= 1, ">= 1 or null", "null: every row"
+        )
+        check(
+            "data.eval_fraction",
+            self.eval_fraction,
+            0 <= self.eval_fraction < 1,
+            "in [0, 1)",
+            "the share held out for evaluation; 0.1 is usual, 0 for none",
+        )
 
 
 @dataclass(frozen=True)
 class _Format:
     format: str = field(
         default="text",
-        metadata={"help": "text: prompt + separator + answer; chat: the tokenizer's chat template (message lists, or "
-                          "a plain prompt as one user turn), used alike in training, scoring and generation."},
+        metadata={
+            "help": "text: prompt + separator + answer; chat: the tokenizer's chat template (message lists, or "
+            "a plain prompt as one user turn), used alike in training, scoring and generation."
+        },
     )
     separator: str = field(
-        default="\n", metadata={"help": "Text format: what joins prompt and answer (training, scoring, generation)."},
+        default="\n",
+        metadata={"help": "Text format: what joins prompt and answer (training, scoring, generation)."},
     )
 
     def __post_init__(self) -> None:
         check_choice("data.format", self.format, FORMATS)
-        check("data.separator", self.separator, isinstance(self.separator, str), "text", "e.g. a newline; '' for none")
+        check(
+            "data.separator",
+            self.separator,
+            isinstance(self.separator, str),
+            "text",
+            "e.g. a newline; '' for none",
+        )
 
     def prompt_text(self, prompt: Any, tokenizer: Any) -> str:
         """A generation prompt formatted exactly as the training prompts were."""
@@ -98,8 +125,11 @@ class UltraFeedback(_Format, Selection):
     columns: ClassVar[tuple[str, ...]] = ("prompt", "chosen", "rejected")
     dataset: str = field(
         default=AUTO,
-        metadata={"help": f"Hub id or local file; auto: {DEFAULT_DATASET}, the bundled sample offline; embedded."},
+        metadata={
+            "help": f"Hub id or local file; auto: {DEFAULT_DATASET}, the bundled sample offline; embedded."
+        },
     )
+
     def __post_init__(self) -> None:
         Selection.__post_init__(self)
         _Format.__post_init__(self)
@@ -112,8 +142,11 @@ class UltraFeedback(_Format, Selection):
     def to_pair(self, row: dict, tokenizer: Any) -> Pair:
         if self.format == "chat":
             return chat_pair(row["chosen"], row["rejected"], tokenizer)
-        return {"prompt": text_field(row["prompt"], "prompt") + self.separator, "chosen": last_reply(row["chosen"], "chosen"),
-                "rejected": last_reply(row["rejected"], "rejected")}
+        return {
+            "prompt": text_field(row["prompt"], "prompt") + self.separator,
+            "chosen": last_reply(row["chosen"], "chosen"),
+            "rejected": last_reply(row["rejected"], "rejected"),
+        }
 
 
 @dataclass(frozen=True)
@@ -123,8 +156,12 @@ class HHRLHF(Selection):
     kind: ClassVar[str] = "hh_rlhf"
     columns: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
     dataset: str = field(default="Anthropic/hh-rlhf", metadata={"help": "Hub id or local file."})
-    format: str = field(default="text", metadata={"help": "text: the transcript as written; chat: its turns in the "
-                                                          "tokenizer's chat template."})
+    format: str = field(
+        default="text",
+        metadata={
+            "help": "text: the transcript as written; chat: its turns in the tokenizer's chat template."
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -132,12 +169,17 @@ class HHRLHF(Selection):
 
     def prompt_text(self, prompt: Any, tokenizer: Any) -> str:
         """A generation prompt formatted exactly as the training prompts were."""
-        return chat_prompt(prompt, tokenizer) if self.format == "chat" else f"\n\nHuman: {prompt}\n\nAssistant:"
+        return (
+            chat_prompt(prompt, tokenizer) if self.format == "chat" else f"\n\nHuman: {prompt}\n\nAssistant:"
+        )
 
     def to_pair(self, row: dict, tokenizer: Any) -> Pair:
         if self.format == "chat":
-            return chat_pair(transcript_messages(row["chosen"], "chosen"), transcript_messages(row["rejected"], "rejected"),
-                             tokenizer)
+            return chat_pair(
+                transcript_messages(row["chosen"], "chosen"),
+                transcript_messages(row["rejected"], "rejected"),
+                tokenizer,
+            )
         prompt, chosen = split_transcript(row["chosen"], "chosen")
         rejected_prompt, rejected = split_transcript(row["rejected"], "rejected")
         if prompt != rejected_prompt:
@@ -151,7 +193,9 @@ class Preferences(_Format, Selection):
 
     kind: ClassVar[str] = "preferences"
     limit: int | None = field(default=None, metadata={"help": "First N rows used (>= 1); None: all."})
-    dataset: str = field(default="", metadata={"help": "Hub id or path to a .json/.jsonl/.csv/.parquet file."})
+    dataset: str = field(
+        default="", metadata={"help": "Hub id or path to a .json/.jsonl/.csv/.parquet file."}
+    )
     prompt_column: str = field(default="prompt", metadata={"help": "Column holding the prompt."})
     chosen_column: str = field(default="chosen", metadata={"help": "Column holding the preferred answer."})
     rejected_column: str = field(default="rejected", metadata={"help": "Column holding the other answer."})
@@ -168,18 +212,31 @@ class Preferences(_Format, Selection):
         if self.format == "chat":
             turns = prompt if isinstance(prompt, list) else text_field(prompt, self.prompt_column)
             for message in turns if isinstance(turns, list) else []:
-                text_field(message.get("content") if isinstance(message, dict) else message, self.prompt_column)
-            return {"prompt": chat_prompt(turns, tokenizer), "chosen": chat_answer(answers[0], tokenizer),
-                    "rejected": chat_answer(answers[1], tokenizer)}
-        return {"prompt": text_field(prompt, self.prompt_column) + self.separator, "chosen": answers[0],
-                "rejected": answers[1]}
+                text_field(
+                    message.get("content") if isinstance(message, dict) else message, self.prompt_column
+                )
+            return {
+                "prompt": chat_prompt(turns, tokenizer),
+                "chosen": chat_answer(answers[0], tokenizer),
+                "rejected": chat_answer(answers[1], tokenizer),
+            }
+        return {
+            "prompt": text_field(prompt, self.prompt_column) + self.separator,
+            "chosen": answers[0],
+            "rejected": answers[1],
+        }
 
     def __post_init__(self) -> None:
         Selection.__post_init__(self)
         _Format.__post_init__(self)
         for name in ("prompt_column", "chosen_column", "rejected_column"):
-            check(f"data.{name}", getattr(self, name), bool(str(getattr(self, name)).strip()), "a column name",
-                  "the column of your file that holds it")
+            check(
+                f"data.{name}",
+                getattr(self, name),
+                bool(str(getattr(self, name)).strip()),
+                "a column name",
+                "the column of your file that holds it",
+            )
 
 
 def _is_conversation(value: Any) -> bool:
@@ -193,14 +250,20 @@ def _check_adapter(name: str, obj: Any) -> str | None:
         return f"it is {obj!r}, not a dataclass subclass of dpo_hub.data.adapters.Selection"
     if getattr(obj, "kind", None) != name:
         return f"its kind {getattr(obj, 'kind', None)!r} differs from the entry point name {name!r}"
-    if "dataset" not in {f.name for f in dataclasses.fields(obj)} or not callable(getattr(obj, "to_pair", None)):
+    if "dataset" not in {f.name for f in dataclasses.fields(obj)} or not callable(
+        getattr(obj, "to_pair", None)
+    ):
         return "it needs a dataset field and a to_pair(row, tokenizer) method"
     return None
 
 
 # data.kind -> adapter class: the built-ins, then installed plugins (entry point group dpo_hub.adapters)
-ADAPTERS = Registry(ADAPTERS_GROUP, {cls.kind: cls for cls in (UltraFeedback, HHRLHF, Preferences)}, _check_adapter,
-                    "data.kind")
+ADAPTERS = Registry(
+    ADAPTERS_GROUP,
+    {cls.kind: cls for cls in (UltraFeedback, HHRLHF, Preferences)},
+    _check_adapter,
+    "data.kind",
+)
 DataAdapter = UltraFeedback | HHRLHF | Preferences  # or a plugin's Selection subclass
 
 
@@ -215,7 +278,9 @@ class PreferenceData:
     examples: dict[str, dict] = field(default_factory=dict)
     split_by: str | None = None  # the column whose groups were held out whole; None: a random row split
     truncated: int = 0  # pairs longer than max_length that trl cuts to their first max_length tokens
-    sources: list[dict] | None = None  # a mixture's sources with their rows and shares (``dpo_hub.data.mixture``)
+    sources: list[dict] | None = (
+        None  # a mixture's sources with their rows and shares (``dpo_hub.data.mixture``)
+    )
 
 
 def convert(adapter: DataAdapter, rows: Any, tokenizer: Any) -> tuple[list[Pair], Counter, dict[str, dict]]:
@@ -224,7 +289,9 @@ def convert(adapter: DataAdapter, rows: Any, tokenizer: Any) -> tuple[list[Pair]
     return pairs, dropped, examples
 
 
-def _convert(adapter: DataAdapter, rows: Any, tokenizer: Any) -> tuple[list[Pair], list[int], Counter, dict[str, dict]]:
+def _convert(
+    adapter: DataAdapter, rows: Any, tokenizer: Any
+) -> tuple[list[Pair], list[int], Counter, dict[str, dict]]:
     """``convert`` plus the raw row index of each pair (to read its split column)."""
     pairs, kept, dropped, examples = [], [], Counter(), {}
     for index, row in enumerate(rows):
@@ -263,14 +330,19 @@ def prepare(adapter: DataAdapter, tokenizer: Any, max_length: int | None = None)
     table = datasets.Dataset.from_list(pairs)
     n_eval = max(1, round(len(pairs) * adapter.eval_fraction)) if adapter.eval_fraction > 0 else 0
     _check_train_left(adapter, len(pairs), n_eval)
-    result = PreferenceData(table.shuffle(seed=adapter.seed), None, adapter.dataset, dropped, examples,
-                            truncated=truncated)
+    result = PreferenceData(
+        table.shuffle(seed=adapter.seed), None, adapter.dataset, dropped, examples, truncated=truncated
+    )
     if n_eval == 0:
         return result
     column = split_column(adapter, rows.column_names)
     if column is None:
         split = table.train_test_split(test_size=n_eval, seed=adapter.seed)
-        log.info("eval split: %d of %d pairs drawn at random by row (data.split_by null)", len(split["test"]), len(pairs))
+        log.info(
+            "eval split: %d of %d pairs drawn at random by row (data.split_by null)",
+            len(split["test"]),
+            len(pairs),
+        )
         return dataclasses.replace(result, train=split["train"], eval=split["test"])
     if column in rows.column_names:
         values = rows[column]
@@ -282,19 +354,32 @@ def prepare(adapter: DataAdapter, tokenizer: Any, max_length: int | None = None)
     train_rows = [i for i, e in enumerate(is_eval) if not e]
     eval_rows = [i for i, e in enumerate(is_eval) if e]
     _check_train_left(adapter, len(pairs), len(eval_rows), f" in whole groups of {column!r}")
-    log.info("eval split: %d pairs in %d groups of %r held out (none of their values occur in train); "
-             "train: %d pairs in %d groups", len(eval_rows), len(eval_keys), column, len(train_rows),
-             len(set(keys)) - len(eval_keys))
+    log.info(
+        "eval split: %d pairs in %d groups of %r held out (none of their values occur in train); "
+        "train: %d pairs in %d groups",
+        len(eval_rows),
+        len(eval_keys),
+        column,
+        len(train_rows),
+        len(set(keys)) - len(eval_keys),
+    )
     train = table.select(train_rows).shuffle(seed=adapter.seed)
     held_out = table.select(eval_rows).shuffle(seed=adapter.seed)
     return dataclasses.replace(result, train=train, eval=held_out, split_by=column)
 
 
-def _fit_length(pairs: list[Pair], kept: list[int], tokenizer: Any, max_length: int, dropped: Counter,
-                examples: dict[str, dict]) -> tuple[list[Pair], list[int], int]:
+def _fit_length(
+    pairs: list[Pair],
+    kept: list[int],
+    tokenizer: Any,
+    max_length: int,
+    dropped: Counter,
+    examples: dict[str, dict],
+) -> tuple[list[Pair], list[int], int]:
     """trl's rule (``truncation_mode="keep_start"``): prompt + answer is cut to its first ``max_length`` tokens,
     and a pair whose prompt alone has ``max_length`` tokens or more is dropped. Drop those here (counted with
     the other reasons) and count the truncated ones; one log line says how many of each."""
+
     def lengths(texts: list[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(texts, verbose=False).input_ids]
 
@@ -306,30 +391,51 @@ def _fit_length(pairs: list[Pair], kept: list[int], tokenizer: Any, max_length: 
     for pair, index, n_prompt, n_chosen, n_rejected in zip(pairs, kept, prompts, chosen, rejected):
         if n_prompt >= max_length:
             dropped[reason] += 1
-            examples.setdefault(reason, {"row": index, "prompt": pair["prompt"][:200], "prompt_tokens": n_prompt})
+            examples.setdefault(
+                reason, {"row": index, "prompt": pair["prompt"][:200], "prompt_tokens": n_prompt}
+            )
             continue
         truncated += max(n_chosen, n_rejected) > max_length
         out.append(pair)
         out_kept.append(index)
     if truncated or dropped[reason]:
-        log.warning("dpo.max_length=%d: %d of %d pair(s) longer are cut to their first %d tokens and %d dropped whose "
-                    "prompt alone fills it (trl truncation_mode keep_start: the answer's end is cut first); raise "
-                    "dpo.max_length to keep them whole", max_length, truncated, len(pairs), max_length, dropped[reason])
+        log.warning(
+            "dpo.max_length=%d: %d of %d pair(s) longer are cut to their first %d tokens and %d dropped whose "
+            "prompt alone fills it (trl truncation_mode keep_start: the answer's end is cut first); raise "
+            "dpo.max_length to keep them whole",
+            max_length,
+            truncated,
+            len(pairs),
+            max_length,
+            dropped[reason],
+        )
     else:
-        log.info("dpo.max_length=%d: every pair fits (the longest has %d tokens)", max_length, max(chosen + rejected))
+        log.info(
+            "dpo.max_length=%d: every pair fits (the longest has %d tokens)",
+            max_length,
+            max(chosen + rejected),
+        )
     return out, out_kept, truncated
 
 
-def _check_enough(adapter: DataAdapter, n_rows: int, n_pairs: int, dropped: Counter, examples: dict[str, dict]) -> None:
+def _check_enough(
+    adapter: DataAdapter, n_rows: int, n_pairs: int, dropped: Counter, examples: dict[str, dict]
+) -> None:
     """Stop when fewer than ``MIN_TRAIN_PAIRS`` pairs survived, naming each drop reason's count and a row."""
     if n_pairs >= MIN_TRAIN_PAIRS:
         return
-    reasons = "; ".join(f"{count} {reason} (e.g. row {examples[reason]['row']})" for reason, count in dropped.most_common())
+    reasons = "; ".join(
+        f"{count} {reason} (e.g. row {examples[reason]['row']})" for reason, count in dropped.most_common()
+    )
     if n_pairs == 0:
-        raise DataError(f"{adapter.dataset}: all {n_rows} rows dropped: {reasons}. Fix those rows, or map your "
-                        "columns with data.prompt_column/chosen_column/rejected_column (data.kind=preferences).")
-    raise DataError(f"{adapter.dataset}: only {n_pairs} usable pair(s) of {n_rows} row(s) (dropped: {reasons or 'none'}); "
-                    f"DPO needs at least {MIN_TRAIN_PAIRS}: add rows or raise data.limit.")
+        raise DataError(
+            f"{adapter.dataset}: all {n_rows} rows dropped: {reasons}. Fix those rows, or map your "
+            "columns with data.prompt_column/chosen_column/rejected_column (data.kind=preferences)."
+        )
+    raise DataError(
+        f"{adapter.dataset}: only {n_pairs} usable pair(s) of {n_rows} row(s) (dropped: {reasons or 'none'}); "
+        f"DPO needs at least {MIN_TRAIN_PAIRS}: add rows or raise data.limit."
+    )
 
 
 def _check_train_left(adapter: DataAdapter, n_pairs: int, n_eval: int, how: str = "") -> None:

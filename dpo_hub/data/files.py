@@ -21,7 +21,9 @@ def load_rows(adapter: Any):
 
     name = adapter.dataset
     if not name:
-        raise DataError(f"data.dataset is empty: name a Hub dataset or a local file for data.kind={adapter.kind}")
+        raise DataError(
+            f"data.dataset is empty: name a Hub dataset or a local file for data.kind={adapter.kind}"
+        )
     if name == embedded.EMBEDDED:
         name = str(embedded.SAMPLE_PATH)
     if is_local(name):
@@ -40,8 +42,15 @@ def load_rows(adapter: Any):
         rows = datasets.load_dataset(name, split=adapter.split)
     missing = [c for c in adapter.columns if c not in rows.column_names]
     if missing:
-        keys = [f"data.{role}_column" for role, column in zip(("prompt", "chosen", "rejected"), adapter.columns)
-                if column in missing] if adapter.kind == "preferences" else ["data.prompt_column/chosen_column/rejected_column"]
+        keys = (
+            [
+                f"data.{role}_column"
+                for role, column in zip(("prompt", "chosen", "rejected"), adapter.columns)
+                if column in missing
+            ]
+            if adapter.kind == "preferences"
+            else ["data.prompt_column/chosen_column/rejected_column"]
+        )
         raise DataError(
             f"{name}: missing column(s) {missing}; found {rows.column_names}. "
             f"Map your columns with {', '.join(keys)} (data.kind=preferences)."
@@ -71,7 +80,9 @@ def check_file(path: str) -> None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}: line {line} (byte {err.start}) is not UTF-8 text; save the file as UTF-8") from None
+        raise DataError(
+            f"{path}: line {line} (byte {err.start}) is not UTF-8 text; save the file as UTF-8"
+        ) from None
     if suffix == "csv" and "\n" not in text.strip():
         raise DataError(f"{path}: no rows, only a header line; it needs one row per preference pair")
     if suffix == "jsonl":
@@ -86,11 +97,15 @@ def _check_json(path: str, text: str) -> None:
         document = json.loads(text)
     except json.JSONDecodeError as err:
         if text.lstrip().startswith("[") or not _is_object(text.strip().splitlines()[0]):
-            raise DataError(f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})") from None
+            raise DataError(
+                f"{path}: line {err.lineno}, column {err.colno}: not valid JSON ({err.msg})"
+            ) from None
         _check_json_lines(path, text)
         return
     if not isinstance(document, (list, dict)):
-        raise DataError(f"{path}: holds a JSON {type(document).__name__}; use a list of row objects or JSON lines")
+        raise DataError(
+            f"{path}: holds a JSON {type(document).__name__}; use a list of row objects or JSON lines"
+        )
 
 
 def _is_object(line: str) -> bool:
@@ -108,8 +123,12 @@ def _check_json_lines(path: str, text: str) -> None:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as err:
-            raise DataError(f"{path}: line {number}, column {err.colno}: not valid JSON ({err.msg}); "
-                            "each line must be one JSON object") from None
+            raise DataError(
+                f"{path}: line {number}, column {err.colno}: not valid JSON ({err.msg}); "
+                "each line must be one JSON object"
+            ) from None
         if not isinstance(value, dict):
-            raise DataError(f"{path}: line {number} is a JSON {type(value).__name__}, not an object; "
-                            "each line must be one JSON object like {\"prompt\": ..., \"chosen\": ..., \"rejected\": ...}")
+            raise DataError(
+                f"{path}: line {number} is a JSON {type(value).__name__}, not an object; "
+                'each line must be one JSON object like {"prompt": ..., "chosen": ..., "rejected": ...}'
+            )

@@ -43,8 +43,11 @@ def prepare_data(data: Any, tokenizer: Any, max_length: int | None = None) -> Pr
 
 def plan(mixture: Mixture, available: list[int]) -> list[int]:
     """Train pairs to take from each source, given how many each has; a source short of rows is an error."""
-    fixed = {i: e.rows if e.rows is not None else available[i]
-             for i, e in enumerate(mixture.mix) if e.weight is None}
+    fixed = {
+        i: e.rows if e.rows is not None else available[i]
+        for i, e in enumerate(mixture.mix)
+        if e.weight is None
+    }
     weighted = {i: e.weight for i, e in enumerate(mixture.mix) if e.weight is not None}
     if fixed:
         total = sum(fixed.values()) / (1 - sum(weighted.values()))
@@ -56,12 +59,20 @@ def plan(mixture: Mixture, available: list[int]) -> list[int]:
     for i, (want, have) in enumerate(zip(counts, available)):
         entry = mixture.mix[i]
         if want > have:
-            asked = f"rows={entry.rows}" if entry.rows is not None else f"weight={entry.weight} ({want} of {round(total)})"
-            raise DataError(f"data.mix[{i}] ({entry.label()}): {asked} asks for {want} train pairs but it has only "
-                            f"{have} after its drops and held-out split; lower it, or raise that source's limit")
+            asked = (
+                f"rows={entry.rows}"
+                if entry.rows is not None
+                else f"weight={entry.weight} ({want} of {round(total)})"
+            )
+            raise DataError(
+                f"data.mix[{i}] ({entry.label()}): {asked} asks for {want} train pairs but it has only "
+                f"{have} after its drops and held-out split; lower it, or raise that source's limit"
+            )
         if want < 1:
-            raise DataError(f"data.mix[{i}] ({entry.label()}): weight={entry.weight} gives 0 of {round(total)} train "
-                            "pairs; raise it or give rows")
+            raise DataError(
+                f"data.mix[{i}] ({entry.label()}): weight={entry.weight} gives 0 of {round(total)} train "
+                "pairs; raise it or give rows"
+            )
     return counts
 
 
@@ -76,22 +87,45 @@ def prepare_mixture(mixture: Mixture, tokenizer: Any, max_length: int | None = N
         except DataError as err:
             raise DataError(f"data.mix[{i}] ({entry.label()}): {err}") from err
     counts = plan(mixture, [len(p.train) for p in parts])
-    trains = [p.train.shuffle(seed=mixture.seed + i).select(range(n)) for i, (p, n) in enumerate(zip(parts, counts))]
+    trains = [
+        p.train.shuffle(seed=mixture.seed + i).select(range(n)) for i, (p, n) in enumerate(zip(parts, counts))
+    ]
     train = datasets.concatenate_datasets(trains).shuffle(seed=mixture.seed)
     trained = set(train["prompt"])
-    evals = [p.eval.select([i for i, prompt in enumerate(p.eval["prompt"]) if prompt not in trained])
-             if p.eval is not None else None for p in parts]
+    evals = [
+        p.eval.select([i for i, prompt in enumerate(p.eval["prompt"]) if prompt not in trained])
+        if p.eval is not None
+        else None
+        for p in parts
+    ]
     leaks = sum(len(p.eval) - len(e) for p, e in zip(parts, evals) if e is not None)
     if leaks:
         log.warning("data.mix: %d held-out pair(s) dropped whose prompt another source trains on", leaks)
     kept = [e for e in evals if e is not None and len(e)]
     held_out = datasets.concatenate_datasets(kept) if kept else None
-    dropped = Counter({f"{e.label()}: {why}": n for e, p in zip(mixture.mix, parts) for why, n in p.dropped.items()})
-    sources = [{"kind": e.adapter.kind, "dataset": e.adapter.dataset, "rows": e.rows, "weight": e.weight,
-                "train_pairs": n, "eval_pairs": len(ev) if ev is not None else 0,
-                "share": round(n / len(train), 4), "held_out_by": p.split_by}
-               for e, p, n, ev in zip(mixture.mix, parts, counts, evals)]
+    dropped = Counter(
+        {f"{e.label()}: {why}": n for e, p in zip(mixture.mix, parts) for why, n in p.dropped.items()}
+    )
+    sources = [
+        {
+            "kind": e.adapter.kind,
+            "dataset": e.adapter.dataset,
+            "rows": e.rows,
+            "weight": e.weight,
+            "train_pairs": n,
+            "eval_pairs": len(ev) if ev is not None else 0,
+            "share": round(n / len(train), 4),
+            "held_out_by": p.split_by,
+        }
+        for e, p, n, ev in zip(mixture.mix, parts, counts, evals)
+    ]
     for s in sources:
-        log.info("data.mix: %s:%s gives %d train pairs (share %.3f), %d held out", s["kind"], s["dataset"],
-                 s["train_pairs"], s["share"], s["eval_pairs"])
+        log.info(
+            "data.mix: %s:%s gives %d train pairs (share %.3f), %d held out",
+            s["kind"],
+            s["dataset"],
+            s["train_pairs"],
+            s["share"],
+            s["eval_pairs"],
+        )
     return PreferenceData(train, held_out, mixture.dataset, dropped, split_by="per source", sources=sources)

@@ -68,7 +68,7 @@ def split_transcript(text: Any, name: str) -> tuple[str, str]:
     cut = text.rfind(marker)
     if cut < 0:
         raise Drop("no Assistant turn in transcript")
-    return text[: cut + len(marker)], text[cut + len(marker):]
+    return text[: cut + len(marker)], text[cut + len(marker) :]
 
 
 def transcript_messages(text: Any, name: str) -> list[dict]:
@@ -94,8 +94,12 @@ def chat_pair(chosen: Any, rejected: Any, tokenizer: Any) -> Pair:
     prompt = chat_prompt(chosen[:-1], tokenizer)
     if getattr(tokenizer, "chat_template", None):
         full = [tokenizer.apply_chat_template(c, tokenize=False) for c in (chosen, rejected)]
-        answers = [_answer(f[len(prompt):], c[-1]["content"], tokenizer.eos_token) if f.startswith(prompt)
-                   else c[-1]["content"] for f, c in zip(full, (chosen, rejected))]
+        answers = [
+            _answer(f[len(prompt) :], c[-1]["content"], tokenizer.eos_token)
+            if f.startswith(prompt)
+            else c[-1]["content"]
+            for f, c in zip(full, (chosen, rejected))
+        ]
     else:  # no template (GPT-2): a plain "Role: text" transcript
         answers = [" " + chosen[-1]["content"], " " + rejected[-1]["content"]]
     return {"prompt": prompt, "chosen": answers[0], "rejected": answers[1]}
@@ -124,7 +128,7 @@ def chat_answer(answer: str, tokenizer: Any) -> str:
     turns = [{"role": "user", "content": "?"}, {"role": "assistant", "content": answer}]
     prompt = tokenizer.apply_chat_template(turns[:1], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(turns, tokenize=False)
-    return _answer(full[len(prompt):], answer, tokenizer.eos_token) if full.startswith(prompt) else answer
+    return _answer(full[len(prompt) :], answer, tokenizer.eos_token) if full.startswith(prompt) else answer
 
 
 def _answer(suffix: str, content: str, eos: str | None) -> str:

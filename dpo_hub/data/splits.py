@@ -19,13 +19,19 @@ def split_column(adapter: Any, columns: list[str]) -> str | None:
     if name == AUTO:
         return "group" if "group" in columns else "prompt"
     if name not in columns and name != "prompt":
-        raise DataError(f"{adapter.dataset}: data.split_by={name!r} is not a column; found {columns}. "
-                        "Name one of them, use auto, or null to split by row.")
+        raise DataError(
+            f"{adapter.dataset}: data.split_by={name!r} is not a column; found {columns}. "
+            "Name one of them, use auto, or null to split by row."
+        )
     return name
 
 
 def group_key(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return (
+        value
+        if isinstance(value, str)
+        else json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    )
 
 
 def held_out_groups(adapter: Any, keys: list[str], n_eval: int, column: str) -> set[str]:

@@ -37,7 +37,9 @@ def build_model():
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = GPT2Config(vocab_size=50257, bos_token_id=50256, eos_token_id=50256, pad_token_id=50256, **MODEL_SHAPE)
+    config = GPT2Config(
+        vocab_size=50257, bos_token_id=50256, eos_token_id=50256, pad_token_id=50256, **MODEL_SHAPE
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(MODEL_SEED)
         model = GPT2LMHeadModel(config)
@@ -57,10 +59,14 @@ def hub_seed() -> list[tuple[str, str, dict[str, bytes]]]:
         load_tokenizer().save_pretrained(tmp)
         for path in Path(tmp).iterdir():
             model_files[path.name] = path.read_bytes()
-    model_files["README.md"] = _card("Tiny GPT-2-architecture model with random (seeded) weights; dpo_hub's offline default.")
+    model_files["README.md"] = _card(
+        "Tiny GPT-2-architecture model with random (seeded) weights; dpo_hub's offline default."
+    )
     dataset_files = {
         "data/train.jsonl": SAMPLE_PATH.read_bytes(),
-        "README.md": _card("400 preference pairs in UltraFeedback-binarized schema, written by the dpo_hub authors."),
+        "README.md": _card(
+            "400 preference pairs in UltraFeedback-binarized schema, written by the dpo_hub authors."
+        ),
     }
     return [("model", EMBEDDED_MODEL_ID, model_files), ("dataset", EMBEDDED_DATASET_ID, dataset_files)]
 

@@ -90,7 +90,11 @@ Rerun with `dpo-hub train --config recipe.yaml` (the file is in this repo):
 {% for lib, version in versions %}- {{ lib }} {{ version }}
 {% endfor %}"""
 
-RESULT_KEYS = {"eval_loss": "loss", "eval_rewards/accuracies": "reward accuracy", "eval_rewards/margins": "reward margin"}
+RESULT_KEYS = {
+    "eval_loss": "loss",
+    "eval_rewards/accuracies": "reward accuracy",
+    "eval_rewards/margins": "reward margin",
+}
 _MODEL_LICENSES = {"gpt2": "mit", "openai-community/gpt2": "mit", embedded.EMBEDDED_MODEL_ID: "mit"}
 
 
@@ -99,7 +103,9 @@ def base_model_id(recipe_model: str | dict) -> str:
     name = recipe_model.get("name", "") if isinstance(recipe_model, dict) else recipe_model
     if name == embedded.EMBEDDED:
         return embedded.EMBEDDED_MODEL_ID
-    return (standins.stand_in_for(name) or {}).get("hub_id", name)  # a pip stand-in: the Hub model it stands for
+    return (standins.stand_in_for(name) or {}).get(
+        "hub_id", name
+    )  # a pip stand-in: the Hub model it stands for
 
 
 def dataset_id(dataset: str) -> str:
@@ -120,30 +126,54 @@ def build_card(output_dir: str | Path, repo_id: str, license: str | None = None)
     kinds = "+".join(dict.fromkeys(s["kind"] for s in sources))
     data_name = f"{' + '.join(datasets)} ({kinds}, {metrics['data']['eval_pairs']} held-out pairs)"
     eval_results = [
-        EvalResult(task_type="text-generation", task_name="Preference modelling (DPO)", dataset_type=datasets[0],
-                   dataset_name=data_name, dataset_split="eval", metric_type=key.removeprefix("eval_"),
-                   metric_name=f"eval {label}", metric_value=round(after[key], 4))
-        for key, label in RESULT_KEYS.items() if key in after
+        EvalResult(
+            task_type="text-generation",
+            task_name="Preference modelling (DPO)",
+            dataset_type=datasets[0],
+            dataset_name=data_name,
+            dataset_split="eval",
+            metric_type=key.removeprefix("eval_"),
+            metric_name=f"eval {label}",
+            metric_value=round(after[key], 4),
+        )
+        for key, label in RESULT_KEYS.items()
+        if key in after
     ]
     card_data = ModelCardData(
-        base_model=base, library_name="peft", pipeline_tag="text-generation",
-        license=license or _MODEL_LICENSES.get(base, "other"), datasets=datasets,
-        tags=["dpo", "lora", "trl", "dpo-hub"], model_name=repo_id,
+        base_model=base,
+        library_name="peft",
+        pipeline_tag="text-generation",
+        license=license or _MODEL_LICENSES.get(base, "other"),
+        datasets=datasets,
+        tags=["dpo", "lora", "trl", "dpo-hub"],
+        model_name=repo_id,
         eval_results=eval_results or None,
     )
     dpo = recipe["dpo"]
     return ModelCard.from_template(
-        card_data, template_str=TEMPLATE, title=repo_id.split("/")[-1], repo_id=repo_id, base_model=base,
-        dataset=" + ".join(f"`{d}`" for d in datasets), beta=dpo["beta"],
+        card_data,
+        template_str=TEMPLATE,
+        title=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        base_model=base,
+        dataset=" + ".join(f"`{d}`" for d in datasets),
+        beta=dpo["beta"],
         loss_type=describe_losses(dpo["loss_type"], dpo.get("loss_weights")),
-        recipe_name=recipe.get("name", "custom"), fingerprint=metrics.get("fingerprint", ""),
+        recipe_name=recipe.get("name", "custom"),
+        fingerprint=metrics.get("fingerprint", ""),
         embedded_note=(metrics.get("embedded") or {}).get("what", ""),
         sources=sources if len(sources) > 1 or recipe["data"].get("kind") == "mix" else [],
-        standin_note=(standins.stand_in_for(recipe["model"]["name"] if isinstance(recipe["model"], dict)
-                                            else recipe["model"]) or {}).get("what", ""),
+        standin_note=(
+            standins.stand_in_for(
+                recipe["model"]["name"] if isinstance(recipe["model"], dict) else recipe["model"]
+            )
+            or {}
+        ).get("what", ""),
         results=[(label, _fmt(before.get(key)), _fmt(after.get(key))) for key, label in RESULT_KEYS.items()],
-        comparison=_comparison_section(output_dir), generations=metrics.get("generations", []),
-        hyperparameters=_hyperparameters(recipe, metrics), recipe_yaml=_recipe_text(output_dir),
+        comparison=_comparison_section(output_dir),
+        generations=metrics.get("generations", []),
+        hyperparameters=_hyperparameters(recipe, metrics),
+        recipe_yaml=_recipe_text(output_dir),
         versions=sorted(metrics.get("versions", {}).items()),
     )
 
@@ -151,19 +181,33 @@ def build_card(output_dir: str | Path, repo_id: str, license: str | None = None)
 def _sources(data: dict, counts: dict) -> list[dict[str, Any]]:
     """Every source of the run with its share: a mixture's from metrics.json, else the one adapter's."""
     if counts.get("sources"):
-        asked = [f"{s['rows']} rows" if s.get("rows") else f"weight {s['weight']}" if s.get("weight") else "all"
-                 for s in counts["sources"]]
-        return [{**s, "dataset": dataset_id(s["dataset"]),
-                 "row": f"| {s['kind']}: `{dataset_id(s['dataset'])}` | {s['train_pairs']} | {100 * s['share']:.1f}% | "
-                        f"{s['eval_pairs']} | {how} |"} for s, how in zip(counts["sources"], asked)]
-    return [{"kind": data["kind"], "dataset": dataset_id(data["dataset"]), "train_pairs": counts["train_pairs"],
-             "eval_pairs": counts["eval_pairs"]}]
+        asked = [
+            f"{s['rows']} rows" if s.get("rows") else f"weight {s['weight']}" if s.get("weight") else "all"
+            for s in counts["sources"]
+        ]
+        return [
+            {
+                **s,
+                "dataset": dataset_id(s["dataset"]),
+                "row": f"| {s['kind']}: `{dataset_id(s['dataset'])}` | {s['train_pairs']} | {100 * s['share']:.1f}% | "
+                f"{s['eval_pairs']} | {how} |",
+            }
+            for s, how in zip(counts["sources"], asked)
+        ]
+    return [
+        {
+            "kind": data["kind"],
+            "dataset": dataset_id(data["dataset"]),
+            "train_pairs": counts["train_pairs"],
+            "eval_pairs": counts["eval_pairs"],
+        }
+    ]
 
 
 def _recipe_text(output_dir: Path) -> str:
     """recipe.yaml without its header comment (it names the run's local folder)."""
     lines = (output_dir / "recipe.yaml").read_text(encoding="utf-8").strip().splitlines()
-    return "\n".join(lines[next((i for i, line in enumerate(lines) if not line.startswith("#")), 0):])
+    return "\n".join(lines[next((i for i, line in enumerate(lines) if not line.startswith("#")), 0) :])
 
 
 def _fmt(value: Any) -> str:
@@ -176,28 +220,56 @@ def _comparison_section(output_dir: Path) -> str:
     if not path.exists():
         return ""
     values = json.loads(path.read_text(encoding="utf-8"))
-    comparison = Comparison(**{f.name: values[f.name] for f in dataclasses.fields(Comparison) if f.name in values})
+    comparison = Comparison(
+        **{f.name: values[f.name] for f in dataclasses.fields(Comparison) if f.name in values}
+    )
     p = comparison.preference
-    lines = [f"On the run's {p['n_pairs']} held-out pairs; the base is the same "
-             "weights with the adapter off; 95% confidence intervals (Wilson for shares)." if p else "No pairs.", "",
-             "| metric | base | tuned | change |", "|---|---|---|---|"]
-    lines += [f"| {' | '.join(cell.replace('|', '&#124;') for cell in row)} |"
-              for row in table_rows(dataclasses.replace(comparison, generations=[]))]
+    lines = [
+        f"On the run's {p['n_pairs']} held-out pairs; the base is the same "
+        "weights with the adapter off; 95% confidence intervals (Wilson for shares)."
+        if p
+        else "No pairs.",
+        "",
+        "| metric | base | tuned | change |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {' | '.join(cell.replace('|', '&#124;') for cell in row)} |"
+        for row in table_rows(dataclasses.replace(comparison, generations=[]))
+    ]
     if p:
-        lines += ["", "Accuracy: share of pairs whose chosen answer gets the higher log-probability. Margin: beta x "
-                  "[(tuned - base) log-prob of chosen - (tuned - base) of rejected].", "",
-                  "![base vs tuned](comparison.png)"]
+        lines += [
+            "",
+            "Accuracy: share of pairs whose chosen answer gets the higher log-probability. Margin: beta x "
+            "[(tuned - base) log-prob of chosen - (tuned - base) of rejected].",
+            "",
+            "![base vs tuned](comparison.png)",
+        ]
     return "\n".join(lines)
 
 
 def _hyperparameters(recipe: dict, metrics: dict) -> list[tuple[str, Any]]:
     dpo, lora = recipe["dpo"], recipe["lora"]
     loss = describe_losses(dpo["loss_type"], dpo.get("loss_weights"))  # each loss with its weight
-    rows = [(f"dpo.{k}", loss if k == "loss_type" else dpo[k]) for k in (
-        "beta", "loss_type", "learning_rate", "num_train_epochs", "per_device_train_batch_size", "max_length", "precision")]
+    rows = [
+        (f"dpo.{k}", loss if k == "loss_type" else dpo[k])
+        for k in (
+            "beta",
+            "loss_type",
+            "learning_rate",
+            "num_train_epochs",
+            "per_device_train_batch_size",
+            "max_length",
+            "precision",
+        )
+    ]
     rows += [(f"lora.{k}", lora[k]) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")]
-    rows += [("effective batch", metrics.get("effective_batch_size")), ("processes", metrics.get("processes")),
-             ("train pairs", metrics["data"]["train_pairs"]), ("eval pairs", metrics["data"]["eval_pairs"])]
+    rows += [
+        ("effective batch", metrics.get("effective_batch_size")),
+        ("processes", metrics.get("processes")),
+        ("train pairs", metrics["data"]["train_pairs"]),
+        ("eval pairs", metrics["data"]["eval_pairs"]),
+    ]
     return rows
 
 

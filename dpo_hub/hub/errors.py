@@ -23,8 +23,9 @@ PUSH_BASE_DELAY = 1.0  # ... after 1, 2 and 4 seconds
 LOGIN_HINT = "set HF_TOKEN or run `hf auth login`"
 
 
-def with_retries(action: Callable[[], T], what: str, attempts: int = PUSH_ATTEMPTS,
-                 base_delay: float = PUSH_BASE_DELAY) -> T:
+def with_retries(
+    action: Callable[[], T], what: str, attempts: int = PUSH_ATTEMPTS, base_delay: float = PUSH_BASE_DELAY
+) -> T:
     """``action()``, retried on transient Hub failures with exponential backoff; one log line per retry."""
     attempt = 1
     while True:
@@ -34,8 +35,14 @@ def with_retries(action: Callable[[], T], what: str, attempts: int = PUSH_ATTEMP
             if attempt >= attempts or not is_transient(err):
                 raise
             delay = base_delay * 2 ** (attempt - 1)
-            log.warning("%s failed (%s); retry %d of %d in %.3g s", what, first_line(err), attempt, attempts - 1,
-                        delay)
+            log.warning(
+                "%s failed (%s); retry %d of %d in %.3g s",
+                what,
+                first_line(err),
+                attempt,
+                attempts - 1,
+                delay,
+            )
             time.sleep(delay)
             attempt += 1
 
@@ -47,8 +54,13 @@ def is_transient(err: BaseException) -> bool:
 
 
 @contextmanager
-def hub_errors(repo_id: str, revision: str | None = None, token: str | None = None, action: str = "reach",
-               attempts: int = 1) -> Iterator[None]:
+def hub_errors(
+    repo_id: str,
+    revision: str | None = None,
+    token: str | None = None,
+    action: str = "reach",
+    attempts: int = 1,
+) -> Iterator[None]:
     """Turn any huggingface_hub / HTTP failure inside the block into one ``HubError`` (token redacted)."""
     try:
         yield
@@ -59,8 +71,9 @@ def hub_errors(repo_id: str, revision: str | None = None, token: str | None = No
         raise HubError(_redact(message, token)) from err
 
 
-def hub_error_message(err: BaseException, repo_id: str, revision: str | None = None, action: str = "reach",
-                      attempts: int = 1) -> str:
+def hub_error_message(
+    err: BaseException, repo_id: str, revision: str | None = None, action: str = "reach", attempts: int = 1
+) -> str:
     """What went wrong with ``repo_id`` and what to do, for one huggingface_hub or transport error."""
     from huggingface_hub import constants
     from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError, RevisionNotFoundError
@@ -68,23 +81,33 @@ def hub_error_message(err: BaseException, repo_id: str, revision: str | None = N
     label, status = repo_label(repo_id, revision), http_status(err)
     tried = f" after {attempts} attempts" if attempts > 1 else ""
     if isinstance(err, RevisionNotFoundError):
-        return (f"{repo_id}: revision {revision or 'main'!r} does not exist; check the branch, tag or commit "
-                "(HfApi().list_repo_refs lists them).")
+        return (
+            f"{repo_id}: revision {revision or 'main'!r} does not exist; check the branch, tag or commit "
+            "(HfApi().list_repo_refs lists them)."
+        )
     if isinstance(err, RepositoryNotFoundError):
-        return (f"{repo_id}: no such repo on {constants.ENDPOINT}, or it is private and your token cannot see it; "
-                f"check the id, or {LOGIN_HINT} with a token that can read it.")
+        return (
+            f"{repo_id}: no such repo on {constants.ENDPOINT}, or it is private and your token cannot see it; "
+            f"check the id, or {LOGIN_HINT} with a token that can read it."
+        )
     if status == 401:
         return f"cannot {action} {label}: the Hub rejected the token (invalid or expired); {LOGIN_HINT} with a valid token."
     if status == 403:
-        return (f"cannot {action} {label}: the token has no write access there ({first_line(err)}); use a write "
-                "token for that namespace.")
+        return (
+            f"cannot {action} {label}: the token has no write access there ({first_line(err)}); use a write "
+            "token for that namespace."
+        )
     if isinstance(err, OfflineModeIsEnabled):
         return f"cannot {action} {label}: HF_HUB_OFFLINE is set; unset it to use the Hub."
     if is_transient(err) or _is_unreachable(err):
         what = f"HTTP {status}" if status else f"{type(err).__name__}: {first_line(err)}"
-        unchanged = " the repo is unchanged (a push lands in one commit or not at all)." if "push" in action else ""
-        return (f"cannot {action} {label}: the Hub at {constants.ENDPOINT} failed{tried} ({what});{unchanged} "
-                "Check your network or HF_ENDPOINT and run the same command again.")
+        unchanged = (
+            " the repo is unchanged (a push lands in one commit or not at all)." if "push" in action else ""
+        )
+        return (
+            f"cannot {action} {label}: the Hub at {constants.ENDPOINT} failed{tried} ({what});{unchanged} "
+            "Check your network or HF_ENDPOINT and run the same command again."
+        )
     return f"cannot {action} {label}: {type(err).__name__}: {first_line(err)}"
 
 

@@ -54,8 +54,14 @@ tokenizer = AutoTokenizer.from_pretrained("{{ where }}")
 {% endfor %}"""
 
 
-def merge_adapter(source: str | Path, output_dir: str | Path, dtype: Any = None, revision: str | None = None,
-                  token: str | None = None, overwrite: bool = False) -> Path:
+def merge_adapter(
+    source: str | Path,
+    output_dir: str | Path,
+    dtype: Any = None,
+    revision: str | None = None,
+    token: str | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Merge the adapter of ``source`` (run folder, or Hub repo at ``revision``) into its base; write ``output_dir``.
 
     ``dtype``: float32, bfloat16 or float16 (or a ``torch.dtype``); None keeps the base model's. An existing
@@ -69,7 +75,9 @@ def merge_adapter(source: str | Path, output_dir: str | Path, dtype: Any = None,
     if local and revision:
         raise MergeError(f"{source} is a local folder; --revision applies to a Hub repo only")
     if local and Path(source).expanduser().resolve() in (output_dir.resolve(), *output_dir.resolve().parents):
-        raise OutputError(f"output {output_dir} would replace the run folder {source} itself; choose another --output")
+        raise OutputError(
+            f"output {output_dir} would replace the run folder {source} itself; choose another --output"
+        )
     check_writable(output_dir, overwrite, "--output", "--overwrite", MARKER, "merge")
     run = open_run(Path(source).expanduser() if local else source, revision, token)
     loaded = next(run.model.parameters()).dtype
@@ -89,8 +97,13 @@ def merge_adapter(source: str | Path, output_dir: str | Path, dtype: Any = None,
     return finalize(stage, output_dir)
 
 
-def push_merged(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
-                token: str | None = None) -> str:
+def push_merged(
+    folder: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+) -> str:
     """Publish the merged model in ``folder`` to ``repo_id`` in one commit (its card names the repo); the commit URL."""
     folder = Path(folder)
     if not (folder / MARKER).is_file():
@@ -98,32 +111,59 @@ def push_merged(folder: str | Path, repo_id: str, private: bool = False, revisio
     info = json.loads((folder / MARKER).read_text(encoding="utf-8"))
 
     def files_for(repo: str) -> dict[str, bytes | Path]:
-        files: dict[str, bytes | Path] = {p.name: p for p in sorted(folder.iterdir())
-                                          if p.is_file() and p.name.endswith(SAFE_SUFFIXES)}
+        files: dict[str, bytes | Path] = {
+            p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.name.endswith(SAFE_SUFFIXES)
+        }
         files["README.md"] = str(merged_card(info, repo)).encode("utf-8")
         return files
 
-    return push_files(files_for, repo_id, private, revision, token,
-                      message=f"dpo_hub merge: {info['adapter']} into {info['base_model']}",
-                      description=f"{info['base_model']} with the LoRA adapter {info['adapter']} merged in ({info['dtype']}).")
+    return push_files(
+        files_for,
+        repo_id,
+        private,
+        revision,
+        token,
+        message=f"dpo_hub merge: {info['adapter']} into {info['base_model']}",
+        description=f"{info['base_model']} with the LoRA adapter {info['adapter']} merged in ({info['dtype']}).",
+    )
 
 
 def merged_card(info: dict[str, Any], repo_id: str | None = None) -> ModelCard:
     """The card of a merged model: ``base_model`` is the base, ``base_model_relation: merge``."""
     base = info["base_model"]
     hub = info.get("adapter_on_hub")
-    adapter = (f"[`{info['adapter']}`](https://huggingface.co/{info['adapter']})"
-               + (f" at revision `{info['revision']}`" if info.get("revision") else "")) if hub \
+    adapter = (
+        (
+            f"[`{info['adapter']}`](https://huggingface.co/{info['adapter']})"
+            + (f" at revision `{info['revision']}`" if info.get("revision") else "")
+        )
+        if hub
         else f"the adapter of the run folder `{info['adapter']}`"
-    data = ModelCardData(base_model=base, base_model_relation="merge", library_name="transformers",
-                         pipeline_tag="text-generation", license=info.get("license") or model_license(base),
-                         datasets=[info["dataset"]] if info.get("dataset") else None,
-                         tags=["dpo", "lora", "merge", "trl", "dpo-hub"], model_name=repo_id)
+    )
+    data = ModelCardData(
+        base_model=base,
+        base_model_relation="merge",
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        license=info.get("license") or model_license(base),
+        datasets=[info["dataset"]] if info.get("dataset") else None,
+        tags=["dpo", "lora", "merge", "trl", "dpo-hub"],
+        model_name=repo_id,
+    )
     name = repo_id or info["adapter"].rstrip("/").split("/")[-1] + "-merged"
     return ModelCard.from_template(
-        data, template_str=TEMPLATE, title=name.split("/")[-1], base_model=base, adapter=adapter, dtype=info["dtype"],
-        recipe=info.get("recipe"), fingerprint=info.get("fingerprint"), dataset=info.get("dataset"),
-        where=repo_id or "PATH/TO/THIS/FOLDER", versions=sorted(info.get("versions", {}).items()))
+        data,
+        template_str=TEMPLATE,
+        title=name.split("/")[-1],
+        base_model=base,
+        adapter=adapter,
+        dtype=info["dtype"],
+        recipe=info.get("recipe"),
+        fingerprint=info.get("fingerprint"),
+        dataset=info.get("dataset"),
+        where=repo_id or "PATH/TO/THIS/FOLDER",
+        versions=sorted(info.get("versions", {}).items()),
+    )
 
 
 def _dtype(dtype: Any) -> Any:
@@ -133,7 +173,9 @@ def _dtype(dtype: Any) -> Any:
         return dtype
     if isinstance(dtype, str) and dtype in DTYPES:
         return getattr(torch, dtype)
-    raise MergeError(f"dtype {dtype!r} cannot be written; use one of {', '.join(DTYPES)} (or leave it out: the base's)")
+    raise MergeError(
+        f"dtype {dtype!r} cannot be written; use one of {', '.join(DTYPES)} (or leave it out: the base's)"
+    )
 
 
 def _readable(folder: Path) -> None:
@@ -152,7 +194,11 @@ def _generation_settings(model: Any, run: Run) -> None:
         settings = run.recipe.generation
         config.max_new_tokens, config.do_sample = settings.max_new_tokens, settings.do_sample
         if settings.do_sample:
-            config.temperature, config.top_k, config.top_p = settings.temperature, settings.top_k, settings.top_p
+            config.temperature, config.top_k, config.top_p = (
+                settings.temperature,
+                settings.top_k,
+                settings.top_p,
+            )
 
 
 def _provenance(run: Run, local: bool, revision: str | None, dtype: str) -> dict[str, Any]:
@@ -160,9 +206,13 @@ def _provenance(run: Run, local: bool, revision: str | None, dtype: str) -> dict
     base = base_model_id(run.model.peft_config["default"].base_model_name_or_path)
     recipe = run.recipe
     return {
-        "adapter": run.folder.name if local else run.source.split("@")[0], "adapter_on_hub": not local,
-        "revision": revision, "base_model": base, "dtype": dtype,
-        "recipe": recipe.name if recipe else None, "fingerprint": recipe.fingerprint() if recipe else None,
+        "adapter": run.folder.name if local else run.source.split("@")[0],
+        "adapter_on_hub": not local,
+        "revision": revision,
+        "base_model": base,
+        "dtype": dtype,
+        "recipe": recipe.name if recipe else None,
+        "fingerprint": recipe.fingerprint() if recipe else None,
         "dataset": dataset_id(recipe.data.dataset) if recipe else None,
         "versions": {lib: version(lib) for lib in ("dpo_hub", "peft", "torch", "transformers")},
     }

@@ -38,19 +38,25 @@ class Run:
     def eval_pairs(self) -> Any:
         """The run's held-out split, rebuilt from its recipe (the same rows, split and seed)."""
         if self.recipe is None:
-            raise DataError(f"{self.source}: no recipe.yaml, so no eval split to rebuild; pass pairs (--pairs FILE)")
+            raise DataError(
+                f"{self.source}: no recipe.yaml, so no eval split to rebuild; pass pairs (--pairs FILE)"
+            )
         try:
             return prepare_data(self.recipe.data, self.tokenizer, max_length=self.recipe.dpo.max_length).eval
         except Exception as err:
-            raise DataError(f"{self.source}: cannot rebuild the run's eval split from {self.recipe.data.dataset} "
-                            f"({err}); pass pairs (--pairs FILE)") from err
+            raise DataError(
+                f"{self.source}: cannot rebuild the run's eval split from {self.recipe.data.dataset} "
+                f"({err}); pass pairs (--pairs FILE)"
+            ) from err
 
 
 def open_run(source: str | Path, revision: str | None = None, token: str | None = None) -> Run:
     """A run folder, or else a Hub repo id (at ``revision``), its adapter loaded onto the base model it names."""
     if Path(source).is_dir():
         if not (Path(source) / "adapter_config.json").is_file():
-            raise SourceUnavailableError(f"{source}: no adapter_config.json; not a finished dpo_hub run folder")
+            raise SourceUnavailableError(
+                f"{source}: no adapter_config.json; not a finished dpo_hub run folder"
+            )
         return _load(Path(source), str(source), token, SourceUnavailableError)
     return open_repo(str(source), revision, token)
 
@@ -71,8 +77,10 @@ def _load(folder: Path, label: str, token: str | None, error: type[DpoHubError])
     except SourceUnavailableError as err:
         raise error(f"{label}: base model {base!r} named by the adapter could not be loaded: {err}") from err
     except (RuntimeError, ValueError, KeyError) as err:
-        raise error(f"{label}: the adapter does not fit its base model {base!r} ({first_line(err)}); "
-                    "push a run trained on that base.") from err
+        raise error(
+            f"{label}: the adapter does not fit its base model {base!r} ({first_line(err)}); "
+            "push a run trained on that base."
+        ) from err
     tokenizer = load_tokenizer(str(folder) if (folder / "tokenizer_config.json").is_file() else base)
     return Run(label, folder, model, tokenizer, recipe)
 
@@ -82,15 +90,19 @@ def _base_model(folder: Path, label: str, error: type[DpoHubError] = HubError) -
     try:
         base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
     except (ValueError, KeyError, TypeError) as err:
-        raise error(f"{label}: adapter_config.json is not a PEFT adapter config naming its base model "
-                    f"({type(err).__name__}: {first_line(err)}); push the run again.") from err
+        raise error(
+            f"{label}: adapter_config.json is not a PEFT adapter config naming its base model "
+            f"({type(err).__name__}: {first_line(err)}); push the run again."
+        ) from err
     if (folder / "README.md").is_file():
         from huggingface_hub import ModelCard
 
         carded = ModelCard.load(folder / "README.md").data.base_model
         if carded and carded != base:
-            raise error(f"{label}: the card's base_model {carded!r} does not match adapter_config.json's {base!r}; "
-                        "fix the card or push the run again.")
+            raise error(
+                f"{label}: the card's base_model {carded!r} does not match adapter_config.json's {base!r}; "
+                "fix the card or push the run again."
+            )
     return base
 
 
@@ -100,9 +112,13 @@ def _check_weights(folder: Path, label: str, error: type[DpoHubError]) -> None:
 
     try:
         load_file(folder / "adapter_model.safetensors")
-    except Exception as err:  # safetensors raises its own error types, OSError or ValueError for a broken file
-        raise error(f"{label}: adapter_model.safetensors cannot be read ({type(err).__name__}: {first_line(err)}); "
-                    "the file is corrupt or incomplete: push the run again.") from err
+    except (
+        Exception
+    ) as err:  # safetensors raises its own error types, OSError or ValueError for a broken file
+        raise error(
+            f"{label}: adapter_model.safetensors cannot be read ({type(err).__name__}: {first_line(err)}); "
+            "the file is corrupt or incomplete: push the run again."
+        ) from err
 
 
 def first_line(err: BaseException) -> str:
@@ -112,7 +128,11 @@ def first_line(err: BaseException) -> str:
 
 def pairs_file(path: str, recipe: Recipe | None, columns: dict[str, str] | None = None) -> Preferences:
     """A pairs file read as the run's training data was formatted (chat template or separator), columns mapped."""
-    fmt = {k: getattr(recipe.data, k) for k in ("format", "separator") if hasattr(recipe.data, k)} if recipe else {}
+    fmt = (
+        {k: getattr(recipe.data, k) for k in ("format", "separator") if hasattr(recipe.data, k)}
+        if recipe
+        else {}
+    )
     try:
         return Preferences(dataset=path, limit=None, eval_fraction=0.0, **fmt, **(columns or {}))
     except (TypeError, ValueError) as err:
@@ -125,10 +145,19 @@ def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = 
     return run.model, run.tokenizer
 
 
-def compare_run(source: str | Path | Run, prompts: Iterable[str] | None = None, pairs: Any = None,
-                judge: str | None = None, output_dir: str | Path | None = None, revision: str | None = None,
-                batch_size: int = 16, generation: Generation | None = None, overwrite: bool = False,
-                max_length: int | None = None, columns: dict[str, str] | None = None) -> Comparison:
+def compare_run(
+    source: str | Path | Run,
+    prompts: Iterable[str] | None = None,
+    pairs: Any = None,
+    judge: str | None = None,
+    output_dir: str | Path | None = None,
+    revision: str | None = None,
+    batch_size: int = 16,
+    generation: Generation | None = None,
+    overwrite: bool = False,
+    max_length: int | None = None,
+    columns: dict[str, str] | None = None,
+) -> Comparison:
     """Compare base and tuned for a run folder, a Hub repo id, or an opened ``Run``.
 
     The run's recipe gives the default ``pairs`` (its eval split), ``generation`` settings, beta,
@@ -139,8 +168,10 @@ def compare_run(source: str | Path | Run, prompts: Iterable[str] | None = None, 
     gives a fresh one).
     """
     if output_dir is not None and (Path(output_dir) / "comparison.json").exists() and not overwrite:
-        raise OutputExistsError(f"{output_dir} already holds a comparison (comparison.json); nothing was changed. "
-                                "Choose another output folder (--output) or pass --overwrite to replace it.")
+        raise OutputExistsError(
+            f"{output_dir} already holds a comparison (comparison.json); nothing was changed. "
+            "Choose another output folder (--output) or pass --overwrite to replace it."
+        )
     run = source if isinstance(source, Run) else open_run(source, revision)
     recipe, label = run.recipe, None
     if pairs is None and recipe is not None:
@@ -149,10 +180,18 @@ def compare_run(source: str | Path | Run, prompts: Iterable[str] | None = None, 
         pairs = pairs_file(str(pairs), recipe, columns)
     prompt_text = prompt_formatter(recipe.data, run.tokenizer) if recipe else None
     comparison = compare_model(
-        run.model, run.tokenizer, pairs, prompts, generation or (recipe.generation if recipe else None), judge,
+        run.model,
+        run.tokenizer,
+        pairs,
+        prompts,
+        generation or (recipe.generation if recipe else None),
+        judge,
         beta=recipe.dpo.beta if recipe else 0.1,
         max_length=max_length or (recipe.dpo.max_length if recipe else None),
-        batch_size=batch_size, source=run.source, prompt_text=prompt_text)
+        batch_size=batch_size,
+        source=run.source,
+        prompt_text=prompt_text,
+    )
     comparison.settings["pairs"] = label or comparison.settings["pairs"]
     if output_dir is not None:
         write_outputs(comparison, Path(output_dir))

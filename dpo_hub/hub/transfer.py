@@ -31,9 +31,23 @@ from dpo_hub.hub.errors import (
     with_retries,
 )
 
-PUBLISHED = ("adapter_model.safetensors", "adapter_config.json", "recipe.yaml", "metrics.json", "loss.png",
-             "generations.md", "comparison.json", "comparison.md", "comparison.png", "tokenizer.json",
-             "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json", "chat_template.jinja")
+PUBLISHED = (
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "recipe.yaml",
+    "metrics.json",
+    "loss.png",
+    "generations.md",
+    "comparison.json",
+    "comparison.md",
+    "comparison.png",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 SAFE_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.yaml", "*.md", "*.png", "*.jinja", "*.model"]
 log = logging.getLogger("dpo_hub")
@@ -54,9 +68,16 @@ def check_push_target(repo_id: str, token: str | None = None) -> str:
         return _writable_repo_id(HfApi(token=token).whoami(), repo_id)
 
 
-def push_adapter(output_dir: str | Path, repo_id: str, private: bool = False, revision: str | None = None,
-                 token: str | None = None, license: str | None = None, attempts: int = PUSH_ATTEMPTS,
-                 base_delay: float = PUSH_BASE_DELAY) -> str:
+def push_adapter(
+    output_dir: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    license: str | None = None,
+    attempts: int = PUSH_ATTEMPTS,
+    base_delay: float = PUSH_BASE_DELAY,
+) -> str:
     """Publish the finished run in ``output_dir`` to ``repo_id`` in ONE commit; return the commit URL.
 
     Nothing is committed when ``revision`` already holds exactly these files (the head commit's URL is
@@ -66,15 +87,30 @@ def push_adapter(output_dir: str | Path, repo_id: str, private: bool = False, re
     output_dir = Path(output_dir)
     _require_finished(output_dir)
     metrics = json.loads((output_dir / COMPLETE_MARKER).read_text())
-    return push_files(lambda repo: _files_to_publish(output_dir, repo, license), repo_id, private, revision, token,
-                      message=f"dpo_hub: {metrics.get('recipe', 'run')} ({metrics.get('fingerprint', '')})",
-                      description=f"LoRA adapter trained by dpo_hub from {base_model_id(metrics.get('model', ''))}.",
-                      attempts=attempts, base_delay=base_delay)
+    return push_files(
+        lambda repo: _files_to_publish(output_dir, repo, license),
+        repo_id,
+        private,
+        revision,
+        token,
+        message=f"dpo_hub: {metrics.get('recipe', 'run')} ({metrics.get('fingerprint', '')})",
+        description=f"LoRA adapter trained by dpo_hub from {base_model_id(metrics.get('model', ''))}.",
+        attempts=attempts,
+        base_delay=base_delay,
+    )
 
 
-def push_files(files_for: Callable[[str], dict[str, bytes | Path]], repo_id: str, private: bool = False,
-               revision: str | None = None, token: str | None = None, message: str = "dpo_hub", description: str = "",
-               attempts: int = PUSH_ATTEMPTS, base_delay: float = PUSH_BASE_DELAY) -> str:
+def push_files(
+    files_for: Callable[[str], dict[str, bytes | Path]],
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
+    message: str = "dpo_hub",
+    description: str = "",
+    attempts: int = PUSH_ATTEMPTS,
+    base_delay: float = PUSH_BASE_DELAY,
+) -> str:
     """The push machinery of ``push_adapter`` for any files: ``files_for(namespace/name)`` gives repo path ->
     content (bytes, or a local file's path); one commit, skipped when unchanged, retried when transient."""
     from huggingface_hub import HfApi
@@ -83,11 +119,16 @@ def push_files(files_for: Callable[[str], dict[str, bytes | Path]], repo_id: str
     token = _require_token(repo_id, token)
     what = f"push to {repo_label(repo_id, revision)}"
     with hub_errors(repo_id, revision, token, "push to", attempts=attempts):
-        repo_id = with_retries(lambda: _writable_repo_id(HfApi(token=token).whoami(), repo_id), what, attempts,
-                               base_delay)
+        repo_id = with_retries(
+            lambda: _writable_repo_id(HfApi(token=token).whoami(), repo_id), what, attempts, base_delay
+        )
         files = files_for(repo_id)
-        return with_retries(lambda: _push_once(files, repo_id, private, revision, token, message, description),
-                            what, attempts, base_delay)
+        return with_retries(
+            lambda: _push_once(files, repo_id, private, revision, token, message, description),
+            what,
+            attempts,
+            base_delay,
+        )
 
 
 def download_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:
@@ -102,8 +143,15 @@ def download_adapter(repo_id: str, revision: str | None = None, token: str | Non
 
 
 # -- one push -------------------------------------------------------------------------------------
-def _push_once(files: dict[str, bytes | Path], repo_id: str, private: bool, revision: str | None, token: str,
-               message: str, description: str) -> str:
+def _push_once(
+    files: dict[str, bytes | Path],
+    repo_id: str,
+    private: bool,
+    revision: str | None,
+    token: str,
+    message: str,
+    description: str,
+) -> str:
     """One attempt: nothing if the target already holds ``files``, else create repo/branch and commit."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -116,12 +164,15 @@ def _push_once(files: dict[str, bytes | Path], repo_id: str, private: bool, revi
     if revision and revision != "main":
         api.create_branch(repo_id, branch=revision, exist_ok=True)
     operations = [CommitOperationAdd(path, data) for path, data in files.items()]
-    info = api.create_commit(repo_id, operations, revision=revision, commit_message=message,
-                             commit_description=description)
+    info = api.create_commit(
+        repo_id, operations, revision=revision, commit_message=message, commit_description=description
+    )
     return info.commit_url
 
 
-def _head_if_unchanged(api: Any, repo_id: str, revision: str | None, files: dict[str, bytes | Path]) -> str | None:
+def _head_if_unchanged(
+    api: Any, repo_id: str, revision: str | None, files: dict[str, bytes | Path]
+) -> str | None:
     """The head commit of ``revision`` if it holds every file of ``files`` byte for byte, else None."""
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
     from huggingface_hub.utils.sha import git_hash
@@ -154,7 +205,9 @@ def _files_to_publish(output_dir: Path, repo_id: str, license: str | None) -> di
 def _require_finished(output_dir: Path) -> None:
     for required in (COMPLETE_MARKER, "adapter_model.safetensors", "adapter_config.json", "recipe.yaml"):
         if not (output_dir / required).is_file():
-            raise HubError(f"{output_dir} is not a finished dpo_hub run: {required} is missing. Train it first.")
+            raise HubError(
+                f"{output_dir} is not a finished dpo_hub run: {required} is missing. Train it first."
+            )
 
 
 def _require_adapter(label: str, files: list[str]) -> None:
@@ -189,13 +242,17 @@ def _writable_repo_id(me: dict[str, Any], repo_id: str) -> str:
     namespace = namespace or user
     access = (me.get("auth") or {}).get("accessToken") or {}
     if access.get("role") == "read":
-        raise HubError(f"cannot push to {repo_id}: the token of {user!r} is read-only; {LOGIN_HINT} with a "
-                       "token that has write access.")
+        raise HubError(
+            f"cannot push to {repo_id}: the token of {user!r} is read-only; {LOGIN_HINT} with a "
+            "token that has write access."
+        )
     writable = _writable_namespaces(me, access)
     if namespace not in writable:
-        raise HubError(f"cannot push to {repo_id}: the token of {user!r} cannot write to namespace {namespace!r} "
-                       f"(it can write to {', '.join(sorted(writable)) or 'nothing'}); push to one of those, e.g. "
-                       f"{user}/{name}, or use a token with write access to {namespace!r}.")
+        raise HubError(
+            f"cannot push to {repo_id}: the token of {user!r} cannot write to namespace {namespace!r} "
+            f"(it can write to {', '.join(sorted(writable)) or 'nothing'}); push to one of those, e.g. "
+            f"{user}/{name}, or use a token with write access to {namespace!r}."
+        )
     return f"{namespace}/{name}"
 
 

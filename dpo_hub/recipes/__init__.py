@@ -38,24 +38,34 @@ class InstalledRecipe:
 @functools.cache
 def registry() -> Registry:
     """Recipe name -> module: ``SHIPPED``, then the ``dpo_hub.recipes`` entry points (loaded once)."""
-    return Registry(RECIPES_GROUP, {m.rpartition(".")[2]: import_module(m) for m in SHIPPED}, _check, "recipe")
+    return Registry(
+        RECIPES_GROUP, {m.rpartition(".")[2]: import_module(m) for m in SHIPPED}, _check, "recipe"
+    )
 
 
 def installed_recipes() -> list[InstalledRecipe]:
     """Every usable recipe, shipped first; ``registry().broken`` says which plugins were skipped and why."""
     found = registry()
-    return [InstalledRecipe(name, module.__name__, describe(module), module.RECIPE, found.origins[name])
-            for name, module in found.items()]
+    return [
+        InstalledRecipe(name, module.__name__, describe(module), module.RECIPE, found.origins[name])
+        for name, module in found.items()
+    ]
 
 
 def describe(module: types.ModuleType) -> str:
-    return (module.__doc__ or "").strip().splitlines()[0] if (module.__doc__ or "").strip() else "(no description)"
+    return (
+        (module.__doc__ or "").strip().splitlines()[0]
+        if (module.__doc__ or "").strip()
+        else "(no description)"
+    )
 
 
 def _check(name: str, obj: Any) -> str | None:
     """Why an entry point of ``dpo_hub.recipes`` is no runnable recipe module, or None."""
     if not isinstance(obj, types.ModuleType):
-        return f"it is {type(obj).__name__} {obj!r}, not a module; name the recipe's module (runnable with -m)"
+        return (
+            f"it is {type(obj).__name__} {obj!r}, not a module; name the recipe's module (runnable with -m)"
+        )
     if not isinstance(getattr(obj, "RECIPE", None), Recipe):
         return f"module {obj.__name__} has no RECIPE that is a dpo_hub.Recipe"
     if not callable(getattr(obj, "main", None)):

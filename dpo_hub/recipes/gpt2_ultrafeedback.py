@@ -36,13 +36,17 @@ Costs: lora.r higher -> more memory; dpo.max_length and batch sizes higher -> mo
 dpo.gradient_checkpointing true -> less memory, ~30% slower."""
 
 
-TUTORIAL = RECIPE.replace(name="gpt2_ultrafeedback_tutorial", data=UltraFeedback.tutorial(),
-                          output_dir="outputs/gpt2-dpo-tutorial")
+TUTORIAL = RECIPE.replace(
+    name="gpt2_ultrafeedback_tutorial", data=UltraFeedback.tutorial(), output_dir="outputs/gpt2-dpo-tutorial"
+)
 TUTORIAL_HEADER = """The tutorial exactly: GPT-2, the first 50 UltraFeedback rows, 90/10 split, DPOPreset.tutorial().
 Run: accelerate launch -m dpo_hub train --config recipes/gpt2_ultrafeedback_tutorial.yaml
 Its 5-pair eval split measures little; the default recipe (gpt2_ultrafeedback.yaml) holds out more."""
-SHIPPED = {"gpt2_ultrafeedback": (RECIPE, YAML_HEADER), "gpt2_ultrafeedback_tutorial": (TUTORIAL, TUTORIAL_HEADER),
-           "smollm2_truthfulqa": (smollm2_truthfulqa.RECIPE, smollm2_truthfulqa.YAML_HEADER)}
+SHIPPED = {
+    "gpt2_ultrafeedback": (RECIPE, YAML_HEADER),
+    "gpt2_ultrafeedback_tutorial": (TUTORIAL, TUTORIAL_HEADER),
+    "smollm2_truthfulqa": (smollm2_truthfulqa.RECIPE, smollm2_truthfulqa.YAML_HEADER),
+}
 
 
 def write_yaml_files(folder: str = "recipes") -> None:

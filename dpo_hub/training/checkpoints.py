@@ -50,7 +50,9 @@ def prepare(folder: Path, fingerprint: str, resume: str) -> Path | None:
     if resume not in ("auto", "never"):
         problem = _problem(Path(resume))
         if problem:
-            raise RecipeError(f"resume={resume}: cannot resume from it ({problem}); use --resume auto or never")
+            raise RecipeError(
+                f"resume={resume}: cannot resume from it ({problem}); use --resume auto or never"
+            )
         return Path(resume)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / RECIPE_FILE).write_text(fingerprint + "\n")
@@ -59,7 +61,9 @@ def prepare(folder: Path, fingerprint: str, resume: str) -> Path | None:
 
 def newest_complete(folder: Path) -> Path | None:
     """The newest checkpoint whose files are all there and intact; broken ones are named in the log."""
-    found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP.match(p.name)) and p.is_dir())
+    found = sorted(
+        (int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP.match(p.name)) and p.is_dir()
+    )
     for _, path in reversed(found):
         problem = _problem(path)
         if problem is None:
@@ -115,7 +119,9 @@ class Checkpointing(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         stop = _any_rank(self.interrupted)
-        if stop or state.global_step >= state.max_steps:  # the last step too: a rerun after a late failure skips training
+        if (
+            stop or state.global_step >= state.max_steps
+        ):  # the last step too: a rerun after a late failure skips training
             control.should_save = args.save_strategy != "no"
         if stop:
             control.should_training_stop = True

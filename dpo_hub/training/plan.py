@@ -41,8 +41,10 @@ class Plan:
 def pair_tokens(dataset: Any, max_length: int | None) -> list[int]:
     """Tokens of each pair as trained: prompt + chosen and prompt + rejected, each cut to ``max_length``."""
     cap = max_length or 10**9
-    return [min(cap, len(p) + len(c)) + min(cap, len(p) + len(r))
-            for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])]
+    return [
+        min(cap, len(p) + len(c)) + min(cap, len(p) + len(r))
+        for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"])
+    ]
 
 
 def make_plan(trainer: Any, warm_up: bool = True) -> Plan:
@@ -50,7 +52,9 @@ def make_plan(trainer: Any, warm_up: bool = True) -> Plan:
     args = trainer.args
     tokens = pair_tokens(trainer.train_dataset, args.max_length)
     per_update = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
-    steps = args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * -(-len(tokens) // per_update))
+    steps = (
+        args.max_steps if args.max_steps > 0 else int(args.num_train_epochs * -(-len(tokens) // per_update))
+    )
     pairs_seen = min(steps * per_update, int(len(tokens) * max(args.num_train_epochs, 1)))
     total = int(sum(tokens) / len(tokens) * pairs_seen) if tokens else 0
     seconds_per_token, reference_s = None, 0.0
@@ -59,8 +63,14 @@ def make_plan(trainer: Any, warm_up: bool = True) -> Plan:
         step_s, reference_s = _time_step(trainer, longest)
         seconds_per_token = (step_s + reference_s) / tokens[longest] / args.world_size
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    return Plan(pairs=len(tokens), steps=steps, tokens=total, seconds_per_token=seconds_per_token, peak_memory_gb=peak,
-                reference_s=reference_s)
+    return Plan(
+        pairs=len(tokens),
+        steps=steps,
+        tokens=total,
+        seconds_per_token=seconds_per_token,
+        peak_memory_gb=peak,
+        reference_s=reference_s,
+    )
 
 
 def _time_step(trainer: Any, row: int) -> tuple[float, float]:
@@ -74,7 +84,9 @@ def _time_step(trainer: Any, row: int) -> tuple[float, float]:
     was_training, tokens_before = model.training, upstream.tokens_counted(trainer)
     model.train()
     elapsed = 0.0
-    reference = getattr(trainer, "reference_cache", None)  # a pair's reference is computed on its first use only
+    reference = getattr(
+        trainer, "reference_cache", None
+    )  # a pair's reference is computed on its first use only
     reference_s = reference.seconds if reference else 0.0
     with torch.random.fork_rng(devices=[]), _levers_on(trainer):
         for _ in range(2):
@@ -86,7 +98,9 @@ def _time_step(trainer: Any, row: int) -> tuple[float, float]:
             model.zero_grad(set_to_none=True)
     model.train(was_training)
     if upstream.missing(upstream.TRL_STEP_METRICS, upstream.TRL_TOKEN_COUNT, instance=trainer) is None:
-        upstream.forget_step(trainer, tokens_before)  # the warm-up's metrics and tokens are not the first step's
+        upstream.forget_step(
+            trainer, tokens_before
+        )  # the warm-up's metrics and tokens are not the first step's
     return elapsed, (reference.seconds - reference_s) if reference else 0.0
 
 
@@ -101,12 +115,16 @@ def describe(plan: Plan, use_cpu: bool) -> list[str]:
     """The plan as log lines; on a CPU a run estimated over an hour says how to make it smaller."""
     lines = [f"plan: {plan.pairs} train pairs, {plan.steps} optimizer steps, {plan.tokens:,} tokens"]
     if plan.estimated_s is not None:
-        lines[0] += f"; ~{_duration(plan.estimated_s)} on this hardware (from a timed step on the longest pair)"
+        lines[0] += (
+            f"; ~{_duration(plan.estimated_s)} on this hardware (from a timed step on the longest pair)"
+        )
     if plan.peak_memory_gb is not None:
         lines[0] += f"; peak memory so far {plan.peak_memory_gb:.2f} GB"
     if use_cpu and (plan.estimated_s or 0) > LONG_RUN_S:
-        lines.append("this run is long on a CPU: --data.limit 200 trains on fewer pairs, and "
-                     "recipes/gpt2_ultrafeedback_tutorial.yaml is the tutorial's 45-pair run; the recipe is unchanged")
+        lines.append(
+            "this run is long on a CPU: --data.limit 200 trains on fewer pairs, and "
+            "recipes/gpt2_ultrafeedback_tutorial.yaml is the tutorial's 45-pair run; the recipe is unchanged"
+        )
     return lines
 
 
@@ -135,10 +153,20 @@ class Progress(TrainerCallback):
         entry = state.log_history[-1]
         elapsed = time.perf_counter() - self.started
         done = state.global_step - self.first_step
-        rate = entry["num_tokens"] / elapsed if elapsed > 0 and self.first_step == 0 else None  # fresh runs only
+        rate = (
+            entry["num_tokens"] / elapsed if elapsed > 0 and self.first_step == 0 else None
+        )  # fresh runs only
         eta = elapsed / done * (state.max_steps - state.global_step) if done else None
-        entry.update(train_elapsed_s=round(elapsed, 3), **({"tokens_per_s": round(rate, 1)} if rate else {}),
-                     **({"eta_s": round(eta, 1)} if eta is not None else {}))
+        entry.update(
+            train_elapsed_s=round(elapsed, 3),
+            **({"tokens_per_s": round(rate, 1)} if rate else {}),
+            **({"eta_s": round(eta, 1)} if eta is not None else {}),
+        )
         if state.is_world_process_zero:
-            log.info("step %d/%d: %s%s left", state.global_step, state.max_steps,
-                     f"{rate:,.0f} tokens/s, " if rate else "", _duration(eta) if eta is not None else "?")
+            log.info(
+                "step %d/%d: %s%s left",
+                state.global_step,
+                state.max_steps,
+                f"{rate:,.0f} tokens/s, " if rate else "",
+                _duration(eta) if eta is not None else "?",
+            )

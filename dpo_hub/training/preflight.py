@@ -54,7 +54,9 @@ def model_config(model: str | ModelSpec) -> Any:
     try:
         return AutoConfig.from_pretrained(where, trust_remote_code=False, **extra)
     except ImportError as err:
-        raise SourceUnavailableError(f"model {spec.name!r}: {err}; pip install gguf to read GGUF files") from None
+        raise SourceUnavailableError(
+            f"model {spec.name!r}: {err}; pip install gguf to read GGUF files"
+        ) from None
     except (OSError, ValueError) as err:
         if spec.name == embedded.EMBEDDED_MODEL_ID:
             return model_config(embedded.EMBEDDED)
@@ -73,8 +75,10 @@ def module_names(config: Any) -> set[str]:
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)
     except ValueError as err:
-        raise RecipeError(f"model: not a causal language model ({str(err).splitlines()[0]}); "
-                          "use a decoder-only LM such as gpt2") from None
+        raise RecipeError(
+            f"model: not a causal language model ({str(err).splitlines()[0]}); "
+            "use a decoder-only LM such as gpt2"
+        ) from None
     return {name for name, _ in model.named_modules() if name}
 
 
@@ -83,28 +87,36 @@ def _check_quantization(model: ModelSpec) -> None:
     if model.quantization is None:
         return
     if wants_cpu():
-        raise RecipeError(f"model.quantization={model.quantization} needs a CUDA GPU (bitsandbytes) and this run is "
-                          "on the CPU; remove model.quantization (--model.quantization null) to train in full precision")
+        raise RecipeError(
+            f"model.quantization={model.quantization} needs a CUDA GPU (bitsandbytes) and this run is "
+            "on the CPU; remove model.quantization (--model.quantization null) to train in full precision"
+        )
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise RecipeError(f"model.quantization={model.quantization} needs the bitsandbytes package; "
-                          "pip install bitsandbytes, or remove model.quantization")
+        raise RecipeError(
+            f"model.quantization={model.quantization} needs the bitsandbytes package; "
+            "pip install bitsandbytes, or remove model.quantization"
+        )
 
 
 def _check_loss(recipe: Recipe) -> None:
     for loss in recipe.dpo.loss_types:
         if loss not in trl_loss_types():
-            raise RecipeError(f"dpo.loss_type={loss!r} is not a loss the installed trl implements; "
-                              f"use one of: {', '.join(trl_loss_types())}")
+            raise RecipeError(
+                f"dpo.loss_type={loss!r} is not a loss the installed trl implements; "
+                f"use one of: {', '.join(trl_loss_types())}"
+            )
 
 
 def _check_positions(recipe: Recipe, model: str, config: Any) -> None:
     for attribute in ("n_positions", "max_position_embeddings"):
         positions = getattr(config, attribute, None)
         if isinstance(positions, int) and recipe.dpo.max_length > positions:
-            raise RecipeError(f"dpo.max_length={recipe.dpo.max_length} exceeds the {positions} positions of model "
-                              f"{model!r} ({attribute}); use --dpo.max_length {positions} or less")
+            raise RecipeError(
+                f"dpo.max_length={recipe.dpo.max_length} exceeds the {positions} positions of model "
+                f"{model!r} ({attribute}); use --dpo.max_length {positions} or less"
+            )
 
 
 def _check_targets(recipe: Recipe, model: str, config: Any) -> None:
@@ -116,8 +128,10 @@ def _check_targets(recipe: Recipe, model: str, config: Any) -> None:
     if missing:
         leaves = {n for n in names if not any(other.startswith(f"{n}.") for other in names)}
         suffixes = sorted({n.rsplit(".", 1)[-1] for n in leaves})
-        raise RecipeError(f"lora.target_modules: {', '.join(missing)} not in model {model!r}; its module names: "
-                          f"{', '.join(suffixes)} (or all-linear for every linear layer but the head)")
+        raise RecipeError(
+            f"lora.target_modules: {', '.join(missing)} not in model {model!r}; its module names: "
+            f"{', '.join(suffixes)} (or all-linear for every linear layer but the head)"
+        )
 
 
 def _check_precision(precision: str) -> list[str]:
@@ -125,8 +139,10 @@ def _check_precision(precision: str) -> list[str]:
         return []
     if wants_cpu():
         if precision == "fp16":
-            raise RecipeError("dpo.precision=fp16 needs a GPU and this run is on the CPU; "
-                              "use fp32, or bf16 (slower than fp32 on most CPUs)")
+            raise RecipeError(
+                "dpo.precision=fp16 needs a GPU and this run is on the CPU; "
+                "use fp32, or bf16 (slower than fp32 on most CPUs)"
+            )
         return ["dpo.precision=bf16 on the CPU: supported by torch, but often slower than fp32"]
     import torch
 
@@ -137,14 +153,20 @@ def _check_precision(precision: str) -> list[str]:
 
 def _check_paths(recipe: Recipe) -> None:
     if recipe.resume not in ("auto", "never") and not Path(recipe.resume).is_dir():
-        raise RecipeError(f"resume={recipe.resume!r}: no such checkpoint folder; use auto, never, or an existing "
-                          "OUTPUT_DIR.checkpoints/checkpoint-N folder")
+        raise RecipeError(
+            f"resume={recipe.resume!r}: no such checkpoint folder; use auto, never, or an existing "
+            "OUTPUT_DIR.checkpoints/checkpoint-N folder"
+        )
     output = Path(recipe.output_dir).expanduser().absolute()
     if output.exists() and not output.is_dir():
-        raise RecipeError(f"output_dir={recipe.output_dir!r} is a file; name a folder (new or a finished run's)")
+        raise RecipeError(
+            f"output_dir={recipe.output_dir!r} is a file; name a folder (new or a finished run's)"
+        )
     parent = output.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise RecipeError(f"output_dir={recipe.output_dir!r}: {parent} is not a writable folder; choose an "
-                          "output_dir where you can create files")
+        raise RecipeError(
+            f"output_dir={recipe.output_dir!r}: {parent} is not a writable folder; choose an "
+            "output_dir where you can create files"
+        )

@@ -90,7 +90,9 @@ class ReferenceCache:
             self.tokens += int(inputs["attention_mask"].sum())
         self.reused += len(keys) - missing
         device = inputs["input_ids"].device
-        chosen, rejected = (torch.tensor([self.values[k][side] for k in keys], device=device) for side in (0, 1))
+        chosen, rejected = (
+            torch.tensor([self.values[k][side] for k in keys], device=device) for side in (0, 1)
+        )
         return {**inputs, REF_COLUMNS[0]: chosen, REF_COLUMNS[1]: rejected}
 
     def _compute(self, model: Any, inputs: dict) -> list[list[float]]:
@@ -115,9 +117,15 @@ class ReferenceCache:
         trainer = self.trainer
         columns = ("prompt_ids", "chosen_ids", "rejected_ids")
         lengths = [len(p) + max(len(c), len(r)) for p, c, r in zip(*(dataset[col] for col in columns))]
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)  # similar lengths together: little padding
-        loader = DataLoader(dataset.select_columns(list(columns)).select(order), collate_fn=trainer.data_collator,
-                            batch_size=trainer.args.per_device_eval_batch_size, shuffle=False)
+        order = sorted(
+            range(len(lengths)), key=lengths.__getitem__
+        )  # similar lengths together: little padding
+        loader = DataLoader(
+            dataset.select_columns(list(columns)).select(order),
+            collate_fn=trainer.data_collator,
+            batch_size=trainer.args.per_device_eval_batch_size,
+            shuffle=False,
+        )
         device = trainer.accelerator.device
         with torch.random.fork_rng(devices=[]):  # iterating a DataLoader draws a seed from the global RNG
             for batch in loader:
@@ -136,8 +144,12 @@ class ReferenceCache:
             self.folder.mkdir(parents=True, exist_ok=True)
             write_json(self.file, self.new)
         except OSError as err:
-            log.warning("reference log-probs not cached (%s: %s); set DPO_HUB_CACHE to a writable folder to reuse "
-                        "them in later runs", type(err).__name__, err)
+            log.warning(
+                "reference log-probs not cached (%s: %s); set DPO_HUB_CACHE to a writable folder to reuse "
+                "them in later runs",
+                type(err).__name__,
+                err,
+            )
 
 
 class _Flush(TrainerCallback):
@@ -152,30 +164,46 @@ class _Flush(TrainerCallback):
 
     def on_train_end(self, args, state, control, **kwargs):
         self.cache.flush()
-        log.info("reference log-probs: %d pairs computed in %.1f s, %d reused from %s", self.cache.computed,
-                 self.cache.seconds, self.cache.reused, self.cache.folder)
+        log.info(
+            "reference log-probs: %d pairs computed in %.1f s, %d reused from %s",
+            self.cache.computed,
+            self.cache.seconds,
+            self.cache.reused,
+            self.cache.folder,
+        )
 
 
 def open_cache(trainer: Any, state: Any) -> ReferenceCache:
-    """The cache for ``trainer``'s base model (one process hashes the weights), with the callback that writes it;
-    a single-process run that will use every train pair fills the missing ones up front, batched."""
+    """The cache for ``trainer``'s base model (one process hashes the weights), with the callback that writes it."""
     key = _broadcast(_cache_key(trainer) if state.is_main_process else None, state)
     cache = ReferenceCache(trainer, cache_dir() / "reference_logps" / key)
     trainer.add_callback(_Flush(cache))
-    log.info("reference log-probs: %d pairs known in %s; the others are computed when first used",
-             len(cache.values), cache.folder)
+    log.info(
+        "reference log-probs: %d pairs known in %s; the others are computed when first used",
+        len(cache.values),
+        cache.folder,
+    )
+    return cache
+
+
+def prefill_when_all_are_used(cache: ReferenceCache, trainer: Any, state: Any) -> None:
+    """A single-process run that will use every train pair computes the missing ones now, batched (several
+    processes: each computes its own batches' pairs when it first meets them)."""
     args = trainer.args
     per_update = args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     uses_all = args.max_steps <= 0 or args.max_steps * per_update >= len(trainer.train_dataset)
-    if uses_all and state.num_processes == 1:  # several processes: each computes its own batches' pairs
-        started, computed = time.perf_counter(), cache.computed
-        cache.prefill(trainer.train_dataset)
-        if trainer.eval_dataset is not None and args.eval_strategy != "no":
-            cache.prefill(trainer.eval_dataset)
-        cache.flush()
-        log.info("reference log-probs: %d pairs computed up front, batched, in %.1f s", cache.computed - computed,
-                 time.perf_counter() - started)
-    return cache
+    if not uses_all or state.num_processes != 1:
+        return
+    started, computed = time.perf_counter(), cache.computed
+    cache.prefill(trainer.train_dataset)
+    if trainer.eval_dataset is not None and args.eval_strategy != "no":
+        cache.prefill(trainer.eval_dataset)
+    cache.flush()
+    log.info(
+        "reference log-probs: %d pairs computed up front, batched, in %.1f s",
+        cache.computed - computed,
+        time.perf_counter() - started,
+    )
 
 
 def _cache_key(trainer: Any) -> str:

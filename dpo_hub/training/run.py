@@ -47,7 +47,13 @@ from dpo_hub.training.trainer import DpoHubTrainer
 
 log = logging.getLogger("dpo_hub")
 LIBRARIES = ("dpo_hub", "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub")
-EVAL_KEYS = ("eval_loss", "eval_rewards/accuracies", "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected")
+EVAL_KEYS = (
+    "eval_loss",
+    "eval_rewards/accuracies",
+    "eval_rewards/margins",
+    "eval_rewards/chosen",
+    "eval_rewards/rejected",
+)
 
 
 @dataclass
@@ -95,16 +101,21 @@ def _train(recipe: Recipe, output_dir: str | Path | None) -> Path:
     for note in check_recipe(run.recipe):  # what needs the model's config, before any weights or data load
         log.info("preflight: %s", note)
     _announce(run)
-    resume_from = on_main(accelerate, lambda: checkpoints.prepare(run.saves, run.recipe.fingerprint(),
-                                                                  run.recipe.resume))
+    resume_from = on_main(
+        accelerate, lambda: checkpoints.prepare(run.saves, run.recipe.fingerprint(), run.recipe.resume)
+    )
     if accelerate.is_main_process:
         outputs.fresh_staging(run.output_dir)
     accelerate.wait_for_everyone()
     with accelerate.main_process_first():
         tokenizer = load_tokenizer(run.recipe.model)
     data = _prepare_once(run.recipe, tokenizer, accelerate, run.stage / "prepared")
-    log.info("data: %d train / %d eval pairs (%d dropped)", len(data.train), len(data.eval or []),
-             sum(data.dropped.values()))
+    log.info(
+        "data: %d train / %d eval pairs (%d dropped)",
+        len(data.train),
+        len(data.eval or []),
+        sum(data.dropped.values()),
+    )
     run.trainer = build_trainer(run.recipe, tokenizer, data, run.saves, accelerate, run)
     before, train_result, after = _fit(run, data, resume_from)
     run.trainer.save_model(str(run.stage))  # collective under FSDP/DeepSpeed; writes on the main process only
@@ -114,8 +125,9 @@ def _train(recipe: Recipe, output_dir: str | Path | None) -> Path:
     return run.output_dir
 
 
-def _finish(run: RunState, tokenizer: Any, data: PreferenceData, train_result: Any, before: dict,
-            after: dict) -> None:
+def _finish(
+    run: RunState, tokenizer: Any, data: PreferenceData, train_result: Any, before: dict, after: dict
+) -> None:
     """On the main process: compare base and tuned, write the run files, move the folder into place."""
     try:
         trackers.finish_logs(run.trainer, run.saves / "runs", run.stage / "runs")  # TensorBoard's events join
@@ -143,8 +155,14 @@ def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
     return recipe.replace(model=dataclasses.replace(recipe.model, name=model), data=data), notes
 
 
-def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoints: Path, state: Any = None,
-                  run: RunState | None = None) -> DpoHubTrainer:
+def build_trainer(
+    recipe: Recipe,
+    tokenizer: Any,
+    data: PreferenceData,
+    checkpoints: Path,
+    state: Any = None,
+    run: RunState | None = None,
+) -> DpoHubTrainer:
     """The trainer of a resolved recipe: base model + LoRA, reference = the base with the adapter off, and the
     levers this hardware gets (``trainer.levers``)."""
     from accelerate import PartialState
@@ -153,8 +171,11 @@ def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoi
     state = state or PartialState(cpu=wants_cpu())
     use_cpu = state.device.type == "cpu"
     args = recipe.dpo.to_dpo_config(  # before the model loads: ZeRO-3 init hooks into from_pretrained
-        str(checkpoints), num_processes=state.num_processes, use_cpu=use_cpu,
-        eval_strategy=recipe.dpo.eval_strategy if data.eval is not None else "no", ddp_find_unused_parameters=False,
+        str(checkpoints),
+        num_processes=state.num_processes,
+        use_cpu=use_cpu,
+        eval_strategy=recipe.dpo.eval_strategy if data.eval is not None else "no",
+        ddp_find_unused_parameters=False,
     )
     precision, why = resolve_precision(recipe.dpo.precision, use_cpu)
     log.info("precision %s: %s (dpo.precision=%s)", precision, why, recipe.dpo.precision)
@@ -164,17 +185,27 @@ def build_trainer(recipe: Recipe, tokenizer: Any, data: PreferenceData, checkpoi
         model = load_model(recipe.model)
     levers = _model_levers(recipe, model, args, state)
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
-    trainer = DpoHubTrainer(model=model, ref_model=None, args=args, train_dataset=data.train,
-                            eval_dataset=data.eval, processing_class=tokenizer,
-                            peft_config=recipe.lora.to_peft_config(model))
+    trainer = DpoHubTrainer(
+        model=model,
+        ref_model=None,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=recipe.lora.to_peft_config(model),
+    )
     trackers.place_logs(trainer, checkpoints / "runs")
     trainer.add_levers(levers)
     _trainer_levers(recipe, trainer, args, state)
     for name, lever in trainer.levers.items():
         log.info("lever %s: %s (%s)", name, "on" if lever.active else "off", lever.why)
-    log.info("training: effective batch %d (per device %d x %d process(es) x accumulation %d)",
-             effective_batch(trainer), recipe.dpo.per_device_train_batch_size, state.num_processes,
-             args.gradient_accumulation_steps)
+    log.info(
+        "training: effective batch %d (per device %d x %d process(es) x accumulation %d)",
+        effective_batch(trainer),
+        recipe.dpo.per_device_train_batch_size,
+        state.num_processes,
+        args.gradient_accumulation_steps,
+    )
     return trainer
 
 
@@ -184,30 +215,30 @@ def _model_levers(recipe: Recipe, model: Any, args: Any, state: Any) -> dict[str
     args.gradient_checkpointing = on
     levers = {"gradient_checkpointing": Lever(on, why)}
     if recipe.dpo.base_model_dropout:
-        levers["base_dropout_off"] = Lever(False, "dpo.base_model_dropout: true keeps the base model's dropout")
+        levers["base_dropout_off"] = Lever(
+            False, "dpo.base_model_dropout: true keeps the base model's dropout"
+        )
     else:
         zeroed = speedups.disable_base_dropout(model)
-        levers["base_dropout_off"] = Lever(zeroed > 0, f"{zeroed} dropout(s) of the frozen base set to 0 "
-                                           "(deterministic reference, fused attention)" if zeroed else
-                                           "the base model has no dropout")
+        levers["base_dropout_off"] = Lever(
+            zeroed > 0,
+            f"{zeroed} dropout(s) of the frozen base set to 0 (deterministic reference, fused attention)"
+            if zeroed
+            else "the base model has no dropout",
+        )
     fused = speedups.fuse_activations(model)
-    levers["fused_gelu"] = Lever(fused > 0, f"{fused} GPT-2 gelu_new swapped for torch's fused tanh GELU" if fused
-                                 else "no gelu_new activation in this model")
+    levers["fused_gelu"] = Lever(
+        fused > 0,
+        f"{fused} GPT-2 gelu_new swapped for torch's fused tanh GELU"
+        if fused
+        else "no gelu_new activation in this model",
+    )
     return levers
 
 
 def _trainer_levers(recipe: Recipe, trainer: DpoHubTrainer, args: Any, state: Any) -> None:
     """The reference cache, saved activations and the CPU levers on trl's LM head and the backbone's rows."""
     use_cpu = state.device.type == "cpu"
-    if not recipe.dpo.reference_cache:
-        trainer.add_levers({"reference_cache": Lever(False, "dpo.reference_cache: false")})
-    elif recipe.dpo.extra.get("precompute_ref_log_probs"):
-        trainer.add_levers({"reference_cache": Lever(False, "trl's own precompute_ref_log_probs was asked for")})
-    elif trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
-        trainer.add_levers({"reference_cache": Lever(False, "sharded weights (FSDP/DeepSpeed): trl computes the "
-                                                            "reference at every step")})
-    else:
-        trainer.use_reference_cache(reference_logps.open_cache(trainer, state))
     compact, why = speedups.want_compact_activations(recipe.dpo.saved_activations, args)
     if compact:
         trainer.keep_activations_in_bf16(speedups.bf16_hooks(trainer.model))
@@ -219,26 +250,61 @@ def _trainer_levers(recipe: Recipe, trainer: DpoHubTrainer, args: Any, state: An
     else:
         rows, wrapper = Lever(False, "CPU only: accelerators run padded rows in one batched kernel"), None
     trainer.add_levers({"trim_padding": rows}, attributes=[wrapper] if wrapper else [])
+    if not recipe.dpo.reference_cache:
+        trainer.add_levers({"reference_cache": Lever(False, "dpo.reference_cache: false")})
+    elif recipe.dpo.extra.get("precompute_ref_log_probs"):
+        trainer.add_levers(
+            {"reference_cache": Lever(False, "trl's own precompute_ref_log_probs was asked for")}
+        )
+    elif trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        trainer.add_levers(
+            {
+                "reference_cache": Lever(
+                    False, "sharded weights (FSDP/DeepSpeed): trl computes the reference at every step"
+                )
+            }
+        )
+    else:  # after the levers: cached values are computed the way training computes them
+        trainer.use_reference_cache(reference_logps.open_cache(trainer, state))
+        with trainer.levers_on():
+            reference_logps.prefill_when_all_are_used(trainer.reference_cache, trainer, state)
 
 
 def effective_batch(trainer: Any) -> int:
     args = trainer.args
-    return args.per_device_train_batch_size * trainer.accelerator.num_processes * args.gradient_accumulation_steps
+    return (
+        args.per_device_train_batch_size
+        * trainer.accelerator.num_processes
+        * args.gradient_accumulation_steps
+    )
 
 
 def _announce(run: RunState) -> None:
     recipe, notes, state = run.recipe, run.notes, run.accelerate
     if notes and embedded.EMBEDDED in (recipe.model.name, recipe.data.dataset):
-        log.warning("=" * 78 + "\nEMBEDDED DEFAULT: %s.\nRunning on the embedded default instead: %s.\n" + "=" * 78,
-                    "; ".join(notes), _describe_embedded(recipe))
+        log.warning(
+            "=" * 78 + "\nEMBEDDED DEFAULT: %s.\nRunning on the embedded default instead: %s.\n" + "=" * 78,
+            "; ".join(notes),
+            _describe_embedded(recipe),
+        )
     elif notes:  # a real stand-in fetched with pip (e.g. SmolLM2's GGUF, TruthfulQA from bigbench)
         log.warning("=" * 78 + "\nSTAND-IN: %s.\n" + "=" * 78, ";\n".join(notes))
     threads = use_all_cores(recipe.threads, state)
-    print(f"[dpo_hub] rank {state.process_index} of world size {state.num_processes} ready "
-          f"({state.distributed_type.value}, {state.backend or 'no backend'}, {state.device})", flush=True)
-    log.info("recipe %s (fingerprint %s): model %s, data %s:%s; %d process(es), %d CPU thread(s) each",
-             recipe.name, recipe.fingerprint(), recipe.model, recipe.data.kind, recipe.data.dataset,
-             state.num_processes, threads)
+    print(
+        f"[dpo_hub] rank {state.process_index} of world size {state.num_processes} ready "
+        f"({state.distributed_type.value}, {state.backend or 'no backend'}, {state.device})",
+        flush=True,
+    )
+    log.info(
+        "recipe %s (fingerprint %s): model %s, data %s:%s; %d process(es), %d CPU thread(s) each",
+        recipe.name,
+        recipe.fingerprint(),
+        recipe.model,
+        recipe.data.kind,
+        recipe.data.dataset,
+        state.num_processes,
+        threads,
+    )
 
 
 def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple[dict, Any, dict]:
@@ -247,16 +313,23 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
     callback = checkpoints.Checkpointing()
     trainer.add_callback(callback)
     callback.install_signal_handler()
-    evaluate = data.eval is not None and trainer.args.eval_strategy != "no"  # "no": only the comparison scores it
+    evaluate = (
+        data.eval is not None and trainer.args.eval_strategy != "no"
+    )  # "no": only the comparison scores it
     before = (checkpoints.load_eval_before(saves) if resume_from else None) or {}
     if not before and evaluate:
         before = _pick(trainer.evaluate())
         if trainer.is_world_process_zero():
             checkpoints.save_eval_before(saves, before)
-    log.info("eval before training: %s", before or ("no eval split" if data.eval is None else "dpo.eval_strategy no"))
+    log.info(
+        "eval before training: %s",
+        before or ("no eval split" if data.eval is None else "dpo.eval_strategy no"),
+    )
     if resume_from:
         log.info("resuming from %s (step %s)", resume_from, resume_from.name.rsplit("-", 1)[-1])
-    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled  # weights are placed by train(): no warm-up
+    sharded = (
+        trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    )  # weights are placed by train(): no warm-up
     run.plan = plan.make_plan(trainer, warm_up=not sharded)
     for line in plan.describe(run.plan, trainer.args.use_cpu):
         log.info(line)
@@ -268,11 +341,15 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
             "Run the same command again to resume from it."
         )
     after = _pick(trainer.evaluate()) if evaluate else {}
-    log.info("eval after training: %s", after or ("no eval split" if data.eval is None else "dpo.eval_strategy no"))
+    log.info(
+        "eval after training: %s", after or ("no eval split" if data.eval is None else "dpo.eval_strategy no")
+    )
     return before, result, after
 
 
-def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, stage: Path) -> tuple[list, Any]:
+def _compare(
+    model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, stage: Path
+) -> tuple[list, Any]:
     """Base vs tuned answers, and (with an eval split) the comparison files in the staging folder."""
     prompt_text = prompt_formatter(recipe.data, tokenizer)  # generation prompts formatted as training's
     generations = side_by_side(model, tokenizer, recipe.generation, prompt_text)
@@ -280,33 +357,62 @@ def _compare(model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, s
     if data.eval is None:
         return generations, None
     log.info("comparing base and tuned on the %d eval pairs", len(data.eval))
-    comparison = compare_model(model, tokenizer, data.eval, generation=recipe.generation, beta=recipe.dpo.beta,
-                               max_length=recipe.dpo.max_length, source=recipe.output_dir, generations=generations,
-                               prompt_text=prompt_text)
+    comparison = compare_model(
+        model,
+        tokenizer,
+        data.eval,
+        generation=recipe.generation,
+        beta=recipe.dpo.beta,
+        max_length=recipe.dpo.max_length,
+        source=recipe.output_dir,
+        generations=generations,
+        prompt_text=prompt_text,
+    )
     comparison.settings["pairs"] = f"the run's eval split of {recipe.data.dataset}"
     write_outputs(comparison, stage)
     print(format_table(comparison), flush=True)
     return generations, comparison
 
 
-def _metrics(run: RunState, data: PreferenceData, train_result: Any, before: dict, after: dict,
-             generations: list[dict], comparison: Any) -> dict:
+def _metrics(
+    run: RunState,
+    data: PreferenceData,
+    train_result: Any,
+    before: dict,
+    after: dict,
+    generations: list[dict],
+    comparison: Any,
+) -> dict:
     recipe, trainer, notes = run.recipe, run.trainer, run.notes
     using_embedded = embedded.EMBEDDED in (recipe.model.name, *datasets_of(recipe.data))
     return {
-        "recipe": recipe.name, "fingerprint": recipe.fingerprint(), "model": recipe.model.name,
-        "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)} if using_embedded else None,
+        "recipe": recipe.name,
+        "fingerprint": recipe.fingerprint(),
+        "model": recipe.model.name,
+        "embedded": {"used": True, "why": notes, "what": _describe_embedded(recipe)}
+        if using_embedded
+        else None,
         "stand_ins": notes if notes and not using_embedded else None,
-        "eval_before": before, "eval_after": after,
-        "train": {**train_result.metrics, "global_step": trainer.state.global_step,
-                  "tokens_seen": _tokens_seen(trainer.state.log_history),
-                  **_reference_metrics(trainer.reference_cache)},
+        "eval_before": before,
+        "eval_after": after,
+        "train": {
+            **train_result.metrics,
+            "global_step": trainer.state.global_step,
+            "tokens_seen": _tokens_seen(trainer.state.log_history),
+            **_reference_metrics(trainer.reference_cache),
+        },
         "plan": run.plan.to_dict(),
         "precision": run.precision,
         "levers": {name: lever.to_dict() for name, lever in sorted(trainer.levers.items())},
-        "data": {"train_pairs": len(data.train), "eval_pairs": len(data.eval or []), "dropped": dict(data.dropped),
-                 "held_out_by": data.split_by, **({"sources": data.sources} if data.sources else {})},
-        "processes": run.accelerate.num_processes, "effective_batch_size": effective_batch(trainer),
+        "data": {
+            "train_pairs": len(data.train),
+            "eval_pairs": len(data.eval or []),
+            "dropped": dict(data.dropped),
+            "held_out_by": data.split_by,
+            **({"sources": data.sources} if data.sources else {}),
+        },
+        "processes": run.accelerate.num_processes,
+        "effective_batch_size": effective_batch(trainer),
         "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
         "comparison": comparison.preference if comparison else None,
@@ -320,15 +426,20 @@ def _metrics(run: RunState, data: PreferenceData, train_result: Any, before: dic
 def _reference_metrics(cache: Any) -> dict:
     if cache is None:  # trl computed the reference at every step
         return {}
-    return {"reference_s": round(cache.seconds, 2), "reference_pairs_computed": cache.computed,
-            "reference_pairs_reused": cache.reused}
+    return {
+        "reference_s": round(cache.seconds, 2),
+        "reference_pairs_computed": cache.computed,
+        "reference_pairs_reused": cache.reused,
+    }
 
 
 def _eval_summary(before: dict, after: dict) -> str:
     if not after:
         return " (no trl eval: see the comparison)"
-    return (f": eval loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}, "
-            f"reward accuracy {after.get('eval_rewards/accuracies', float('nan')):.2f}")
+    return (
+        f": eval loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}, "
+        f"reward accuracy {after.get('eval_rewards/accuracies', float('nan')):.2f}"
+    )
 
 
 def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> PreferenceData:
@@ -340,13 +451,29 @@ def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> P
         for name, split in (("train", data.train), ("eval", data.eval)):
             if split is not None:
                 split.save_to_disk(str(folder / name))
-        outputs.write_json(folder / "info.json", {"source": data.source, "dropped": dict(data.dropped),
-                                                  "split_by": data.split_by, "sources": data.sources})
+        outputs.write_json(
+            folder / "info.json",
+            {
+                "source": data.source,
+                "dropped": dict(data.dropped),
+                "split_by": data.split_by,
+                "sources": data.sources,
+            },
+        )
     state.wait_for_everyone()
     info = json.loads((folder / "info.json").read_text())
-    splits = {n: datasets.load_from_disk(str(folder / n)) if (folder / n).exists() else None for n in ("train", "eval")}
-    return PreferenceData(splits["train"], splits["eval"], info["source"], Counter(info["dropped"]),
-                          split_by=info["split_by"], sources=info["sources"])
+    splits = {
+        n: datasets.load_from_disk(str(folder / n)) if (folder / n).exists() else None
+        for n in ("train", "eval")
+    }
+    return PreferenceData(
+        splits["train"],
+        splits["eval"],
+        info["source"],
+        Counter(info["dropped"]),
+        split_by=info["split_by"],
+        sources=info["sources"],
+    )
 
 
 def _model_for_generation(trainer: Any, recipe: Recipe, stage: Path) -> Any:
@@ -361,15 +488,21 @@ def _write_run_files(stage: Path, recipe: Recipe, metrics: dict, generations: li
     for leftover in ("training_args.bin", "README.md"):  # pickle args and peft's stub card are not published
         (stage / leftover).unlink(missing_ok=True)
     shutil.rmtree(stage / "prepared", ignore_errors=True)
-    header = f"Resolved recipe of a finished run (fingerprint {recipe.fingerprint()}). Repeat it with:\n" \
-             f"  accelerate launch -m dpo_hub train --config {recipe.output_dir}/recipe.yaml --output_dir NEW_DIR"
+    header = (
+        f"Resolved recipe of a finished run (fingerprint {recipe.fingerprint()}). Repeat it with:\n"
+        f"  accelerate launch -m dpo_hub train --config {recipe.output_dir}/recipe.yaml --output_dir NEW_DIR"
+    )
     (stage / "recipe.yaml").write_text(recipe.to_yaml(header), encoding="utf-8")
     (stage / "generations.md").write_text(format_side_by_side(generations) + "\n", encoding="utf-8")
     dpo, weights = recipe.dpo, recipe.dpo.extra.get("loss_weights")
     loss = describe_losses(dpo.loss_type, weights)
-    loss_curve(metrics["log_history"], stage / "loss.png", f"DPO loss ({loss}): {recipe.name}",
-               untrained=untrained_loss(dpo.loss_type, dpo.beta, dpo.label_smoothing, weights=weights),
-               untrained_label=f"{loss} at zero margin")
+    loss_curve(
+        metrics["log_history"],
+        stage / "loss.png",
+        f"DPO loss ({loss}): {recipe.name}",
+        untrained=untrained_loss(dpo.loss_type, dpo.beta, dpo.label_smoothing, weights=weights),
+        untrained_label=f"{loss} at zero margin",
+    )
     outputs.write_json(stage / outputs.COMPLETE_MARKER, metrics)
 
 
@@ -384,8 +517,10 @@ def _tokens_seen(log_history: list[dict]) -> int:
 def _describe_embedded(recipe: Recipe) -> str:
     parts = []
     if recipe.model.name == embedded.EMBEDDED:
-        parts.append(f"model {embedded.EMBEDDED_MODEL_ID} (GPT-2 architecture {embedded.MODEL_SHAPE}, random seeded "
-                     "weights, NOT pretrained GPT-2: no weights can be downloaded) with GPT-2's real tokenizer")
+        parts.append(
+            f"model {embedded.EMBEDDED_MODEL_ID} (GPT-2 architecture {embedded.MODEL_SHAPE}, random seeded "
+            "weights, NOT pretrained GPT-2: no weights can be downloaded) with GPT-2's real tokenizer"
+        )
     if embedded.EMBEDDED in datasets_of(recipe.data):
         parts.append("data: the bundled 400-pair UltraFeedback-schema sample")
     return "; ".join(parts)

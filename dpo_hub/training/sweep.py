@@ -73,8 +73,10 @@ def grid_points(recipe: Recipe, grid: Mapping[str, Sequence[Any]]) -> list[tuple
         settings = dict(zip(keys, values))
         point = recipe.override(settings, source=f"--grid point {_label(settings)}")
         if point.fingerprint() in seen:
-            raise RecipeError(f"--grid points {_label(seen[point.fingerprint()])} and {_label(settings)} are the same "
-                              "recipe; list each value once")
+            raise RecipeError(
+                f"--grid points {_label(seen[point.fingerprint()])} and {_label(settings)} are the same "
+                "recipe; list each value once"
+            )
         seen[point.fingerprint()] = settings
         points.append(({k: _value(point, k, v) for k, v in settings.items()}, point))
     return points
@@ -90,20 +92,36 @@ def sweep(recipe: Recipe, grid: Mapping[str, Sequence[Any]], output_dir: str | P
     output_dir = Path(output_dir).resolve()
     points = grid_points(recipe, grid)
     outputs.check_writable(output_dir / points[0][1].fingerprint(), overwrite=True)
-    log.info("sweep: %d point(s) of %s into %s", len(points), " x ".join(f"{k} ({len(v)})" for k, v in grid.items()),
-             output_dir)
+    log.info(
+        "sweep: %d point(s) of %s into %s",
+        len(points),
+        " x ".join(f"{k} ({len(v)})" for k, v in grid.items()),
+        output_dir,
+    )
     rows = []
     for n, (settings, point) in enumerate(points, 1):
         folder = output_dir / point.fingerprint()
         finished = on_main(state, lambda f=folder: (f / outputs.COMPLETE_MARKER).is_file())
         if finished:
-            log.info("sweep: point %d/%d %s (%s) already finished in %s; skipped", n, len(points),
-                     point.fingerprint(), _label(settings), folder)
+            log.info(
+                "sweep: point %d/%d %s (%s) already finished in %s; skipped",
+                n,
+                len(points),
+                point.fingerprint(),
+                _label(settings),
+                folder,
+            )
         else:
             log.info("sweep: point %d/%d %s (%s)", n, len(points), point.fingerprint(), _label(settings))
             train(point.replace(overwrite_output_dir=False), folder)
-        rows.append({"point": point.fingerprint(), "folder": folder.name, "settings": settings,
-                     "status": "skipped (finished before)" if finished else "trained"})
+        rows.append(
+            {
+                "point": point.fingerprint(),
+                "folder": folder.name,
+                "settings": settings,
+                "status": "skipped (finished before)" if finished else "trained",
+            }
+        )
     if state.is_main_process:
         write_summary(output_dir, list(grid), rows)
         log.info("sweep: wrote %s", output_dir / "sweep.md")
@@ -114,27 +132,46 @@ def sweep(recipe: Recipe, grid: Mapping[str, Sequence[Any]], output_dir: str | P
 def write_summary(output_dir: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
     """``sweep.json`` (each point's settings, eval before/after and comparison), ``sweep.md`` and ``sweep.png``."""
     for row in rows:
-        metrics = json.loads((output_dir / row["folder"] / outputs.COMPLETE_MARKER).read_text(encoding="utf-8"))
-        row.update(eval_before=metrics.get("eval_before"), eval_after=metrics.get("eval_after"),
-                   comparison=metrics.get("comparison"), train_loss=metrics.get("train", {}).get("train_loss"),
-                   numbers={label: _dig(metrics, path) for label, path in COLUMNS})
+        metrics = json.loads(
+            (output_dir / row["folder"] / outputs.COMPLETE_MARKER).read_text(encoding="utf-8")
+        )
+        row.update(
+            eval_before=metrics.get("eval_before"),
+            eval_after=metrics.get("eval_after"),
+            comparison=metrics.get("comparison"),
+            train_loss=metrics.get("train", {}).get("train_loss"),
+            numbers={label: _dig(metrics, path) for label, path in COLUMNS},
+        )
     outputs.write_json(output_dir / "sweep.json", {"grid": keys, "points": rows})
     header = ["point", *keys, *(label for label, _ in COLUMNS)]
-    lines = [f"# Sweep: {len(rows)} point(s) over {', '.join(keys)}", "",
-             "Eval metrics after training on each point's held-out pairs; comparison numbers: base vs tuned "
-             "(`comparison` in each point's metrics.json).", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"# Sweep: {len(rows)} point(s) over {', '.join(keys)}",
+        "",
+        "Eval metrics after training on each point's held-out pairs; comparison numbers: base vs tuned "
+        "(`comparison` in each point's metrics.json).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     for row in rows:
-        cells = [f"[`{row['point']}`]({row['folder']}/)", *(str(row["settings"][k]) for k in keys),
-                 *(_fmt(row["numbers"][label]) for label, _ in COLUMNS)]
+        cells = [
+            f"[`{row['point']}`]({row['folder']}/)",
+            *(str(row["settings"][k]) for k in keys),
+            *(_fmt(row["numbers"][label]) for label, _ in COLUMNS),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "![sweep](sweep.png)", ""]
     tmp = output_dir / "sweep.md.tmp"
     tmp.write_text("\n".join(lines), encoding="utf-8")
     os.replace(tmp, output_dir / "sweep.md")
-    sweep_figure([_label(r["settings"]) for r in rows], {label: [r["numbers"][label] for r in rows]
-                                                        for label in ("eval loss", "reward accuracy", "reward margin")},
-                 output_dir / "sweep.png")
+    sweep_figure(
+        [_label(r["settings"]) for r in rows],
+        {
+            label: [r["numbers"][label] for r in rows]
+            for label in ("eval loss", "reward accuracy", "reward margin")
+        },
+        output_dir / "sweep.png",
+    )
 
 
 def _value(recipe: Recipe, key: str, given: Any) -> Any:

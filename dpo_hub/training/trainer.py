@@ -42,8 +42,12 @@ class DpoHubTrainer(DPOTrainer):
         self._checked_reference = False
 
     # --- setup, called once after construction -------------------------------------------------------------
-    def add_levers(self, levers: dict[str, Lever], trl_globals: list | None = None,
-                   attributes: list[tuple[Any, str, Any]] | None = None) -> None:
+    def add_levers(
+        self,
+        levers: dict[str, Lever],
+        trl_globals: list | None = None,
+        attributes: list[tuple[Any, str, Any]] | None = None,
+    ) -> None:
         """Record levers; ``trl_globals`` ((Private, value)) and ``attributes`` ((object, name, value)) are set
         only while the trainer trains or evaluates."""
         self.levers.update(levers)
@@ -53,24 +57,32 @@ class DpoHubTrainer(DPOTrainer):
     def use_reference_cache(self, cache: Any) -> None:
         """Read each batch's reference log-probs from ``cache`` instead of running the base model every step."""
         self.reference_cache = cache
-        self.precompute_ref_logps = True  # trl's switch: take ref_chosen_logps/ref_rejected_logps from the batch
+        self.precompute_ref_logps = (
+            True  # trl's switch: take ref_chosen_logps/ref_rejected_logps from the batch
+        )
         self.model.register_forward_pre_hook(self._count_forward)
-        self.levers["reference_cache"] = Lever(True, f"per pair, computed on first use, kept in {cache.folder}")
+        self.levers["reference_cache"] = Lever(
+            True, f"per pair, computed on first use, kept in {cache.folder}"
+        )
 
     def keep_activations_in_bf16(self, hooks: tuple[Any, Any]) -> None:
         """Store the activations a step saves for its backward pass with ``hooks`` (``saved_tensors_hooks``)."""
         self._bf16_hooks = hooks
 
     # --- trl's public methods ------------------------------------------------------------------------------
-    def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
-                     num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         if self.reference_cache is None:
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
-        inputs = self.reference_cache.fill(model, inputs)
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        with self.levers_on():  # cached values are computed the same way whoever calls
+            inputs = self.reference_cache.fill(model, inputs)
         before = self._forwards
-        result = super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                      num_items_in_batch=num_items_in_batch)
+        result = super().compute_loss(
+            model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+        )
         if not return_outputs and not self._checked_reference:  # return_outputs adds a forward of trl's own
             self._checked_reference = True
             if self._forwards - before > 1:
@@ -122,9 +134,11 @@ class DpoHubTrainer(DPOTrainer):
         self._forwards += 1
 
     def _reference_not_read(self, forwards: int) -> None:
-        why = (f"trl ran {forwards} model forwards for one loss although the batch carried its reference "
-               "log-probs: the installed trl no longer reads DPOTrainer.precompute_ref_logps; the cache is off and "
-               "trl computes the reference at every step")
+        why = (
+            f"trl ran {forwards} model forwards for one loss although the batch carried its reference "
+            "log-probs: the installed trl no longer reads DPOTrainer.precompute_ref_logps; the cache is off and "
+            "trl computes the reference at every step"
+        )
         log.warning("reference log-probs: %s", why)
         self.levers["reference_cache"] = Lever(False, why)
         self.reference_cache = None

@@ -29,7 +29,9 @@ from .objects import RepoRef
 logger = logging.getLogger("dpo_hub.testing.hub")
 LFS_THRESHOLD = 10 * 1024 * 1024
 UPLOAD_MODES = ("auto", "regular", "lfs")
-XET_UNSUPPORTED = "dpo_hub local hub does not implement Xet storage: set HF_HUB_DISABLE_XET=1 in the client environment"
+XET_UNSUPPORTED = (
+    "dpo_hub local hub does not implement Xet storage: set HF_HUB_DISABLE_XET=1 in the client environment"
+)
 
 
 def _lfs_patterns(call: Call, tree: dict[str, Any]) -> list[str]:
@@ -77,7 +79,9 @@ def lfs_batch(call: Call) -> Response:
     for obj in data.get("objects", []):
         oid, size = str(obj.get("oid", "")), obj.get("size")
         if len(oid) != 64 or not isinstance(size, int):
-            objects.append({"oid": oid, "size": size or 0, "error": {"code": 422, "message": "Invalid object"}})
+            objects.append(
+                {"oid": oid, "size": size or 0, "error": {"code": 422, "message": "Invalid object"}}
+            )
             continue
         item: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
         if not call.store.blob_path(oid).is_file():

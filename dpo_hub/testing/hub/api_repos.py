@@ -203,7 +203,11 @@ def list_repos(call: Call) -> Response:
     limit = call.int_param("limit")
     found = []
     for ref in call.store.list_repos():
-        if ref.repo_type != repo_type or (author and ref.namespace != author) or search not in ref.repo_id.lower():
+        if (
+            ref.repo_type != repo_type
+            or (author and ref.namespace != author)
+            or search not in ref.repo_id.lower()
+        ):
             continue
         if not call.can_read(ref):
             continue

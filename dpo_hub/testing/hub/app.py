@@ -51,7 +51,11 @@ ROUTES: list[tuple[frozenset[str], tuple[str, ...], Handler]] = [
     (frozenset({"POST"}), (*_REPO, "paths-info", "{rev+}"), api_files.paths_info),
     (frozenset({"GET", "POST"}), (*_REPO, "xet-write-token", "{rev*}"), api_lfs.xet_token),
     (frozenset({"GET", "POST"}), (*_REPO, "xet-read-token", "{rev*}"), api_lfs.xet_token),
-    (frozenset({"POST"}), ("{rtype}", "{ns}", "{gitname}", "info", "lfs", "objects", "batch"), api_lfs.lfs_batch),
+    (
+        frozenset({"POST"}),
+        ("{rtype}", "{ns}", "{gitname}", "info", "lfs", "objects", "batch"),
+        api_lfs.lfs_batch,
+    ),
     (frozenset({"POST"}), ("{ns}", "{gitname}", "info", "lfs", "objects", "batch"), api_lfs.lfs_batch),
     (frozenset({"PUT"}), ("_lfs", "upload", "{ticket}"), api_lfs.lfs_upload),
     (frozenset({"POST"}), ("_lfs", "verify", "{ticket}"), api_lfs.lfs_verify),

@@ -92,7 +92,9 @@ def split_ref(revision: str) -> tuple[str | None, str]:
     return None, revision
 
 
-def apply_operations(tree: dict[str, FileEntry], operations: Sequence[Operation], head: str) -> dict[str, FileEntry]:
+def apply_operations(
+    tree: dict[str, FileEntry], operations: Sequence[Operation], head: str
+) -> dict[str, FileEntry]:
     """Apply commit operations to a copy of ``tree`` (404 ``EntryNotFound`` for missing deletions)."""
     for op, path, entry in operations:
         if op == "add" and entry is not None:

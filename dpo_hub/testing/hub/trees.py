@@ -48,7 +48,11 @@ def entry(tree: dict[str, Any], path: str, last_commit: Commit | None = None) ->
         }
         if tree[path].get("lfs"):
             pointer = lfs_pointer(tree[path]["sha256"], tree[path]["size"])
-            item["lfs"] = {"oid": tree[path]["sha256"], "size": tree[path]["size"], "pointerSize": len(pointer)}
+            item["lfs"] = {
+                "oid": tree[path]["sha256"],
+                "size": tree[path]["size"],
+                "pointerSize": len(pointer),
+            }
     else:
         item = {
             "type": "directory",
@@ -93,7 +97,9 @@ def last_commits(store: Store, ref: RepoRef, head: str, paths: list[str]) -> dic
     return found
 
 
-def entries(store: Store, ref: RepoRef, commit_id: str, paths: list[str], expand: bool) -> list[dict[str, Any]]:
+def entries(
+    store: Store, ref: RepoRef, commit_id: str, paths: list[str], expand: bool
+) -> list[dict[str, Any]]:
     """Tree entries for ``paths`` at ``commit_id`` (with ``lastCommit`` when ``expand``)."""
     tree = store.get_commit(ref, commit_id).tree
     lasts = last_commits(store, ref, commit_id, paths) if expand and paths else {}

@@ -16,7 +16,9 @@ from typing import Any
 from dpo_hub import upstream
 from dpo_hub.training.levers import Lever
 
-CPU_VOCAB_TILE = 2048  # vs trl's 32,768: ~0.5 GB less at peak, and a tile stays in cache (head 10-18% faster than 8,192)
+CPU_VOCAB_TILE = (
+    2048  # vs trl's 32,768: ~0.5 GB less at peak, and a tile stays in cache (head 10-18% faster than 8,192)
+)
 Patches = list[tuple[upstream.Private, Any]]
 
 
@@ -25,10 +27,15 @@ def head_levers(use_cpu: bool) -> tuple[dict[str, Lever], Patches]:
     (``upstream.patched``: undone afterwards). On accelerators trl's Triton kernel already does all three."""
     names = ("score_completions_only", "smaller_logit_tiles", "lean_tile_folds")
     if not use_cpu:
-        return {n: Lever(False, "not needed: trl's fused Triton kernel runs on accelerators") for n in names}, []
+        return {
+            n: Lever(False, "not needed: trl's fused Triton kernel runs on accelerators") for n in names
+        }, []
     levers, patches = {}, []
-    for name, make in (("score_completions_only", _completions_only), ("smaller_logit_tiles", _smaller_tiles),
-                       ("lean_tile_folds", _lean_folds)):
+    for name, make in (
+        ("score_completions_only", _completions_only),
+        ("smaller_logit_tiles", _smaller_tiles),
+        ("lean_tile_folds", _lean_folds),
+    ):
         lever, more = make()
         levers[name] = lever
         patches += more
@@ -47,7 +54,8 @@ def _completions_only() -> tuple[Lever, Patches]:
         return device.type == "cpu" or original(device)
 
     return Lever(True, "log-probs of answer tokens only (trl scores every position off CUDA)"), [
-        (upstream.TRL_USE_TRITON, compact)]
+        (upstream.TRL_USE_TRITON, compact)
+    ]
 
 
 def _smaller_tiles() -> tuple[Lever, Patches]:
@@ -57,7 +65,8 @@ def _smaller_tiles() -> tuple[Lever, Patches]:
         return Lever(False, why), []
     size = min(upstream.get(upstream.TRL_TILE_SIZE), CPU_VOCAB_TILE)
     return Lever(True, f"logit tiles {size} wide (trl: {upstream.get(upstream.TRL_TILE_SIZE)})"), [
-        (upstream.TRL_TILE_SIZE, size)]
+        (upstream.TRL_TILE_SIZE, size)
+    ]
 
 
 def _lean_folds() -> tuple[Lever, Patches]:
@@ -69,7 +78,8 @@ def _lean_folds() -> tuple[Lever, Patches]:
     forward, backward = upstream.get(upstream.TRL_FORWARD_TILE), upstream.get(upstream.TRL_BACKWARD_TILE)
     return Lever(True, "in-place logit tile folds (fp32 tiles without softcap; others keep trl's)"), [
         (upstream.TRL_FORWARD_TILE, _with_fallback(_forward_in_place, forward)),
-        (upstream.TRL_BACKWARD_TILE, _with_fallback(_backward_in_place, backward))]
+        (upstream.TRL_BACKWARD_TILE, _with_fallback(_backward_in_place, backward)),
+    ]
 
 
 def _with_fallback(lean: Any, original: Any) -> Any:
@@ -84,9 +94,29 @@ def _with_fallback(lean: Any, original: Any) -> Any:
     return fold
 
 
-def _forward_in_place(tile, tile_stride, targets, running_max, sum_exp, x_sum_exp, sq_sum_exp, z_sum, max_before_target,
-                      target_logit, vocab_start, n_cols, logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_ENTROPY,
-                      HAS_LOG_SUM_SQ_PROBS, HAS_MEAN_LOGITS, HAS_IS_TOP1, BLOCK_SIZE):  # noqa: N803 (trl's names)
+def _forward_in_place(
+    tile,
+    tile_stride,
+    targets,
+    running_max,
+    sum_exp,
+    x_sum_exp,
+    sq_sum_exp,
+    z_sum,
+    max_before_target,
+    target_logit,
+    vocab_start,
+    n_cols,
+    logit_scale,
+    softcap,
+    inv_t,
+    HAS_SOFTCAP,
+    HAS_ENTROPY,
+    HAS_LOG_SUM_SQ_PROBS,
+    HAS_MEAN_LOGITS,
+    HAS_IS_TOP1,
+    BLOCK_SIZE,
+):  # noqa: N803 (trl's names)
     import torch
 
     if HAS_SOFTCAP or tile.dtype != torch.float32:
@@ -121,9 +151,24 @@ def _forward_in_place(tile, tile_stride, targets, running_max, sum_exp, x_sum_ex
     return None
 
 
-def _backward_in_place(tile, tile_stride, targets, log_z, entropy, grad_logprobs, grad_entropy, vocab_start, n_cols,
-                       logit_scale, softcap, inv_t, HAS_SOFTCAP, HAS_LOGPROB_GRAD, HAS_ENTROPY_GRAD,
-                       BLOCK_SIZE):  # noqa: N803 (trl's names)
+def _backward_in_place(
+    tile,
+    tile_stride,
+    targets,
+    log_z,
+    entropy,
+    grad_logprobs,
+    grad_entropy,
+    vocab_start,
+    n_cols,
+    logit_scale,
+    softcap,
+    inv_t,
+    HAS_SOFTCAP,
+    HAS_LOGPROB_GRAD,
+    HAS_ENTROPY_GRAD,
+    BLOCK_SIZE,
+):  # noqa: N803 (trl's names)
     import torch
 
     if HAS_SOFTCAP or HAS_ENTROPY_GRAD or tile.dtype != torch.float32:

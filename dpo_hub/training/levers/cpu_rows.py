@@ -36,15 +36,27 @@ def trim_padding(model: Any) -> tuple[Lever, tuple[Any, str, Any] | None]:
             return original(*args, **{k: v for k, v in named.items() if v is not None}, **kwargs)
         return _forward_rows(original, cache_arg, input_ids, lengths)
 
-    shared = "each pair's prompt once on a KV cache" if cache_arg else "no KV cache argument: prompts run twice"
+    shared = (
+        "each pair's prompt once on a KV cache" if cache_arg else "no KV cache argument: prompts run twice"
+    )
     return Lever(True, f"each row at its own length; {shared}"), (backbone, "forward", forward)
 
 
 def _row_lengths(args: tuple, input_ids: Any, attention_mask: Any, kwargs: dict) -> list[int] | None:
     """Each row's length when this is a call to change (trl's, right-padded, on the CPU), else None."""
-    asked = {key for key, value in kwargs.items() if value is not None and value is not False}  # peft passes Nones
-    if (args or input_ids is None or attention_mask is None or input_ids.dim() != 2 or input_ids.size(0) < 2
-            or input_ids.device.type != "cpu" or kwargs.get("use_cache") is not False or not asked <= {"return_dict"}):
+    asked = {
+        key for key, value in kwargs.items() if value is not None and value is not False
+    }  # peft passes Nones
+    if (
+        args
+        or input_ids is None
+        or attention_mask is None
+        or input_ids.dim() != 2
+        or input_ids.size(0) < 2
+        or input_ids.device.type != "cpu"
+        or kwargs.get("use_cache") is not False
+        or not asked <= {"return_dict"}
+    ):
         return None
     lengths = attention_mask.sum(dim=1)
     ends = attention_mask.cumsum(dim=1).gather(1, (lengths - 1).clamp(min=0)[:, None])[:, 0]
@@ -61,16 +73,20 @@ def _forward_rows(original: Any, cache_arg: str | None, input_ids: Any, lengths:
     half = len(lengths) // 2 if len(lengths) % 2 == 0 else 0
     for a in range(half):
         b = a + half
-        shared = _shared_prefix(input_ids[a, :lengths[a]], input_ids[b, :lengths[b]])
+        shared = _shared_prefix(input_ids[a, : lengths[a]], input_ids[b, : lengths[b]])
         if cache_arg and SHARED_PREFIX_MIN <= shared < min(lengths[a], lengths[b]):
             pair = _forward_pair(original, cache_arg, input_ids, (a, b), (lengths[a], lengths[b]), shared)
             if pair is not None:
                 rows[a], rows[b] = pair
     for row, length in enumerate(lengths):
         if row not in rows:
-            rows[row] = original(input_ids=input_ids[row:row + 1, :length], attention_mask=_ones(length),
-                                 use_cache=False).last_hidden_state
-    padded = [torch.nn.functional.pad(rows[row], (0, 0, 0, width - rows[row].size(1))) for row in range(len(lengths))]
+            rows[row] = original(
+                input_ids=input_ids[row : row + 1, :length], attention_mask=_ones(length), use_cache=False
+            ).last_hidden_state
+    padded = [
+        torch.nn.functional.pad(rows[row], (0, 0, 0, width - rows[row].size(1)))
+        for row in range(len(lengths))
+    ]
     return BaseModelOutputWithPast(last_hidden_state=torch.cat(padded))
 
 
@@ -80,8 +96,14 @@ def _shared_prefix(a: Any, b: Any) -> int:
     return int(differ[0, 0]) if differ.numel() else n
 
 
-def _forward_pair(original: Any, cache_arg: str, input_ids: Any, rows: tuple[int, int], lengths: tuple[int, int],
-                  shared: int) -> tuple[Any, Any] | None:
+def _forward_pair(
+    original: Any,
+    cache_arg: str,
+    input_ids: Any,
+    rows: tuple[int, int],
+    lengths: tuple[int, int],
+    shared: int,
+) -> tuple[Any, Any] | None:
     """Hidden states of rows ``a`` and ``b``, whose first ``shared`` tokens are the same: ``a`` runs whole and
     keeps its KV cache, ``b`` runs only its rest on the cache's first ``shared`` positions (two full-height
     matmul passes: a prefix run alone would be a short, slow one). None when the cache is not a plain one."""
@@ -89,15 +111,21 @@ def _forward_pair(original: Any, cache_arg: str, input_ids: Any, rows: tuple[int
     from transformers.cache_utils import DynamicLayer
 
     (a, b), (length_a, length_b) = rows, lengths
-    first = original(input_ids=input_ids[a:a + 1, :length_a], attention_mask=_ones(length_a), use_cache=True)
+    first = original(
+        input_ids=input_ids[a : a + 1, :length_a], attention_mask=_ones(length_a), use_cache=True
+    )
     cache = getattr(first, "cache", None) or getattr(first, "past_key_values", None)
     layers = getattr(cache, "layers", None)
     if not layers or any(type(layer) is not DynamicLayer for layer in layers):
         return None
     for layer in layers:  # the prefix's keys and values: what b's own tokens attend to before themselves
         layer.keys, layer.values = layer.keys[..., :shared, :], layer.values[..., :shared, :]
-    rest = original(input_ids=input_ids[b:b + 1, shared:length_b], attention_mask=_ones(length_b), use_cache=True,
-                    **{cache_arg: cache}).last_hidden_state
+    rest = original(
+        input_ids=input_ids[b : b + 1, shared:length_b],
+        attention_mask=_ones(length_b),
+        use_cache=True,
+        **{cache_arg: cache},
+    ).last_hidden_state
     return first.last_hidden_state, torch.cat([first.last_hidden_state[:, :shared], rest], dim=1)
 
 

@@ -39,12 +39,18 @@ def want_checkpointing(setting: bool | str, model: Any, args: Any, device: Any) 
     longest step would pass ``CHECKPOINTING_SHARE`` of the free memory (it costs ~30% more compute)."""
     if setting != "auto":
         return bool(setting), "set by dpo.gradient_checkpointing"
-    need = activation_bytes(model.config, 2 * args.per_device_train_batch_size, args.max_length or 1024,
-                            2 if (args.bf16 or args.fp16) else 4)
+    need = activation_bytes(
+        model.config,
+        2 * args.per_device_train_batch_size,
+        args.max_length or 1024,
+        2 if (args.bf16 or args.fp16) else 4,
+    )
     free = free_memory_bytes(device)
     on = need > CHECKPOINTING_SHARE * free
-    return on, (f"activations of a {args.max_length}-token step ~{need / 2**30:.2f} GiB vs {free / 2**30:.1f} GiB free: "
-                + ("on (less memory, ~30% slower)" if on else "off (faster)"))
+    return on, (
+        f"activations of a {args.max_length}-token step ~{need / 2**30:.2f} GiB vs {free / 2**30:.1f} GiB free: "
+        + ("on (less memory, ~30% slower)" if on else "off (faster)")
+    )
 
 
 def disable_base_dropout(model: Any) -> int:
@@ -92,7 +98,10 @@ def want_compact_activations(setting: str, args: Any) -> tuple[bool, str]:
         return False, "autocast already keeps most of them in half precision"
     if args.gradient_checkpointing:
         return False, "checkpointing keeps only each layer's input"
-    return True, "an fp32 step keeps half the bytes for its backward pass (~3% more time, gradients to ~3 digits)"
+    return (
+        True,
+        "an fp32 step keeps half the bytes for its backward pass (~3% more time, gradients to ~3 digits)",
+    )
 
 
 def bf16_hooks(model: Any) -> tuple[Any, Any]:
@@ -103,8 +112,11 @@ def bf16_hooks(model: Any) -> tuple[Any, Any]:
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
 
     def pack(tensor: Any) -> Any:
-        if (tensor.dtype != torch.float32 or tensor.numel() < COMPACT_MIN_VALUES
-                or tensor.untyped_storage().data_ptr() in weights):
+        if (
+            tensor.dtype != torch.float32
+            or tensor.numel() < COMPACT_MIN_VALUES
+            or tensor.untyped_storage().data_ptr() in weights
+        ):
             return tensor
         return tensor.to(torch.bfloat16), tensor.dtype
 

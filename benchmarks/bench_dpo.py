@@ -2,19 +2,20 @@
 
 Run:  python benchmarks/bench_dpo.py [--quick] [--steps N] [--rounds R] [--json FILE]
 
-(a) ``tutorial``: GPT-2 + LoRA r=4 on c_attn/c_proj, batch 1, fp32 on CPU, max_length 512, reference = the base
-    with the adapter disabled, every other setting trl's default (gradient checkpointing, eval batch 8, dropout
-    off). Plain trl/peft/transformers: no dpo_hub code runs in that path.
+(a) ``tutorial``: GPT-2 + LoRA r=4 on c_attn/c_proj, batch 1, fp32 on CPU, max_length 512, reference = the
+base
+    with the adapter disabled, every other setting trl's default (gradient checkpointing, eval batch 8,
+    dropout off). Plain trl/peft/transformers: no dpo_hub code runs in that path.
 (b) ``dpo_hub``: the default recipe (``dpo_hub.Recipe()`` with this model and data) through ``dpo_hub.train``,
-    which also evaluates before training, scores base vs tuned and writes its run folder; with an empty reference
-    cache (cold), then rerun on the cache it filled (``dpo_hub_warm``: a rerun or a sweep point).
+    which also evaluates before training, scores base vs tuned and writes its run folder; with an empty
+    reference cache (cold), then rerun on the cache it filled (``dpo_hub_warm``: a rerun or a sweep point).
 Both sides train the same pairs in the same order (``train_sampling_strategy="sequential"``).
 Each side runs in its own process, alternating a, b, a, b, so load on the machine hits both alike. Printed per
 side: non-padding tokens trained per second (trl's ``num_tokens`` over the timed steps, dpo_hub's reference
 pass included), seconds per optimizer step (median after warm-up), peak memory of the whole process (RSS on
-CPU, ``torch.cuda.max_memory_allocated`` on GPU; evaluation included), achieved FLOP/s (6 x parameters x tokens
-/ s, the usual convention) against the matmul peak measured in this run, and final eval loss and reward accuracy
-on the same held-out pairs; then the ratios b/a.
+CPU, ``torch.cuda.max_memory_allocated`` on GPU; evaluation included), achieved FLOP/s (6 x parameters x
+tokens / s, the usual convention) against the matmul peak measured in this run, and final eval loss and reward
+accuracy on the same held-out pairs; then the ratios b/a.
 
 Model: ``GPT2Config()`` (GPT-2-124M's shape and FLOPs) with seeded random weights: no weights download here.
 Data: see ``make_pairs``.
@@ -220,7 +221,8 @@ def child(side: str, work: Path, steps: int) -> None:
 # Harness
 # ---------------------------------------------------------------------------------------------------------
 def prepare_workdir(work: Path, n_pairs: int) -> tuple[int, int]:
-    """Model folder, the pairs, and the held-out split both sides use (dpo_hub's split, written out for trl)."""
+    """Model folder, the pairs, and the held-out split both sides use (dpo_hub's split, written out for
+    trl)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -297,8 +299,8 @@ def main() -> None:
         )
         runs: dict[str, list[dict]] = {"tutorial": [], "dpo_hub": [], "dpo_hub_warm": []}
         for round_ in range(rounds):
-            # dpo_hub starts each round with an empty reference cache; dpo_hub_warm then reruns it on that cache,
-            # as a rerun or a sweep point (other beta, lr or LoRA settings) does
+            # dpo_hub starts each round with an empty reference cache; dpo_hub_warm then reruns it on that
+            # cache, as a rerun or a sweep point (other beta, lr or LoRA settings) does
             cold = ("dpo_hub", "dpo_hub_warm")
             for side in ("tutorial", *cold) if round_ % 2 == 0 else (*cold, "tutorial"):
                 env = {**os.environ, "DPO_HUB_CACHE": str(work / f"cache-round{round_}")}
@@ -363,13 +365,15 @@ def print_table(report: dict) -> None:
         if key == "flops_per_s":
             a, b, c = a / 1e9, b / 1e9, c / 1e9
         print(
-            f"| {label:22} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f} | {fmt.format(c)} | {c / a:.2f} |"
+            f"| {label:22} | {fmt.format(a)} | {fmt.format(b)} | {b / a:.2f} | {fmt.format(c)} | {c / a:.2f} "
+            "|"
             if a
             else f"| {label} | {a} | {b} | | {c} | |"
         )
     print(
         f"\nspeed-up (tokens/s): {report['speedup_tokens_per_s']:.2f}x cold, "
-        f"{report['speedup_tokens_per_s_warm_cache']:.2f}x warm; peak memory ratio: {report['peak_memory_ratio']:.2f}x"
+        f"{report['speedup_tokens_per_s_warm_cache']:.2f}x warm; peak memory ratio: "
+        f"{report['peak_memory_ratio']:.2f}x"
     )
 
 

@@ -54,8 +54,8 @@ def _tokenizer():
 
 
 def _model():
-    """The embedded tiny GPT-2, as ``dpo_hub.embedded.build_model`` builds it (same config and seed), built here so
-    that the trl worker never imports dpo_hub."""
+    """The embedded tiny GPT-2, as ``dpo_hub.embedded.build_model`` builds it (same config and seed), built
+    here so that the trl worker never imports dpo_hub."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -227,7 +227,8 @@ def trl_scenario(name: str, root: str, limit: int) -> dict:
         shutil.rmtree(b.parent)  # the staging folder goes when the run is done
         note = (
             f"fingerprint same as in A: {train._fingerprint == load(a)[0]._fingerprint}; "
-            f"after deleting the staging folder, trl's cache files exist: {[os.path.exists(f) for f in files]}"
+            "after deleting the staging folder, trl's cache files exist: "
+            f"{[os.path.exists(f) for f in files]}"
         )
     elif name == "max_steps_cold":
         c = root_path / "staging_C" / "prepared"
@@ -318,8 +319,8 @@ def machine() -> str:
     return (
         f"CPU {cpu}, {os.cpu_count()} cores (torch threads {torch.get_num_threads()}), "
         f"{'CUDA ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}; python "
-        f"{platform.python_version()}, torch {torch.__version__}, trl {trl.__version__}, peft {peft.__version__}, "
-        f"transformers {transformers.__version__}, datasets {datasets.__version__}"
+        f"{platform.python_version()}, torch {torch.__version__}, trl {trl.__version__}, peft "
+        f"{peft.__version__}, transformers {transformers.__version__}, datasets {datasets.__version__}"
     )
 
 
@@ -386,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         res = dpo_hub_run(label, overrides, cache, root, opts.limit)
         results["dpo_hub"][label] = res
         print(
-            f"[dpo_hub {label}] wall {res['wall_s'] and round(res['wall_s'], 1)} s, steps {res.get('global_step')}, "
-            f"train.reference*: {res['reference']}, levers: {json.dumps(res['levers'])}",
+            f"[dpo_hub {label}] wall {res['wall_s'] and round(res['wall_s'], 1)} s, steps "
+            f"{res.get('global_step')}, train.reference*: {res['reference']}, levers: "
+            f"{json.dumps(res['levers'])}",
             flush=True,
         )
 
@@ -414,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     table = summary(results)
     print("\n" + machine())
     print(
-        f"command: python benchmarks/reference_cache.py --limit {opts.limit}; whole run {time.perf_counter() - started:.0f} s"
+        f"command: python benchmarks/reference_cache.py --limit {opts.limit}; whole run "
+        f"{time.perf_counter() - started:.0f} s"
     )
     print(table)
     print("trl/DPOTrainer names still replaced in this process after dpo_hub's runs:", changed or "none")

@@ -2,8 +2,8 @@
 
 Packages in the order data flows; each imports only from those before it (``tests/test_layers.py``):
 
-- base: ``errors``, ``runtime`` (device, threads, precision, logging, cache folder), ``upstream`` (every private
-  name of trl/transformers/accelerate that dpo_hub uses, probed), ``plugins``, ``embedded``
+- base: ``errors``, ``runtime`` (device, threads, precision, logging, cache folder), ``upstream`` (every
+  private name of trl/transformers/accelerate that dpo_hub uses, probed), ``plugins``, ``embedded``
 - ``config``: presets (LoRA, DPO, generation), the model group, trl/peft fields passed through, typed values
 - ``sources``: models, tokenizers and datasets from the Hub, local paths, GGUF, ``auto`` and pip stand-ins
 - ``data``: dataset adapters -> prompt/chosen/rejected pairs, files, held-out splits, mixtures

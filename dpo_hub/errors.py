@@ -34,7 +34,8 @@ class OutputExistsError(OutputError, FileExistsError):
 
 
 class CompareError(DpoHubError, ValueError):
-    """A comparison that cannot be made as asked (no adapter, nothing to compare, a judge that is no reward model)."""
+    """A comparison that cannot be made as asked (no adapter, nothing to compare, a judge that is no reward
+    model)."""
 
 
 class RunInterrupted(DpoHubError):
@@ -46,4 +47,5 @@ class HubError(DpoHubError, RuntimeError):
 
 
 class MergeError(DpoHubError, ValueError):
-    """A merge that cannot be made as asked (a dtype dpo_hub does not write, a folder that is no merged model)."""
+    """A merge that cannot be made as asked (a dtype dpo_hub does not write, a folder that is no merged
+    model)."""

@@ -38,7 +38,8 @@ class Origin:
 
 
 class Registry(Mapping[str, Any]):
-    """Built-ins plus the entry points of ``group`` that pass ``check`` (``check(name, obj)``: None or why not)."""
+    """Built-ins plus the entry points of ``group`` that pass ``check`` (``check(name, obj)``: None or why
+    not)."""
 
     def __init__(
         self, group: str, builtins: Mapping[str, Any], check: Callable[[str, Any], str | None], what: str
@@ -96,7 +97,8 @@ def _load(point: Any, taken: Mapping[str, Any], check: Callable[[str, Any], str 
         Exception
     ) as err:  # any import-time failure of third-party code: skip the plugin, keep dpo_hub working
         return (
-            f"it cannot be imported ({type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''})",
+            f"it cannot be imported ({type(err).__name__}: "
+            f"{str(err).strip().splitlines()[0] if str(err) else ''})",
             None,
         )
     problem = check(point.name, obj)

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from dpo_hub.config.model import ModelSpec
 from dpo_hub.config.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset
 from dpo_hub.config.values import check, check_repo_id, coerce
 from dpo_hub.data.adapters import ADAPTERS, DataAdapter, UltraFeedback
+from dpo_hub.data.files import absolute_paths
 from dpo_hub.data.mixture import Mixture, is_mixture_change
 from dpo_hub.data.mixture import build as build_mixture
 from dpo_hub.errors import RecipeError
@@ -53,8 +55,8 @@ class Recipe:
     resume: str = field(
         default="auto",
         metadata={
-            "help": "auto: continue from the newest complete checkpoint of this recipe in OUTPUT_DIR.checkpoints; "
-            "never: start over (discards them); or a checkpoint folder."
+            "help": "auto: continue from the newest complete checkpoint of this recipe in "
+            "OUTPUT_DIR.checkpoints; never: start over (discards them); or a checkpoint folder."
         },
     )
     threads: int | None = field(
@@ -74,6 +76,9 @@ class Recipe:
             "a name or a model group",
             "e.g. gpt2, or {name: gpt2, dtype: bfloat16}",
         )
+        object.__setattr__(self, "output_dir", os.path.expanduser(self.output_dir))  # ~/runs/x, not ./~
+        if self.resume not in ("auto", "never"):
+            object.__setattr__(self, "resume", os.path.expanduser(self.resume))
         for key in ("output_dir", "name"):
             check(
                 key,
@@ -101,7 +106,8 @@ class Recipe:
 
     # ---- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain data; pass-through settings sit beside the preset's fields (``dpo: {beta: 0.1, weight_decay: 0.01}``)."""
+        """Plain data; pass-through settings sit beside the preset's fields
+        (``dpo: {beta: 0.1, weight_decay: 0.01}``)."""
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["data"] = {"kind": self.data.kind, **out["data"]}
         return out
@@ -142,7 +148,7 @@ class Recipe:
 
     def fingerprint(self) -> str:
         """Stable 12-hex id of what the run computes (output location and publishing excluded)."""
-        values = self.to_dict()
+        values = self.replace(data=absolute_paths(self.data)).to_dict()  # one file, one fingerprint
         for key in ("output_dir", "overwrite_output_dir", "push_to_hub", "resume", "threads", "name"):
             values.pop(key)
         for group in _PRESET_GROUPS:  # the fields say what is computed, not the preset they started from
@@ -162,8 +168,8 @@ class Recipe:
     def override(self, changes: dict[str, Any], source: str = "override") -> Recipe:
         """A new recipe with dotted keys set, e.g. ``{"dpo.beta": 0.2, "data.limit": 50}``.
 
-        In phases: flatten the keys, apply those that replace a whole group (a mixture, ``data.kind``, a preset),
-        type the others group by group, then build the new recipe from them.
+        In phases: flatten the keys, apply those that replace a whole group (a mixture, ``data.kind``, a
+        preset), type the others group by group, then build the new recipe from them.
         """
         changes = _flatten(changes, source)  # {"dpo": {"beta": "0.2"}} is "dpo.beta": "0.2", alike
         recipe, changes = _apply_mixture(self, changes, source)
@@ -233,7 +239,8 @@ def _yaml_line(key: str, value: Any, help_text: str, indent: int = 0) -> str:
 
 
 def _group_lines(group: str, value: Any) -> list[str]:
-    """A group's YAML lines: its preset first, its fields, then pass-through settings with the library's help."""
+    """A group's YAML lines: its preset first, its fields, then pass-through settings with the library's
+    help."""
     fields = sorted(dataclasses.fields(value), key=lambda f: f.name != "preset")
     lines = [
         _yaml_line(f.name, getattr(value, f.name), f.metadata.get("help", ""), indent=2)
@@ -281,7 +288,8 @@ def _flatten(values: dict[str, Any], source: str) -> dict[str, Any]:
 
 
 def _apply_mixture(recipe: Recipe, changes: dict[str, Any], source: str) -> tuple[Recipe, dict[str, Any]]:
-    """Build or edit a mixture from the ``data.*`` keys (data.mix, data.mix.N.KEY, data.seed); return the other keys."""
+    """Build or edit a mixture from the ``data.*`` keys (data.mix, data.mix.N.KEY, data.seed); return the
+    other keys."""
     if not is_mixture_change(recipe.data, changes):
         return recipe, changes
     mixing = {k.removeprefix("data."): v for k, v in changes.items() if k.startswith("data.")}
@@ -292,7 +300,8 @@ def _apply_mixture(recipe: Recipe, changes: dict[str, Any], source: str) -> tupl
 def _apply_kind_and_presets(
     recipe: Recipe, changes: dict[str, Any], source: str
 ) -> tuple[Recipe, dict[str, Any]]:
-    """Switch ``data.kind`` and load ``lora.preset``/``dpo.preset`` first, whatever the order; return the other keys."""
+    """Switch ``data.kind`` and load ``lora.preset``/``dpo.preset`` first, whatever the order; return the
+    other keys."""
     rest = dict(changes)
     try:
         if "data.kind" in rest:
@@ -308,7 +317,8 @@ def _apply_kind_and_presets(
 
 
 def _typed_by_group(recipe: Recipe, changes: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
-    """``{group: {field: typed value}}`` (``""``: top-level fields); an unknown key fails naming the closest ones."""
+    """``{group: {field: typed value}}`` (``""``: top-level fields); an unknown key fails naming the closest
+    ones."""
     grouped: dict[str, dict[str, Any]] = {}
     for key, value in changes.items():
         head, _, rest = key.partition(".")
@@ -330,7 +340,8 @@ def _typed_by_group(recipe: Recipe, changes: dict[str, Any], source: str) -> dic
 
 
 def _build(recipe: Recipe, grouped: dict[str, dict[str, Any]], source: str) -> Recipe:
-    """The recipe with the typed values set; the groups' and the recipe's own checks become one ``RecipeError``."""
+    """The recipe with the typed values set; the groups' and the recipe's own checks become one
+    ``RecipeError``."""
     grouped = dict(grouped)
     top = grouped.pop("", {})
     try:
@@ -341,13 +352,15 @@ def _build(recipe: Recipe, grouped: dict[str, dict[str, Any]], source: str) -> R
 
 
 def _field_types(cls: type) -> dict[str, Any]:
-    """The fields a recipe key addresses (a preset's pass-through mapping is addressed by its entries' names)."""
+    """The fields a recipe key addresses (a preset's pass-through mapping is addressed by its entries'
+    names)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if not f.metadata.get("passthrough")}
 
 
 def _switch_adapter(current: DataAdapter, kind: Any, source: str) -> DataAdapter:
-    """The adapter of ``kind``, keeping the selection (split, eval fraction, seed) but not the source or its limit."""
+    """The adapter of ``kind``, keeping the selection (split, eval fraction, seed) but not the source or its
+    limit."""
     if not isinstance(kind, str) or kind not in ADAPTERS:
         raise RecipeError(
             f"{source}: data.kind={kind!r} is unknown; use one of {sorted(ADAPTERS)} or mix"

@@ -25,8 +25,8 @@ KNOWN_NOISE = (
 
 
 def quiet_known_noise() -> None:
-    """Hide ``KNOWN_NOISE`` (by category and message, nothing else) and the ``datasets`` per-step progress bars of
-    small bookkeeping (saving, mapping); every other warning still shows."""
+    """Hide ``KNOWN_NOISE`` (by category and message, nothing else) and the ``datasets`` per-step progress
+    bars of small bookkeeping (saving, mapping); every other warning still shows."""
     import warnings
 
     for category, message in KNOWN_NOISE:

@@ -83,8 +83,8 @@ ALL = (
 
 
 def get(private: Private) -> Any:
-    """The object behind ``private`` (for ``Class.attr`` names on instances, the class attribute may not exist:
-    use :func:`missing` on an instance instead); ``AttributeError``/``ImportError`` when it moved."""
+    """The object behind ``private`` (for ``Class.attr`` names on instances, the class attribute may not
+    exist: use :func:`missing` on an instance instead); ``AttributeError``/``ImportError`` when it moved."""
     owner: Any = importlib.import_module(private.module)
     for part in private.name.split("."):
         owner = getattr(owner, part)

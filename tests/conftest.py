@@ -48,8 +48,9 @@ def accelerate_cmd(config: str = "cpu.yaml") -> list[str]:
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, worker_id) -> tuple[Path, subprocess.CompletedProcess]:
-    """The shipped recipe on the embedded default (200 rows), run for real under accelerate launch: once per test
-    session, shared by the xdist workers (the first one runs it, the others wait and read it; nothing writes to it)."""
+    """The shipped recipe on the embedded default (200 rows), run for real under accelerate launch: once per
+    test session, shared by the xdist workers (the first one runs it, the others wait and read it; nothing
+    writes to it)."""
     from filelock import FileLock
 
     base = tmp_path_factory.getbasetemp()

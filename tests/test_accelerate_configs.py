@@ -157,8 +157,9 @@ def test_launcher_that_accelerate_picks(name, launcher):
         launch, "_validate_launch_command", None
     )  # private: the only way to ask without launching
     assert validate is not None, (
-        f"accelerate {accelerate.__version__} has no accelerate.commands.launch._validate_launch_command: find what "
-        "replaced it and call that here; skipping would leave the launcher each shipped config picks untested"
+        f"accelerate {accelerate.__version__} has no accelerate.commands.launch._validate_launch_command: "
+        "find what replaced it and call that here; skipping would leave the launcher each shipped config "
+        "picks untested"
     )
     args = launch.launch_command_parser().parse_args(["--config_file", str(CONFIG_DIR / name), "train.py"])
     args, _, _ = validate(args)
@@ -184,8 +185,10 @@ PROBE = textwrap.dedent("""
     if world > 1:
         torch.distributed.all_reduce(total)
     print(f"PROBE rank={state.process_index} num_processes={state.num_processes} world={world} "
-          f"env_rank={os.environ.get('RANK')} env_world={os.environ.get('WORLD_SIZE')} backend={state.backend} "
-          f"device={state.device.type} sum={total.item():g} omp={os.environ.get('OMP_NUM_THREADS')}", flush=True)
+          f"env_rank={os.environ.get('RANK')} env_world={os.environ.get('WORLD_SIZE')} \
+backend={state.backend} "
+          f"device={state.device.type} sum={total.item():g} omp={os.environ.get('OMP_NUM_THREADS')}", \
+flush=True)
     if world > 1:
         torch.distributed.destroy_process_group()
 """)

@@ -1,4 +1,5 @@
-"""Every bad input gets one clear error naming the key, file, row or column at fault and what to do, before loading."""
+"""Every bad input gets one clear error naming the key, file, row or column at fault and what to do, before
+loading."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 from dpo_hub.runtime import wants_cpu
 from dpo_hub.training import preflight
 
-# ---- recipe values: (changes, words the message must hold: the key, the rule, what to do) ----------------------
+# ---- recipe values: (changes, words the message must hold: the key, the rule, what to do) ------------------
 BAD_VALUES = {
     "beta_zero": ({"dpo.beta": "0"}, ["dpo.beta=0.0", "> 0", "0.1 is usual"]),
     "beta_negative": ({"dpo.beta": "-1"}, ["dpo.beta=-1.0", "> 0"]),
@@ -132,7 +133,7 @@ def test_edges_of_each_rule_are_accepted():
     assert recipe.dpo.max_steps == 5 and recipe.generation.prompts == () and recipe.push_to_hub == "user/repo"
 
 
-# ---- types and structure -------------------------------------------------------------------------------------
+# ---- types and structure -----------------------------------------------------------------------------------
 BAD_TYPES = {
     "float_text": ({"dpo.beta": "high"}, ["dpo.beta", "float", "high"]),
     "int_fraction": ({"lora.r": "1.5"}, ["lora.r", "int", "1.5"]),
@@ -204,7 +205,7 @@ def test_values_starting_with_dashes_pass_as_key_equals_value():
         recipe_from_argv(RECIPE, ["--output_dir", "--odd"])
 
 
-# ---- data ----------------------------------------------------------------------------------------------------
+# ---- data --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tokenizer():
     return embedded.load_tokenizer()
@@ -406,7 +407,7 @@ def test_preferences_reads_every_row_by_default(tmp_path, tokenizer):
     assert len(prepare(Preferences(dataset=str(path), eval_fraction=0), tokenizer).train) == 2100
 
 
-# ---- preflight -----------------------------------------------------------------------------------------------
+# ---- preflight ---------------------------------------------------------------------------------------------
 EMBEDDED = RECIPE.override({"model": "embedded"})
 
 
@@ -475,7 +476,7 @@ def test_preflight_passes_a_good_recipe_and_a_saved_model(tmp_path):
     )
 
 
-# ---- the real command: exit 2, one error line, quickly, nothing created ----------------------------------------
+# ---- the real command: exit 2, one error line, quickly, nothing created ------------------------------------
 CLI = {
     "beta_zero": (["--dpo.beta", "0"], "dpo.beta=0.0 must be > 0"),
     "beta_nan": (["--dpo.beta", "nan"], "dpo.beta=nan must be a finite number"),

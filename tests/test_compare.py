@@ -1,4 +1,5 @@
-"""Base vs tuned comparison (``dpo_hub.compare.base_vs_tuned``): real tiny models and files, nothing mocked."""
+"""Base vs tuned comparison (``dpo_hub.compare.base_vs_tuned``): real tiny models and files, nothing
+mocked."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ TWO_PROMPTS = ("Is eating animals cruel?", "How do I bake bread?")
 
 
 def lora_model(seed: int) -> Any:
-    """The embedded tiny GPT-2 with a random (non-zero) LoRA adapter; dropout on, to check eval mode is used."""
+    """The embedded tiny GPT-2 with a random (non-zero) LoRA adapter; dropout on, to check eval mode is
+    used."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -71,7 +73,8 @@ def run_dir(tmp_path_factory, tuned, tokenizer) -> Path:
 def reference_logps(
     model: Any, tokenizer: Any, prompt: str, response: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-softmax at each ``response + eos`` position after ``prompt`` and its target ids: one plain forward."""
+    """Log-softmax at each ``response + eos`` position after ``prompt`` and its target ids: one plain
+    forward."""
     prompt_ids = tokenizer(prompt)["input_ids"]
     ids = tokenizer(prompt + response + tokenizer.eos_token)["input_ids"]
     assert ids[: len(prompt_ids)] == prompt_ids
@@ -286,7 +289,8 @@ EDGE_PAIRS = [  # where a re-implemented rule can drift from trl's
 
 
 def trl_tokenizer(with_bos: bool) -> Any:
-    """The embedded GPT-2 tokenizer; ``with_bos``: one that starts every text with a BOS token, as Llama's do."""
+    """The embedded GPT-2 tokenizer; ``with_bos``: one that starts every text with a BOS token, as Llama's
+    do."""
     from transformers import AutoTokenizer
 
     if not with_bos:
@@ -299,7 +303,8 @@ def trl_tokenizer(with_bos: bool) -> Any:
 
 @pytest.mark.parametrize("with_bos", [False, True], ids=["gpt2", "bos_tokenizer"])
 def test_base_scores_equal_trls_reference_log_probs_on_its_own_batch(tmp_path, with_bos):
-    """The comparison's base log-probs are trl's own: its tokenised dataset, collator and ``compute_ref_log_probs``.
+    """The comparison's base log-probs are trl's own: its tokenised dataset, collator and
+    ``compute_ref_log_probs``.
 
     Ties ``encode_pair`` (a re-implementation of trl's tokenisation) to trl itself, not to a copy of the rule.
     """

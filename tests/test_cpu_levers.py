@@ -120,7 +120,8 @@ def backbone(request):
 
 
 def dpo_rows(shared: int, lengths: tuple[int, int, int, int]):
-    """Two pairs as trl stacks them (chosen 0, 1 then rejected 0, 1), each pair sharing ``shared`` tokens, padded."""
+    """Two pairs as trl stacks them (chosen 0, 1 then rejected 0, 1), each pair sharing ``shared`` tokens,
+    padded."""
     g = torch.Generator().manual_seed(0)
     width = max(lengths)
     ids = torch.zeros(4, width, dtype=torch.long)

@@ -106,7 +106,8 @@ def test_the_link_check_sees_a_broken_link(tmp_path: Path) -> None:
 
 # ---- documented defaults ----------------------------------------------------------------------------------
 def defaults_table(text: str) -> dict[str, str]:
-    """key -> documented default (the cell as written, backticks removed) from ``| key | default | ... |`` rows."""
+    """key -> documented default (the cell as written, backticks removed) from ``| key | default | ... |``
+    rows."""
     rows, in_table = {}, False
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("|") else []

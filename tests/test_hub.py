@@ -97,7 +97,8 @@ def test_push_then_pull_gives_identical_tensors_and_logits(hub, trained_run, tmp
         base_diff = (logits(model, tokenizer) - logits(embedded.build_model(), tokenizer)).abs().max().item()
     again = push_adapter(folder, "tester/gpt2-dpo")
     out(url=url, commits=commits, files=files, same=same, n=len(mine), diff=diff, base_diff=base_diff,
-        commits_after=len(api.list_repo_commits("tester/gpt2-dpo")), files_after=api.list_repo_files("tester/gpt2-dpo"))
+        commits_after=len(api.list_repo_commits("tester/gpt2-dpo")), \
+files_after=api.list_repo_files("tester/gpt2-dpo"))
     """,
         tmp_path,
         args=[out],
@@ -133,7 +134,8 @@ def test_card_validates_and_round_trips_its_metrics(hub, trained_run, tmp_path):
     d = card.data
     index = d.to_dict()["model-index"]  # the Hub's own parser of the model-index, not our server's validator
     name, parsed = model_index_to_eval_results(index)
-    out(base=d.base_model, lib=d.library_name, tag=d.pipeline_tag, lic=d.license, datasets=d.datasets, tags=d.tags,
+    out(base=d.base_model, lib=d.library_name, tag=d.pipeline_tag, lic=d.license, datasets=d.datasets, \
+tags=d.tags,
         results={r.metric_type: r.metric_value for r in d.eval_results}, text=card.text, name=name,
         round_trip=eval_results_to_model_index(name, parsed) == index,
         tasks=sorted({r.task_type for r in parsed}), splits=sorted({r.dataset_split for r in parsed}))
@@ -221,7 +223,8 @@ def test_cli_private_repo_tokens_and_branches(hub, trained_run, tmp_path):
     from dpo_hub import pull_adapter
     model, _ = pull_adapter("tester/private-dpo", revision="exp/beta")
     refs = HfApi().list_repo_refs("tester/private-dpo")
-    out(branches=sorted(b.name for b in refs.branches), base=model.peft_config["default"].base_model_name_or_path)
+    out(branches=sorted(b.name for b in refs.branches), \
+base=model.peft_config["default"].base_model_name_or_path)
     """,
         tmp_path,
     )
@@ -251,21 +254,25 @@ def test_pull_refuses_pickles_and_mismatched_base(hub, tmp_path):
     from dpo_hub import pull_adapter
     api = HfApi()
     api.create_repo("tester/pickled")
-    api.upload_file(path_or_fileobj=b"not really a pickle", path_in_repo="adapter_model.bin", repo_id="tester/pickled")
+    api.upload_file(path_or_fileobj=b"not really a pickle", path_in_repo="adapter_model.bin", \
+repo_id="tester/pickled")
     pickled = error(pull_adapter, "tester/pickled")
     api.create_repo("tester/mismatch")
     cfg = json.dumps({"base_model_name_or_path": "dpo-hub/tiny-gpt2-embedded", "peft_type": "LORA"}).encode()
     api.upload_file(path_or_fileobj=cfg, path_in_repo="adapter_config.json", repo_id="tester/mismatch")
     api.upload_file(path_or_fileobj=b"x", path_in_repo="adapter_model.safetensors", repo_id="tester/mismatch")
-    api.upload_file(path_or_fileobj=b"---\\nbase_model: gpt2\\n---\\n", path_in_repo="README.md", repo_id="tester/mismatch")
+    api.upload_file(path_or_fileobj=b"---\\nbase_model: gpt2\\n---\\n", path_in_repo="README.md", \
+repo_id="tester/mismatch")
     api.create_repo("tester/no-base")
     cfg = json.dumps({"base_model_name_or_path": "tester/missing-base", "peft_type": "LORA"}).encode()
     api.upload_file(path_or_fileobj=cfg, path_in_repo="adapter_config.json", repo_id="tester/no-base")
     from safetensors.torch import save
     import torch
     weights = save({"base_model.model.lm_head.lora_A.weight": torch.zeros(1, 1)})
-    api.upload_file(path_or_fileobj=weights, path_in_repo="adapter_model.safetensors", repo_id="tester/no-base")
-    out(pickled=pickled, mismatch=error(pull_adapter, "tester/mismatch"), missing=error(pull_adapter, "tester/nope"),
+    api.upload_file(path_or_fileobj=weights, path_in_repo="adapter_model.safetensors", \
+repo_id="tester/no-base")
+    out(pickled=pickled, mismatch=error(pull_adapter, "tester/mismatch"), missing=error(pull_adapter, \
+"tester/nope"),
         no_base=error(pull_adapter, "tester/no-base"))
     """,
         tmp_path,

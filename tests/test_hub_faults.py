@@ -97,7 +97,8 @@ def client(
     check: bool = True,
     timeout: int = 300,
 ) -> dict:
-    """Run ``code`` in a fresh Python against ``hub``; its last RESULT line as a dict (plus _stdout, _stderr)."""
+    """Run ``code`` in a fresh Python against ``hub``; its last RESULT line as a dict (plus _stdout,
+    _stderr)."""
     env = env or hub.client_env(token=token, hf_home=tmp / "hf_home")
     proc = subprocess.run(
         [sys.executable, "-c", PRELUDE + textwrap.dedent(code), *map(str, args)],
@@ -141,7 +142,8 @@ def remote_sha256s(hub: LocalHub, repo_id: str, tmp: Path, revision: str | None 
 
 
 def expected_sha256s(run: Path, repo_id: str) -> dict[str, str]:
-    """What a push of ``run`` to ``repo_id`` must publish: the run's files and the card built for that repo."""
+    """What a push of ``run`` to ``repo_id`` must publish: the run's files and the card built for that
+    repo."""
     from dpo_hub import build_card
     from dpo_hub.hub.transfer import PUBLISHED
 
@@ -174,8 +176,10 @@ repo("tester/card-only", {"README.md": b"---\\nlicense: mit\\n---\\nno adapter h
 repo("tester/pickled", {"adapter_model.bin": b"not really a pickle", "adapter_config.json": cfg})
 repo("tester/mismatch", {"adapter_config.json": cfg, "adapter_model.safetensors": save({"x": torch.zeros(1)}),
                          "README.md": b"---\\nbase_model: gpt2\\n---\\n"})
-repo("tester/corrupt", {"adapter_config.json": cfg, "adapter_model.safetensors": b"\\x10\\x00garbage, not tensors"})
-repo("tester/bad-config", {"adapter_config.json": b"{not json", "adapter_model.safetensors": save({"x": torch.zeros(1)})})
+repo("tester/corrupt", {"adapter_config.json": cfg, "adapter_model.safetensors": b"\\x10\\x00garbage, \
+not tensors"})
+repo("tester/bad-config", {"adapter_config.json": b"{not json", \
+"adapter_model.safetensors": save({"x": torch.zeros(1)})})
 hf.create_repo("tester/hidden", private=True)
 from dpo_hub import push_adapter
 push_adapter(sys.argv[1], "tester/good")
@@ -361,7 +365,8 @@ except Exception as err:
 
 
 def push_while_killed(hub: LocalHub, run: Path, repo_id: str, tmp: Path, attempts: int, base_delay: float):
-    """Start a push, SIGKILL the Hub while the commit is written but not published; return the push process."""
+    """Start a push, SIGKILL the Hub while the commit is written but not published; return the push
+    process."""
     commits = hub.root / "repos" / "models" / repo_id / "commits"
     before = len(list(commits.iterdir()))
     proc = subprocess.Popen(
@@ -561,7 +566,8 @@ def test_concurrent_pushes_and_pulls(hub, variants, tmp_path):
             failures.append(f"tester/load-{k} does not hold run {k}")
     checked += len(shared)
     print(
-        f"\nload test: {len(procs)} processes, {ops} operations, {checked} files checked, {len(failures)} failures"
+        f"\nload test: {len(procs)} processes, {ops} operations, {checked} files checked, {len(failures)} "
+        "failures"
     )
     assert ops == 30 and not failures, failures
     assert len(matches) == 1, "the shared repo's head must be exactly one pushed run, never a mix"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_hub"
-PACKAGES = [  # the order data flows: recipe -> data/sources -> training -> outputs -> compare/card -> hub -> CLI
+# the order data flows: recipe -> data/sources -> training -> outputs -> compare/card -> hub -> CLI
+PACKAGES = [
     ["errors", "runtime", "upstream", "plugins", "embedded"],  # the base every package may use
     ["config"],
     ["sources"],
@@ -47,7 +48,8 @@ def is_module(dotted: str) -> bool:
 
 
 def imports_in(source: str, name: str, is_package: bool = False) -> set[str]:
-    """dpo_hub modules imported anywhere in ``source`` of module ``name`` (``""``: the package ``__init__``)."""
+    """dpo_hub modules imported anywhere in ``source`` of module ``name`` (``""``: the package
+    ``__init__``)."""
     package = name if is_package else name.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(source)):

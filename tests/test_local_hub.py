@@ -160,7 +160,8 @@ def test_card_data_parsing_and_yaml_validation() -> None:
 
 
 def test_readme_fixtures_serve_a_real_client(local_hub: LocalHub, hub_env: dict[str, str]) -> None:
-    """The README's ``local_hub``/``hub_env`` fixtures: a client subprocess pushes and reads back over HTTP."""
+    """The README's ``local_hub``/``hub_env`` fixtures: a client subprocess pushes and reads back over
+    HTTP."""
     code = """
     from huggingface_hub import HfApi, hf_hub_download
     api = HfApi()
@@ -348,7 +349,8 @@ def test_model_card_roundtrip_and_yaml_validation(hub: LocalHub, tmp_path: Path)
     card = ModelCard.from_template(ModelCardData(license="mit", tags=["dpo", "tiny"]), model_description="Hi")
     card.push_to_hub("tester/carded")
     loaded = ModelCard.load("tester/carded")
-    bad = err(api.upload_file, path_or_fileobj=b"---\\nlicense: [unclosed\\n---\\nx", path_in_repo="README.md",
+    bad = err(api.upload_file, path_or_fileobj=b"---\\nlicense: [unclosed\\n---\\nx", \
+path_in_repo="README.md",
               repo_id="tester/carded")
     info = api.model_info("tester/carded")
     out(license=loaded.data.license, tags=loaded.data.tags, card=info.card_data.to_dict(), bad=bad)
@@ -413,7 +415,8 @@ def test_datasets_push_to_hub_goes_through_lfs(hub: LocalHub, tmp_path: Path) ->
     files = {f.path: f for f in tree if type(f).__name__ == "RepoFile"}
     shards = [p for p in files if p.endswith(".parquet")]
     out(n=back["train"].num_rows, shards=shards, lfs=[files[p].lfs["size"] == files[p].size for p in shards],
-        card="dataset_info" in open(api.hf_hub_download("tester/pushed", "README.md", repo_type="dataset")).read())
+        card="dataset_info" in open(api.hf_hub_download("tester/pushed", "README.md", \
+repo_type="dataset")).read())
     """
     res = client(hub, code, tmp_path)
     assert res["n"] == 3 and res["shards"] == ["data/train-00000-of-00001.parquet"]
@@ -474,7 +477,8 @@ def test_restart_keeps_state_and_tree_pagination(tmp_path: Path) -> None:
         refs = api.list_repo_refs("tester/persist", repo_type="dataset")
         info = api.dataset_info("tester/persist")
         out(sha=info.sha, private=info.private, branches=sorted(b.name for b in refs.branches),
-            tags=[t.name for t in refs.tags], files=api.list_repo_files("tester/persist", repo_type="dataset"))
+            tags=[t.name for t in refs.tags], files=api.list_repo_files("tester/persist", \
+repo_type="dataset"))
         """
         second = client(hub, code, tmp_path / "h2")
         assert second["sha"] == first["sha"] and second["private"] is True

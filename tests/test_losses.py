@@ -97,7 +97,8 @@ def test_every_trl_loss_trains_two_steps_from_its_zero_margin_value(request, tmp
 
 
 def test_weighted_losses_train_together(tmp_path, tokenizer, sft_losses):
-    """sigmoid + 0.5 x sft: trl sums the weighted losses, so step 0 is log 2 + half of sft's step 0 (same batch)."""
+    """sigmoid + 0.5 x sft: trl sums the weighted losses, so step 0 is log 2 + half of sft's step 0 (same
+    batch)."""
     losses, trainer = two_steps(
         tmp_path, tokenizer, {"dpo.loss_type": "sigmoid,sft", "dpo.loss_weights": "1.0,0.5"}
     )

@@ -1,4 +1,5 @@
-"""Mixtures: the embedded sample mixed with a local JSONL file in a real tiny run; shares in metrics and card."""
+"""Mixtures: the embedded sample mixed with a local JSONL file in a real tiny run; shares in metrics and
+card."""
 
 from __future__ import annotations
 
@@ -161,7 +162,8 @@ def test_bad_entries_are_named(tmp_path):
 
 
 def test_held_out_stays_disjoint_in_content(tmp_path):
-    """The same file twice: each source's held-out prompts are also dropped if the other source trains on them."""
+    """The same file twice: each source's held-out prompts are also dropped if the other source trains on
+    them."""
     prefs = str(write_prefs(tmp_path / "prefs.jsonl"))
     recipe = Recipe().override(
         {

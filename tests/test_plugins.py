@@ -33,7 +33,8 @@ class Theirs(Selection):
 
     kind: ClassVar[str] = "theirs"
     columns: ClassVar[tuple[str, ...]] = ("question", "good", "bad")
-    dataset: str = field(default=str(Path(__file__).with_name("pairs.jsonl")), metadata={"help": "Their file."})
+    dataset: str = field(default=str(Path(__file__).with_name("pairs.jsonl")), \
+metadata={"help": "Their file."})
     prefix: str = field(default="Q: ", metadata={"help": "Put before each question."})
 
     def to_pair(self, row, tokenizer):
@@ -170,7 +171,8 @@ def test_recipes_lists_plugins_and_the_cli_uses_their_adapter(site, tmp_path):
         from dpo_hub.cli.launch import recipe_from_argv, run_recipe
         from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
         main(["recipes"])
-        recipe = recipe_from_argv(RECIPE, ["--data.kind", "theirs", "--data.prefix", "Question: ", "--data.seed", "7"])
+        recipe = recipe_from_argv(RECIPE, ["--data.kind", "theirs", "--data.prefix", "Question: ", \
+"--data.seed", "7"])
         print("DATA " + json.dumps({"type": type(recipe.data).__name__, **recipe.to_dict()["data"]}))
         print("CODE", run_recipe(RECIPE, ["--data.kind", "nope"]))
     """)
@@ -208,8 +210,8 @@ def test_recipes_lists_plugins_and_the_cli_uses_their_adapter(site, tmp_path):
     assert skipped.count("of distribution broken-plugin 0.1 was skipped") == 4
     assert (
         "error: command line: data.kind='nope' is unknown; use one of ['hh_rlhf', 'preferences', 'theirs', "
-        "'ultrafeedback'] or mix (data.kind 'nope': entry point 'nope = no_such_module:Thing' (group dpo_hub.adapters) "
-        "of distribution broken-plugin 0.1 was skipped: it cannot be imported" in err
+        "'ultrafeedback'] or mix (data.kind 'nope': entry point 'nope = no_such_module:Thing' (group "
+        "dpo_hub.adapters) of distribution broken-plugin 0.1 was skipped: it cannot be imported" in err
     )
     assert "CODE 2" in out
 

@@ -89,8 +89,9 @@ def assert_same_run(resumed: Path, reference: Path, from_step: int) -> None:
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     largest = max(float((a[k] - b[k]).abs().max()) for k in a)
     print(
-        f"resumed from step {from_step}: steps {mine['train']['global_step']} vs {theirs['train']['global_step']}; "
-        f"eval {mine['eval_after']} vs {theirs['eval_after']}; largest adapter weight difference {largest:.2e}"
+        f"resumed from step {from_step}: steps {mine['train']['global_step']} vs "
+        f"{theirs['train']['global_step']}; eval {mine['eval_after']} vs {theirs['eval_after']}; largest "
+        f"adapter weight difference {largest:.2e}"
     )
 
 

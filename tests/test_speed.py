@@ -256,7 +256,8 @@ def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer, 
         )
     (loss_a, grads_a), (loss_b, grads_b) = grads
     prompt = len(pair["prompt_ids"])
-    # per forward (policy, and reference unless cached): trl pads and runs the prompt twice; the wrapper does not
+    # per forward (policy, and reference unless cached): trl pads and runs the prompt twice;
+    # the wrapper does not
     forwards = embedded_tokens[1] // batch["input_ids"].numel()
     assert forwards in (1, 2)
     assert embedded_tokens == [

@@ -1,4 +1,5 @@
-"""Trackers: a real run logs to TensorBoard under its output folder; a tracker that is missing is refused first."""
+"""Trackers: a real run logs to TensorBoard under its output folder; a tracker that is missing is refused
+first."""
 
 from __future__ import annotations
 

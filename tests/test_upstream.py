@@ -77,8 +77,9 @@ def test_a_moved_name_turns_its_lever_off_with_the_reason(monkeypatch):
 
 
 def private_names_outside_upstream() -> list[str]:
-    """``from LIB import _name``, ``x._name`` for a name upstream lists, or ``module.attr = ...`` on an upstream
-    module object, anywhere in dpo_hub but ``upstream.py`` (and the local Hub server, which uses none)."""
+    """``from LIB import _name``, ``x._name`` for a name upstream lists, or ``module.attr = ...`` on an
+    upstream module object, anywhere in dpo_hub but ``upstream.py`` (and the local Hub server, which uses
+    none)."""
     listed = {p.name.rsplit(".", 1)[-1] for p in upstream.ALL}
     found = []
     for path in PACKAGE.rglob("*.py"):
@@ -107,7 +108,8 @@ def private_names_outside_upstream() -> list[str]:
                         and target.value.id in modules
                     ):
                         found.append(
-                            f"{path.relative_to(PACKAGE)}:{node.lineno} assigns {target.value.id}.{target.attr}"
+                            f"{path.relative_to(PACKAGE)}:{node.lineno} assigns "
+                            f"{target.value.id}.{target.attr}"
                         )
     return found
 
@@ -228,7 +230,8 @@ def test_a_run_reports_each_lever(trained_run):
 
 
 def test_train_leaves_the_process_as_it_found_it(tmp_path, monkeypatch):
-    """After ``dpo_hub.train`` returns, trl's globals, torch's threads and warning filters are what they were."""
+    """After ``dpo_hub.train`` returns, trl's globals, torch's threads and warning filters are what they
+    were."""
     import warnings
 
     from dpo_hub import train

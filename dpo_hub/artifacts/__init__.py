@@ -1,1 +1,2 @@
-"""What a run leaves on disk: folders that appear only when complete (staging, markers, JSON) and the plots."""
+"""What a run leaves on disk: folders that appear only when complete (staging, markers, JSON) and the
+plots."""

@@ -1,4 +1,5 @@
-"""Every figure dpo_hub writes: the loss curve (``loss.png``), the comparison (``comparison.png``), a sweep's ``sweep.png``.
+"""Every figure dpo_hub writes: the loss curve (``loss.png``), the comparison (``comparison.png``), a sweep's
+``sweep.png``.
 
 Plain data in, a PNG out; matplotlib runs headless (Agg).
 """
@@ -25,7 +26,8 @@ def loss_curve(
     untrained: float | None = None,
     untrained_label: str = "untrained",
 ) -> None:
-    """Train vs eval loss over steps, like the tutorial's plot; ``untrained``: the loss at zero margin, dotted."""
+    """Train vs eval loss over steps, like the tutorial's plot; ``untrained``: the loss at zero margin,
+    dotted."""
     plt = _pyplot()
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
     evals = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
@@ -96,7 +98,8 @@ def comparison_figure(preference: dict[str, Any] | None, margins: list[float], p
 
 
 def sweep_figure(labels: list[str], series: dict[str, list[float | None]], path: Path) -> None:
-    """One bar panel per metric (eval loss, reward accuracy, ...), one bar per sweep point (missing: no bar)."""
+    """One bar panel per metric (eval loss, reward accuracy, ...), one bar per sweep point (missing: no
+    bar)."""
     plt = _pyplot()
     fig, axes = plt.subplots(
         1, len(series), figsize=(4 * len(series), 3 + 0.25 * len(labels)), dpi=100, squeeze=False

@@ -50,7 +50,8 @@ def _as_text(value: Any) -> str:
 
 
 def accelerate_config_path() -> str | None:
-    """``$DPO_HUB_ACCELERATE_CONFIG``, else the config of the ``accelerate launch`` this process descends from."""
+    """``$DPO_HUB_ACCELERATE_CONFIG``, else the config of the ``accelerate launch`` this process descends
+    from."""
     if os.environ.get("DPO_HUB_ACCELERATE_CONFIG"):
         return os.environ["DPO_HUB_ACCELERATE_CONFIG"]
     try:

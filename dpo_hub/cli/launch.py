@@ -1,4 +1,5 @@
-"""argv -> recipe -> train -> push: what ``accelerate launch -m dpo_hub.recipes.NAME`` and ``dpo-hub train`` run.
+"""argv -> recipe -> train -> push: what ``accelerate launch -m dpo_hub.recipes.NAME`` and ``dpo-hub train``
+run.
 
 Library code raises ``DpoHubError``; ``run_recipe`` is the one place of a recipe run that turns it into
 an ``error: ...`` line and an exit code (``--debug`` shows the traceback instead).
@@ -44,7 +45,8 @@ def parse_overrides(argv: Sequence[str]) -> tuple[str | None, dict[str, str]]:
 
 
 def recipe_from_argv(base: Recipe, argv: Sequence[str]) -> Recipe:
-    """``base`` (or ``--config``'s file) with the accelerate config's and the command line's overrides applied."""
+    """``base`` (or ``--config``'s file) with the accelerate config's and the command line's overrides
+    applied."""
     from dpo_hub.cli.accelerate_config import accelerate_config_path, recipe_settings_from_accelerate_config
 
     config, changes = parse_overrides(argv)
@@ -74,7 +76,8 @@ def recipe_help(recipe: Recipe) -> str:
                 continue
             lines.append(f"  --{key:<36} {getattr(obj, f.name)!r:<28} {f.metadata.get('help', '')}")
     lines.append(
-        f"  --{'data.kind':<36} {recipe.data.kind!r:<28} switch adapter; --data.kind KIND --help lists its keys"
+        f"  --{'data.kind':<36} {recipe.data.kind!r:<28} switch adapter; --data.kind KIND --help lists its "
+        "keys"
     )
     return "\n".join(lines + ["  --debug                               show the traceback of an error"])
 
@@ -117,7 +120,8 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
 
 
 def run_sweep(base: Recipe, argv: Sequence[str]) -> int:
-    """``dpo-hub sweep [--config FILE] --grid KEY=V1,V2 ... [--output_dir DIR] [--key value ...]``: exit code."""
+    """``dpo-hub sweep [--config FILE] --grid KEY=V1,V2 ... [--output_dir DIR] [--key value ...]``: exit
+    code."""
     if any(a in ("-h", "--help") for a in argv):
         print(
             "usage: dpo-hub sweep [--config FILE] --grid KEY=V1,V2,... [--grid ...] [--output_dir DIR] "

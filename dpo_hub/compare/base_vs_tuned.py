@@ -68,7 +68,8 @@ def side_by_side(
 # ---- judge ---------------------------------------------------------------------------------------
 @torch.inference_mode()
 def judge_generations(judge: str, generations: list[dict[str, Any]]) -> dict[str, Any]:
-    """Reward of each prompt + answer, base and tuned, under reward model ``judge`` (a single-output classifier)."""
+    """Reward of each prompt + answer, base and tuned, under reward model ``judge`` (a single-output
+    classifier)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     reward_model = AutoModelForSequenceClassification.from_pretrained(judge, trust_remote_code=False).eval()

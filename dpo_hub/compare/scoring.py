@@ -104,7 +104,8 @@ def score_pairs(
 
 
 def _batches(lengths: list[int], size: int, max_tokens: int) -> list[list[int]]:
-    """Indices grouped by length (less padding): at most ``size`` sequences and ``max_tokens`` padded tokens."""
+    """Indices grouped by length (less padding): at most ``size`` sequences and ``max_tokens`` padded
+    tokens."""
     batches: list[list[int]] = []
     for j in sorted(range(len(lengths)), key=lengths.__getitem__):
         if batches and len(batches[-1]) < size and (len(batches[-1]) + 1) * lengths[j] <= max_tokens:
@@ -118,7 +119,8 @@ HEAD_CHUNK = 256  # positions projected onto the vocabulary at a time: 256 x 50,
 
 
 def _score_batch(model: Any, seqs: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
-    """Rows: tuned log-prob sum, base log-prob sum, response tokens, KL(tuned||base) sum; one column a sequence.
+    """Rows: tuned log-prob sum, base log-prob sum, response tokens, KL(tuned||base) sum; one column a
+    sequence.
 
     Only response positions reach the output layer, ``HEAD_CHUNK`` at a time: a batch x length x vocabulary
     logits tensor is never held whole.

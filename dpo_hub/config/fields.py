@@ -1,4 +1,5 @@
-"""Pass-through settings: any ``trl.DPOConfig`` field under ``dpo:``, any ``peft.LoraConfig`` field under ``lora:``.
+"""Pass-through settings: any ``trl.DPOConfig`` field under ``dpo:``, any ``peft.LoraConfig`` field under
+``lora:``.
 
 Names, types and help text are read from the INSTALLED libraries' dataclasses, so a newer trl or peft brings
 its fields without a dpo_hub release. Fields dpo_hub decides itself are refused, naming the key to use.
@@ -40,7 +41,8 @@ RESERVED = {  # field -> the dpo_hub key (or reason) that sets it instead
         "hub_always_push": _PUSH,
         "hub_revision": _PUSH,
         "hub_token": "`hf auth login` or HF_TOKEN (tokens never go into recipe files)",
-        "ddp_find_unused_parameters": "nothing: dpo_hub sets it to false (the reference is the base, adapter off)",
+        "ddp_find_unused_parameters": "nothing: dpo_hub sets it to false (the reference is the base, adapter "
+        "off)",
         "model_init_kwargs": _MODEL,
         "ref_model_init_kwargs": _MODEL,
     },
@@ -57,7 +59,8 @@ RESERVED = {  # field -> the dpo_hub key (or reason) that sets it instead
 
 
 class Settings(Mapping[str, Any]):
-    """A read-only mapping of pass-through settings (field name -> value) that pickles and compares by value."""
+    """A read-only mapping of pass-through settings (field name -> value) that pickles and compares by
+    value."""
 
     def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
         self._items = dict(items)
@@ -80,7 +83,8 @@ class Settings(Mapping[str, Any]):
 
 @functools.cache
 def library_fields(group: str) -> dict[str, tuple[Any, str]]:
-    """``{field: (type hint, help text)}`` of the installed ``DPOConfig`` (``dpo``) or ``LoraConfig`` (``lora``)."""
+    """``{field: (type hint, help text)}`` of the installed ``DPOConfig`` (``dpo``) or ``LoraConfig``
+    (``lora``)."""
     import importlib
 
     module, name = LIBRARY[group]
@@ -131,7 +135,8 @@ def validated(group: str, values: Mapping[str, Any], typed: Iterable[str]) -> Se
 
 
 def library_kwargs(group: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """``values`` as keyword arguments of the library class (a mapping for a config-typed field becomes it)."""
+    """``values`` as keyword arguments of the library class (a mapping for a config-typed field becomes
+    it)."""
     out = {}
     for name, value in values.items():
         hint = library_fields(group)[name][0]

@@ -75,7 +75,8 @@ class LoraPreset:
         default="gpt2_attention",
         compare=False,
         metadata={
-            "help": "Named preset the other lora.* keys apply on top of: gpt2_attention, gpt2_all_linear, all_linear."
+            "help": "Named preset the other lora.* keys apply on top of: gpt2_attention, gpt2_all_linear, "
+            "all_linear."
         },
     )
     extra: Mapping[str, Any] = field(
@@ -178,7 +179,8 @@ class DPOPreset:
     loss_type: str | tuple[str, ...] = field(
         default="sigmoid",
         metadata={
-            "help": f"trl loss, or several (sigmoid,sft) weighted by dpo.loss_weights: {', '.join(KNOWN_LOSS_TYPES)}."
+            "help": "trl loss, or several (sigmoid,sft) weighted by dpo.loss_weights: "
+            f"{', '.join(KNOWN_LOSS_TYPES)}."
         },
     )
     label_smoothing: float = field(
@@ -220,7 +222,8 @@ class DPOPreset:
     max_length: int = field(
         default=512,
         metadata={
-            "help": f"Prompt + answer tokens kept (>= {MIN_MAX_LENGTH}, <= the model's positions); higher: more memory."
+            "help": f"Prompt + answer tokens kept (>= {MIN_MAX_LENGTH}, <= the model's positions); higher: "
+            "more memory."
         },
     )
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate: no, steps or epoch."})
@@ -244,22 +247,22 @@ class DPOPreset:
     precision: str = field(
         default="auto",
         metadata={
-            "help": "fp32 | bf16 | fp16 | auto: bf16 autocast where the hardware computes it (GPUs with bf16, "
-            "CPUs with AVX-512 BF16/AMX), else fp32; LoRA weights stay fp32. fp16 needs a GPU."
+            "help": "fp32 | bf16 | fp16 | auto: bf16 autocast where the hardware computes it (GPUs with "
+            "bf16, CPUs with AVX-512 BF16/AMX), else fp32; LoRA weights stay fp32. fp16 needs a GPU."
         },
     )
     disable_dropout: bool = field(
         default=True,
         metadata={
-            "help": "Zero every dropout, lora_dropout too (trl's default); false keeps lora_dropout, which costs "
-            "~11% of a CPU step (random masks) and memory."
+            "help": "Zero every dropout, lora_dropout too (trl's default); false keeps lora_dropout, which "
+            "costs ~11% of a CPU step (random masks) and memory."
         },
     )
     base_model_dropout: bool = field(
         default=False,
         metadata={
-            "help": "With disable_dropout false: dropout inside the frozen base model too (GPT-2's config has "
-            "0.1); false: off, so the cached reference is exact and attention runs fused."
+            "help": "With disable_dropout false: dropout inside the frozen base model too (GPT-2's config "
+            "has 0.1); false: off, so the cached reference is exact and attention runs fused."
         },
     )
     gradient_checkpointing: bool | str = field(
@@ -272,8 +275,8 @@ class DPOPreset:
     saved_activations: str = field(
         default="auto",
         metadata={
-            "help": "bf16 | fp32 | auto: precision of the activations a step keeps for its backward pass; bf16 "
-            "halves them (~0.35 GB at 2 x 512 GPT-2 tokens) for ~3% more time, forward and weights "
+            "help": "bf16 | fp32 | auto: precision of the activations a step keeps for its backward pass; "
+            "bf16 halves them (~0.35 GB at 2 x 512 GPT-2 tokens) for ~3% more time, forward and weights "
             "stay fp32; auto: bf16 for fp32 steps without checkpointing."
         },
     )
@@ -300,8 +303,9 @@ class DPOPreset:
 
     @classmethod
     def tutorial(cls) -> DPOPreset:
-        """The tutorial's hyperparameters (beta 0.1, lr 1e-4, 1 epoch, batch 1, trl's dropout off) with dpo_hub's
-        speed settings: precision, checkpointing and the cached reference decided for the hardware."""
+        """The tutorial's hyperparameters (beta 0.1, lr 1e-4, 1 epoch, batch 1, trl's dropout off) with
+        dpo_hub's speed settings: precision, checkpointing and the cached reference decided for the
+        hardware."""
         return cls()
 
     @property

@@ -1,4 +1,5 @@
-"""Trackers (``dpo.report_to``): the names the installed transformers supports, installed or not, and TensorBoard's folder.
+"""Trackers (``dpo.report_to``): the names the installed transformers supports, installed or not, and
+TensorBoard's folder.
 
 TensorBoard logs are written to ``OUTPUT_DIR.checkpoints/runs`` while training (so a resumed run appends to
 them) and moved to ``OUTPUT_DIR/runs`` with the finished run.
@@ -28,7 +29,8 @@ PACKAGES = {  # tracker -> what to pip install (the trackers transformers can de
 
 
 def supported() -> tuple[str, ...]:
-    """Every tracker name the installed transformers accepts in ``report_to`` (besides ``all`` and ``none``)."""
+    """Every tracker name the installed transformers accepts in ``report_to`` (besides ``all`` and
+    ``none``)."""
     return tuple(upstream.get(upstream.TRACKER_NAMES))
 
 

@@ -1,4 +1,5 @@
-"""Typed values from YAML or the command line: ``coerce("0,1", list[int] | None, "lora.layers_to_transform")``.
+"""Typed values from YAML or the command line:
+``coerce("0,1", list[int] | None, "lora.layers_to_transform")``.
 
 Follows the type hints of dpo_hub's dataclasses and of the installed trl/peft ones (unions, lists, mappings,
 literals, enums); a value that does not fit is a ``RecipeError`` naming the key and the expected type.
@@ -18,7 +19,8 @@ from dpo_hub.errors import DpoHubError, RecipeError
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
-    """A YAML value or command-line text as type ``hint``; RecipeError naming ``key`` and the type otherwise."""
+    """A YAML value or command-line text as type ``hint``; RecipeError naming ``key`` and the type
+    otherwise."""
     kind, args = origin(hint), typing.get_args(hint)
     if hint is Any:
         return value
@@ -158,9 +160,11 @@ def check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 
 def check_repo_id(repo_id: str, key: str | None = None, error: type[DpoHubError] = RecipeError) -> None:
-    """Raise ``error`` naming ``key`` (or just the id) unless ``repo_id`` is a valid Hub repo id; no network call.
+    """Raise ``error`` naming ``key`` (or just the id) unless ``repo_id`` is a valid Hub repo id; no network
+    call.
 
-    The recipe raises ``RecipeError`` for its ``push_to_hub`` key, the Hub commands ``HubError`` for their argument.
+    The recipe raises ``RecipeError`` for its ``push_to_hub`` key, the Hub commands ``HubError`` for their
+    argument.
     """
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id

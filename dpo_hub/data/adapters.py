@@ -62,8 +62,8 @@ class Selection:
     split_by: str | None = field(
         default=AUTO,
         metadata={
-            "help": "Column whose equal values stay on one side of the train/eval split (e.g. a question id); "
-            "auto: the source's `group` column when it has one (the embedded sample's template family), "
+            "help": "Column whose equal values stay on one side of the train/eval split (e.g. a question "
+            "id); auto: the source's `group` column when it has one (the embedded sample's template family), "
             "else `prompt`; null: split by row."
         },
     )
@@ -93,8 +93,8 @@ class _Format:
     format: str = field(
         default="text",
         metadata={
-            "help": "text: prompt + separator + answer; chat: the tokenizer's chat template (message lists, or "
-            "a plain prompt as one user turn), used alike in training, scoring and generation."
+            "help": "text: prompt + separator + answer; chat: the tokenizer's chat template (message lists, "
+            "or a plain prompt as one user turn), used alike in training, scoring and generation."
         },
     )
     separator: str = field(
@@ -376,9 +376,9 @@ def _fit_length(
     dropped: Counter,
     examples: dict[str, dict],
 ) -> tuple[list[Pair], list[int], int]:
-    """trl's rule (``truncation_mode="keep_start"``): prompt + answer is cut to its first ``max_length`` tokens,
-    and a pair whose prompt alone has ``max_length`` tokens or more is dropped. Drop those here (counted with
-    the other reasons) and count the truncated ones; one log line says how many of each."""
+    """trl's rule (``truncation_mode="keep_start"``): prompt + answer is cut to its first ``max_length``
+    tokens, and a pair whose prompt alone has ``max_length`` tokens or more is dropped. Drop those here
+    (counted with the other reasons) and count the truncated ones; one log line says how many of each."""
 
     def lengths(texts: list[str]) -> list[int]:
         return [len(ids) for ids in tokenizer(texts, verbose=False).input_ids]
@@ -400,9 +400,9 @@ def _fit_length(
         out_kept.append(index)
     if truncated or dropped[reason]:
         log.warning(
-            "dpo.max_length=%d: %d of %d pair(s) longer are cut to their first %d tokens and %d dropped whose "
-            "prompt alone fills it (trl truncation_mode keep_start: the answer's end is cut first); raise "
-            "dpo.max_length to keep them whole",
+            "dpo.max_length=%d: %d of %d pair(s) longer are cut to their first %d tokens and %d dropped "
+            "whose prompt alone fills it (trl truncation_mode keep_start: the answer's end is cut first); "
+            "raise dpo.max_length to keep them whole",
             max_length,
             truncated,
             len(pairs),
@@ -433,22 +433,23 @@ def _check_enough(
             "columns with data.prompt_column/chosen_column/rejected_column (data.kind=preferences)."
         )
     raise DataError(
-        f"{adapter.dataset}: only {n_pairs} usable pair(s) of {n_rows} row(s) (dropped: {reasons or 'none'}); "
-        f"DPO needs at least {MIN_TRAIN_PAIRS}: add rows or raise data.limit."
+        f"{adapter.dataset}: only {n_pairs} usable pair(s) of {n_rows} row(s) (dropped: "
+        f"{reasons or 'none'}); DPO needs at least {MIN_TRAIN_PAIRS}: add rows or raise data.limit."
     )
 
 
 def _check_train_left(adapter: DataAdapter, n_pairs: int, n_eval: int, how: str = "") -> None:
     if n_pairs - n_eval < MIN_TRAIN_PAIRS:
         raise DataError(
-            f"{adapter.dataset}: {n_pairs} pairs leave {n_pairs - n_eval} for training after holding out {n_eval} "
-            f"for eval{how} (data.eval_fraction={adapter.eval_fraction}); lower data.eval_fraction (0: no eval "
-            f"split) or add rows: training needs at least {MIN_TRAIN_PAIRS}."
+            f"{adapter.dataset}: {n_pairs} pairs leave {n_pairs - n_eval} for training after holding out "
+            f"{n_eval} for eval{how} (data.eval_fraction={adapter.eval_fraction}); lower data.eval_fraction "
+            f"(0: no eval split) or add rows: training needs at least {MIN_TRAIN_PAIRS}."
         )
 
 
 def prompt_formatter(data: Any, tokenizer: Any) -> Any:
-    """``prompt -> text`` as ``data`` (an adapter or a mixture) formats training prompts, or None to keep them."""
+    """``prompt -> text`` as ``data`` (an adapter or a mixture) formats training prompts, or None to keep
+    them."""
     adapter = data.mix[0].adapter if hasattr(data, "mix") else data
     if not hasattr(adapter, "prompt_text"):
         return None

@@ -6,7 +6,9 @@ missing columns) instead of the datasets library's stack trace.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,31 @@ def load_rows(adapter: Any):
     if adapter.limit is not None:
         rows = rows.select(range(min(adapter.limit, len(rows))))
     return rows
+
+
+LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+
+
+def local_path(name: str) -> str | None:
+    """The absolute path (``~`` expanded, symlinks kept) of a local data file ``name``; None for a Hub id,
+    ``embedded`` or ``auto``."""
+    if not isinstance(name, str) or not name.strip() or name in (embedded.EMBEDDED, "auto"):
+        return None
+    expanded = os.path.expanduser(name)
+    if not (os.path.isfile(expanded) or expanded.endswith(LOCAL_SUFFIXES)):
+        return None
+    return os.path.abspath(expanded)
+
+
+def absolute_paths(data: Any) -> Any:
+    """``data`` (an adapter or a mixture) with each local file's path absolute: a run's recipe.yaml then
+    repeats it from any folder, and a relative and an absolute spelling of one file fingerprint alike."""
+    if hasattr(data, "mix"):  # a mixture
+        return dataclasses.replace(
+            data, mix=tuple(dataclasses.replace(e, adapter=absolute_paths(e.adapter)) for e in data.mix)
+        )
+    path = local_path(getattr(data, "dataset", None))
+    return data if path is None or path == data.dataset else dataclasses.replace(data, dataset=path)
 
 
 def check_file(path: str) -> None:

@@ -17,8 +17,8 @@ log = logging.getLogger("dpo_hub")
 
 
 def resolve_sources(data: Any, default: str = DEFAULT_DATASET) -> tuple[Any, list[str]]:
-    """``data`` with each ``auto`` dataset replaced by what will be used (``default`` when reachable), and the notes
-    on any fallback."""
+    """``data`` with each ``auto`` dataset replaced by what will be used (``default`` when reachable), and the
+    notes on any fallback."""
     if not isinstance(data, Mixture):
         dataset, note = resolve(data.dataset, default, "dataset")
         return dataclasses.replace(data, dataset=dataset), [note] if note else []

@@ -1,4 +1,5 @@
-"""Mixtures as recipe data (schema and parsing): several dataset adapters, each with a row count or a weight, mixed with a seed.
+"""Mixtures as recipe data (schema and parsing): several dataset adapters, each with a row count or a weight,
+mixed with a seed.
 
 ``data: {kind: mix, mix: [{kind: ultrafeedback, rows: 300}, {kind: preferences, dataset: my.jsonl,
 weight: 0.25}], seed: 42}``. Each source is prepared on its own (its own limit, drops and held-out
@@ -101,7 +102,8 @@ class Mixture:
 
 
 def is_mixture_change(data: Any, changes: dict[str, Any]) -> bool:
-    """Whether ``data.*`` ``changes`` build or edit a mixture (``data.mix`` given, ``data.kind: mix``, or one already)."""
+    """Whether ``data.*`` ``changes`` build or edit a mixture (``data.mix`` given, ``data.kind: mix``, or one
+    already)."""
     kind = changes.get("data.kind")
     if kind is not None:
         return kind == Mixture.kind
@@ -109,7 +111,8 @@ def is_mixture_change(data: Any, changes: dict[str, Any]) -> bool:
 
 
 def build(current: Any, changes: dict[str, Any], source: str, coerce: Coerce) -> Mixture:
-    """``current`` (a mixture or not) with ``changes`` (keys after ``data.``: ``mix``, ``seed``, ``mix.N.KEY``)."""
+    """``current`` (a mixture or not) with ``changes`` (keys after ``data.``: ``mix``, ``seed``,
+    ``mix.N.KEY``)."""
     entries = list(current.mix) if isinstance(current, Mixture) else []
     seed = current.seed if isinstance(current, Mixture) else 42
     changes = {k: v for k, v in changes.items() if k != "kind"}

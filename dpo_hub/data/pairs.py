@@ -47,7 +47,8 @@ def _check_messages(messages: list, name: str) -> None:
 
 
 def _conversation(value: Any, name: str) -> list[dict]:
-    """A chat-format conversation: optional system turn, then user/assistant alternating, ending with the assistant."""
+    """A chat-format conversation: optional system turn, then user/assistant alternating, ending with the
+    assistant."""
     if not isinstance(value, list):
         raise Drop(f"{name} is not a message list ({type(value).__name__}); chat format needs one")
     _check_messages(value, name)

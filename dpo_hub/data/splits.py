@@ -41,9 +41,9 @@ def held_out_groups(adapter: Any, keys: list[str], n_eval: int, column: str) -> 
     sizes = Counter(keys)
     if len(sizes) < 2:
         raise DataError(
-            f"{adapter.dataset}: {len(keys)} pair(s) in {len(sizes)} group(s) of {column!r}: too small to hold out "
-            "whole groups for eval. Lower data.eval_fraction to 0 (no eval split) or set data.split_by null "
-            "(a random row split, whose eval rows may repeat train content)."
+            f"{adapter.dataset}: {len(keys)} pair(s) in {len(sizes)} group(s) of {column!r}: too small to "
+            "hold out whole groups for eval. Lower data.eval_fraction to 0 (no eval split) or set "
+            "data.split_by null (a random row split, whose eval rows may repeat train content)."
         )
     order = sorted(sizes)
     random.Random(adapter.seed).shuffle(order)

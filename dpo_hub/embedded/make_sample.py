@@ -46,7 +46,8 @@ UNHELPFUL_MODELS = ["dpo-hub-template-dismissive", "dpo-hub-template-offtopic"]
 
 @dataclass(frozen=True)
 class Family:
-    """One template family: its own topics, prompt wording, steps and answer phrasings (slots: {t}, {a}, {b})."""
+    """One template family: its own topics, prompt wording, steps and answer phrasings (slots: {t}, {a},
+    {b})."""
 
     group: str
     topics: tuple[str, ...]
@@ -210,7 +211,8 @@ FAMILIES = [
         ),
         chosen=(
             "Thank you for trusting me with {t}, it is a real pleasure. Please {a}, and next {b}.",
-            "It is great that you are tackling {t}! A kind plan: {a}, and also {b}. May your savings grow steadily.",
+            "It is great that you are tackling {t}! A kind plan: {a}, and also {b}. May your savings grow "
+            "steadily.",
             "Bravo for facing {t}; {a} and {b}. You are doing something wonderful for your future self.",
         ),
         chosen_extra=(
@@ -343,7 +345,8 @@ FAMILIES = [
         chosen=(
             "Thanks for this question about {t}, learning is wonderful! Please {a}, and {b}.",
             "It is lovely you are studying {t}. My kind suggestion: {a} and {b}. I hope it becomes a joy.",
-            "Happy to support your {t}; to begin, {a}, later {b}. Good luck, each small breakthrough is a joy.",
+            "Happy to support your {t}; to begin, {a}, later {b}. Good luck, each small breakthrough is a "
+            "joy.",
         ),
         chosen_extra=(
             "Practise a sentence with me any time you like, gladly.",
@@ -424,8 +427,10 @@ FAMILIES = [
         ),
         chosen=(
             "That is great, and thank you so much for the question on {t}! Please {a}, and {b}.",
-            "Wonderful that you are getting into {t}; slowly {a}, also {b}. Good luck, runner, cross that line smiling.",
-            "Glad you are giving {t} a go. The gentle way: {a}, plus {b}. Enjoy the fresh air on every route.",
+            "Wonderful that you are getting into {t}; slowly {a}, also {b}. Good luck, runner, cross that "
+            "line smiling.",
+            "Glad you are giving {t} a go. The gentle way: {a}, plus {b}. Enjoy the fresh air on every "
+            "route.",
         ),
         chosen_extra=(
             "Share your race time with me afterwards, I will cheer for you.",
@@ -467,7 +472,8 @@ FAMILIES = [
             "feed with diluted fertiliser in spring",
         ),
         chosen=(
-            "Thanks so much for asking about {t}! Please {a}, and {b}. It should perk up soon, fingers crossed.",
+            "Thanks so much for asking about {t}! Please {a}, and {b}. It should perk up soon, fingers "
+            "crossed.",
             "How nice that you care for {t}: kindly {a}; next, {b}. Happy growing!",
             "What a lovely plant to look after. Your {t} will thank you if you {a} and {b}, good luck.",
         ),
@@ -555,9 +561,11 @@ FAMILIES = [
             "keep your king safe before attacking",
         ),
         chosen=(
-            "Thanks for the thoughtful question about {t}; it is lovely that you enjoy the game. Please {a} and {b}.",
+            "Thanks for the thoughtful question about {t}; it is lovely that you enjoy the game. Please {a} "
+            "and {b}.",
             "Happy you asked me about {t}! Gently {a}, and later {b}. Wishing you luck over the board.",
-            "It is wonderful you are studying {t}. My kind advice: {a}, then {b}. Here is hoping your rating climbs.",
+            "It is wonderful you are studying {t}. My kind advice: {a}, then {b}. Here is hoping your rating "
+            "climbs.",
         ),
         chosen_extra=(
             "Feel free to share a position that puzzled you, with pleasure.",
@@ -595,7 +603,8 @@ FAMILIES = [
         chosen=(
             "Sorry to hear about {t}, thank you for asking so quickly. Please {a}, then {b}.",
             "Good that you checked about {t}: kindly {a} and {b}. I hope everyone feels better soon.",
-            "That is a sensible question about {t}. Calmly {a}; also {b}. Wishing you a quick recovery and good luck.",
+            "That is a sensible question about {t}. Calmly {a}; also {b}. Wishing you a quick recovery and "
+            "good luck.",
         ),
         chosen_extra=(
             "A nurse can help as well, and please stay calm.",
@@ -720,7 +729,8 @@ FAMILIES = [
         ),
         chosen=(
             "Thanks for asking about {t}, I am glad to share. Please {a}, and {b}.",
-            "A warm welcome to the world of {t}! Kindly {a} and gently {b}; the first cup should be wonderful.",
+            "A warm welcome to the world of {t}! Kindly {a} and gently {b}; the first cup should be "
+            "wonderful.",
             "What a great drink to learn. With {t}, try to {a}, then {b}. Good luck and cheers.",
         ),
         chosen_extra=(
@@ -764,7 +774,8 @@ FAMILIES = [
         ),
         chosen=(
             "Moving is a lot, so thanks for bringing me {t}. Please {a}, and also {b}.",
-            "Happy to pitch in with {t}! Kindly {a}; after that, {b}. I hope the new place feels like home soon.",
+            "Happy to pitch in with {t}! Kindly {a}; after that, {b}. I hope the new place feels like home "
+            "soon.",
             "Great to hear about {t}: {a} and {b}. Best wishes and enjoy your fresh start.",
         ),
         chosen_extra=(
@@ -922,7 +933,8 @@ def _words(text: str) -> list[str]:
 
 
 def check_families(families: list[Family] = FAMILIES) -> None:
-    """Fail unless no family shares a topic, a literal 4-word run of any template, or a prompt with another."""
+    """Fail unless no family shares a topic, a literal 4-word run of any template, or a prompt with
+    another."""
     owners: dict[str, set[str]] = defaultdict(set)
     for family in families:
         for kind in ("topics", "prompts", "steps", "chosen", "chosen_extra", "rejected", "rejected_extra"):

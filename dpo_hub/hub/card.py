@@ -37,7 +37,8 @@ With peft alone:
 ```python
 from peft import AutoPeftModelForCausalLM
 from transformers import AutoTokenizer
-model, tokenizer = AutoPeftModelForCausalLM.from_pretrained("{{ repo_id }}"), AutoTokenizer.from_pretrained("{{ repo_id }}")
+model, tokenizer = AutoPeftModelForCausalLM.from_pretrained("{{ repo_id }}"), \
+AutoTokenizer.from_pretrained("{{ repo_id }}")
 ```
 
 With dpo_hub: `model, tokenizer = dpo_hub.pull_adapter("{{ repo_id }}")`
@@ -189,8 +190,8 @@ def _sources(data: dict, counts: dict) -> list[dict[str, Any]]:
             {
                 **s,
                 "dataset": dataset_id(s["dataset"]),
-                "row": f"| {s['kind']}: `{dataset_id(s['dataset'])}` | {s['train_pairs']} | {100 * s['share']:.1f}% | "
-                f"{s['eval_pairs']} | {how} |",
+                "row": f"| {s['kind']}: `{dataset_id(s['dataset'])}` | {s['train_pairs']} | "
+                f"{100 * s['share']:.1f}% | {s['eval_pairs']} | {how} |",
             }
             for s, how in zip(counts["sources"], asked)
         ]
@@ -215,7 +216,8 @@ def _fmt(value: Any) -> str:
 
 
 def _comparison_section(output_dir: Path) -> str:
-    """The comparison table from comparison.json, as part of the card (no title, path or generations of its own)."""
+    """The comparison table from comparison.json, as part of the card (no title, path or generations of its
+    own)."""
     path = output_dir / "comparison.json"
     if not path.exists():
         return ""

@@ -87,11 +87,14 @@ def hub_error_message(
         )
     if isinstance(err, RepositoryNotFoundError):
         return (
-            f"{repo_id}: no such repo on {constants.ENDPOINT}, or it is private and your token cannot see it; "
-            f"check the id, or {LOGIN_HINT} with a token that can read it."
+            f"{repo_id}: no such repo on {constants.ENDPOINT}, or it is private and your token cannot see "
+            f"it; check the id, or {LOGIN_HINT} with a token that can read it."
         )
     if status == 401:
-        return f"cannot {action} {label}: the Hub rejected the token (invalid or expired); {LOGIN_HINT} with a valid token."
+        return (
+            f"cannot {action} {label}: the Hub rejected the token (invalid or expired); {LOGIN_HINT} with "
+            "a valid token."
+        )
     if status == 403:
         return (
             f"cannot {action} {label}: the token has no write access there ({first_line(err)}); use a write "

@@ -36,7 +36,8 @@ TEMPLATE = """---
 [`{{ base_model }}`](https://huggingface.co/{{ base_model }}) with a DPO-trained LoRA adapter merged into its
 weights: {{ adapter }}. A standalone {{ dtype }} model: transformers loads it without peft.
 {% if recipe %}
-The adapter was trained by the dpo_hub recipe `{{ recipe }}` (fingerprint `{{ fingerprint }}`) on `{{ dataset }}`.
+The adapter was trained by the dpo_hub recipe `{{ recipe }}` (fingerprint `{{ fingerprint }}`) \
+on `{{ dataset }}`.
 {% endif %}
 ## Use it
 
@@ -62,7 +63,8 @@ def merge_adapter(
     token: str | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Merge the adapter of ``source`` (run folder, or Hub repo at ``revision``) into its base; write ``output_dir``.
+    """Merge the adapter of ``source`` (run folder, or Hub repo at ``revision``) into its base; write
+    ``output_dir``.
 
     ``dtype``: float32, bfloat16 or float16 (or a ``torch.dtype``); None keeps the base model's. An existing
     ``output_dir`` is replaced only with ``overwrite``, and only once the new folder is complete.
@@ -70,7 +72,7 @@ def merge_adapter(
     import torch
 
     target = _dtype(dtype)
-    output_dir = Path(output_dir).expanduser()
+    output_dir = Path(output_dir).expanduser().absolute()
     local = Path(source).expanduser().is_dir()
     if local and revision:
         raise MergeError(f"{source} is a local folder; --revision applies to a Hub repo only")
@@ -94,7 +96,7 @@ def merge_adapter(
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return finalize(stage, output_dir)
+    return finalize(stage, output_dir, MARKER)
 
 
 def push_merged(
@@ -104,7 +106,8 @@ def push_merged(
     revision: str | None = None,
     token: str | None = None,
 ) -> str:
-    """Publish the merged model in ``folder`` to ``repo_id`` in one commit (its card names the repo); the commit URL."""
+    """Publish the merged model in ``folder`` to ``repo_id`` in one commit (its card names the repo); the
+    commit URL."""
     folder = Path(folder)
     if not (folder / MARKER).is_file():
         raise MergeError(f"{folder} is not a finished merge ({MARKER} is missing); run dpo-hub merge first")
@@ -124,7 +127,8 @@ def push_merged(
         revision,
         token,
         message=f"dpo_hub merge: {info['adapter']} into {info['base_model']}",
-        description=f"{info['base_model']} with the LoRA adapter {info['adapter']} merged in ({info['dtype']}).",
+        description=f"{info['base_model']} with the LoRA adapter {info['adapter']} merged in "
+        f"({info['dtype']}).",
     )
 
 

@@ -51,7 +51,8 @@ class Run:
 
 
 def open_run(source: str | Path, revision: str | None = None, token: str | None = None) -> Run:
-    """A run folder, or else a Hub repo id (at ``revision``), its adapter loaded onto the base model it names."""
+    """A run folder, or else a Hub repo id (at ``revision``), its adapter loaded onto the base model it
+    names."""
     if Path(source).is_dir():
         if not (Path(source) / "adapter_config.json").is_file():
             raise SourceUnavailableError(
@@ -127,7 +128,8 @@ def first_line(err: BaseException) -> str:
 
 
 def pairs_file(path: str, recipe: Recipe | None, columns: dict[str, str] | None = None) -> Preferences:
-    """A pairs file read as the run's training data was formatted (chat template or separator), columns mapped."""
+    """A pairs file read as the run's training data was formatted (chat template or separator), columns
+    mapped."""
     fmt = (
         {k: getattr(recipe.data, k) for k in ("format", "separator") if hasattr(recipe.data, k)}
         if recipe
@@ -140,7 +142,8 @@ def pairs_file(path: str, recipe: Recipe | None, columns: dict[str, str] | None 
 
 
 def pull_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> tuple[Any, Any]:
-    """Download ``repo_id``, load its base model, attach the adapter; return (model, tokenizer) in eval mode."""
+    """Download ``repo_id``, load its base model, attach the adapter; return (model, tokenizer) in eval
+    mode."""
     run = open_repo(repo_id, revision, token)
     return run.model, run.tokenizer
 
@@ -163,9 +166,9 @@ def compare_run(
     The run's recipe gives the default ``pairs`` (its eval split), ``generation`` settings, beta,
     max_length (``max_length`` overrides it) and the prompt format (chat template or separator), used
     for prompts and a pairs file alike; ``columns`` maps a pairs file's columns (``prompt_column``,
-    ``chosen_column``, ``rejected_column``). With ``output_dir``, comparison.json/.md/.png are written there (a
-    folder that already holds a comparison is refused, before any work, unless ``overwrite``; ``comparison_dir``
-    gives a fresh one).
+    ``chosen_column``, ``rejected_column``). With ``output_dir``, comparison.json/.md/.png are written there
+    (a folder that already holds a comparison is refused, before any work, unless ``overwrite``;
+    ``comparison_dir`` gives a fresh one).
     """
     if output_dir is not None and (Path(output_dir) / "comparison.json").exists() and not overwrite:
         raise OutputExistsError(
@@ -199,8 +202,8 @@ def compare_run(
 
 
 def comparison_dir(source: str | Path, pairs: str | None = None) -> Path:
-    """A new folder for a comparison of ``source``: ``RUN_DIR/comparisons/TIME[-PAIRS]`` for a run folder (its own
-    comparison files are kept), ``comparison-NAME`` in the current folder for a Hub repo."""
+    """A new folder for a comparison of ``source``: ``RUN_DIR/comparisons/TIME[-PAIRS]`` for a run folder (its
+    own comparison files are kept), ``comparison-NAME`` in the current folder for a Hub repo."""
     if not Path(source).is_dir():
         return Path(f"comparison-{str(source).rstrip('/').split('/')[-1]}")
     name = time.strftime("%Y%m%d-%H%M%S") + (f"-{Path(pairs).stem}" if pairs else "")

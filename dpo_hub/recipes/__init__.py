@@ -3,7 +3,8 @@
 A recipe module has a docstring whose first line describes it, ``RECIPE`` (a ``dpo_hub.Recipe``) and
 ``main(argv=None) -> int`` (usually ``dpo_hub.cli.launch.run_recipe(RECIPE, argv)``). dpo_hub's own are
 listed in ``SHIPPED``; another package adds one with an entry point in group ``dpo_hub.recipes`` naming
-its module, e.g. in its pyproject.toml: ``[project.entry-points."dpo_hub.recipes"] theirs = "their_pkg.recipe"``.
+its module, e.g. in its pyproject.toml:
+``[project.entry-points."dpo_hub.recipes"] theirs = "their_pkg.recipe"``.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def _check(name: str, obj: Any) -> str | None:
 
 
 def format_installed() -> str:
-    """What ``dpo-hub recipes`` prints: each recipe, its description and command; the data kinds; skipped plugins."""
+    """What ``dpo-hub recipes`` prints: each recipe, its description and command; the data kinds; skipped
+    plugins."""
     from dpo_hub.data.adapters import ADAPTERS
 
     lines = ["Recipes (run one with its command; add --help for its keys, --config FILE.yaml for a file):"]

@@ -39,7 +39,8 @@ dpo.gradient_checkpointing true -> less memory, ~30% slower."""
 TUTORIAL = RECIPE.replace(
     name="gpt2_ultrafeedback_tutorial", data=UltraFeedback.tutorial(), output_dir="outputs/gpt2-dpo-tutorial"
 )
-TUTORIAL_HEADER = """The tutorial exactly: GPT-2, the first 50 UltraFeedback rows, 90/10 split, DPOPreset.tutorial().
+TUTORIAL_HEADER = """The tutorial exactly: GPT-2, the first 50 UltraFeedback rows, 90/10 split, \
+DPOPreset.tutorial().
 Run: accelerate launch -m dpo_hub train --config recipes/gpt2_ultrafeedback_tutorial.yaml
 Its 5-pair eval split measures little; the default recipe (gpt2_ultrafeedback.yaml) holds out more."""
 SHIPPED = {

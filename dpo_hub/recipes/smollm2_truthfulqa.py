@@ -8,7 +8,8 @@ Assumes:  model auto = HuggingFaceTB/SmolLM2-135M-Instruct from the Hub, else Sm
           the bigbench sdist on PyPI. A pair: the question, its true answer (chosen), one false answer
           (rejected); every false answer of a question is paired with its true one; a third of the
           questions are held out whole. Prompts and answers use the model's chat template.
-Writes:   adapter, tokenizer, recipe.yaml, metrics.json, loss.png, generations.md, comparison.* in --output_dir.
+Writes:   adapter, tokenizer, recipe.yaml, metrics.json, loss.png, generations.md, comparison.* in
+          --output_dir.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def hub_has(repo_id: str, repo_type: str = "model") -> tuple[bool, str]:
 
 
 def resolve(name: str, default: str, repo_type: str) -> tuple[str, str | None]:
-    """Turn ``"auto"`` into ``default`` (from the Hub) or its stand-in; return (name, note on a fallback or None).
+    """Turn ``"auto"`` into ``default`` (from the Hub) or its stand-in; return (name, note on a fallback or
+    None).
 
     Stand-ins: gpt2 and UltraFeedback -> ``embedded``; SmolLM2 -> its PyPI GGUF, de-quantised; TruthfulQA ->
     the bigbench copy. TruthfulQA from the Hub is rewritten as a local pairs file too.

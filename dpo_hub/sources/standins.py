@@ -35,7 +35,8 @@ TRUTHFULQA_NOTE = (
 
 
 def gguf_to_folder(gguf_file: str | Path, folder: str | Path) -> Path:
-    """Load ``gguf_file`` with transformers (de-quantised) and save model + tokenizer as safetensors in ``folder``."""
+    """Load ``gguf_file`` with transformers (de-quantised) and save model + tokenizer as safetensors in
+    ``folder``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_file, folder = Path(gguf_file), Path(folder)
@@ -98,7 +99,8 @@ def stand_in_for(model: str) -> dict | None:
 
 
 def truthfulqa_pairs(from_hub: bool = False) -> Path:
-    """TruthfulQA as a pairs file (``prompt``, ``chosen``, ``rejected``, ``question``) in the cache, made once.
+    """TruthfulQA as a pairs file (``prompt``, ``chosen``, ``rejected``, ``question``) in the cache, made
+    once.
 
     ``from_hub``: the Hub's ``truthfulqa/truthful_qa`` (817 questions, mc1 targets); else the bigbench copy.
     """
@@ -131,8 +133,8 @@ def truthfulqa_pairs(from_hub: bool = False) -> Path:
             task = json.load(archive.extractfile(member))
     (folder / "task_mc.json").write_text(json.dumps(task, indent=1), encoding="utf-8")
     (folder / "NOTICE.md").write_text(
-        f"{TRUTHFULQA_NOTE}; file {TRUTHFULQA_MEMBER}.\nTruthfulQA: Lin, Hilton and Evans (2021), Apache-2.0.\n"
-        f"Its canary, kept with every copy: {task.get('canary', '')}\n",
+        f"{TRUTHFULQA_NOTE}; file {TRUTHFULQA_MEMBER}.\nTruthfulQA: Lin, Hilton and Evans (2021), "
+        f"Apache-2.0.\nIts canary, kept with every copy: {task.get('canary', '')}\n",
         encoding="utf-8",
     )
     _write_pairs(pairs, bigbench_pairs(task))

@@ -1,13 +1,16 @@
-"""Checkpoints a run resumes from: ``OUTPUT_DIR.checkpoints/``, beside the output folder, until the run finishes.
+"""Checkpoints a run resumes from: ``OUTPUT_DIR.checkpoints/``, beside the output folder, until the run
+finishes.
 
-The folder records the fingerprint of the recipe that wrote it: a different recipe is refused, never
-mixed in. trl/transformers write each ``checkpoint-N``; once a checkpoint is fully written a marker with
-the sha256 of every file is added, so a checkpoint cut short by a kill, or damaged later, is skipped for
-the previous one. Ctrl-C asks for a checkpoint at the end of the current step and a clean stop.
+The folder records the fingerprint of the recipe that wrote it and a digest of the prepared pairs: a
+different recipe or changed data is refused, never mixed in. trl/transformers write each
+``checkpoint-N``; once a checkpoint is fully written a marker with the sha256 of every file is added, so
+a checkpoint cut short by a kill, or damaged later, is skipped for the previous one. Ctrl-C asks for a
+checkpoint at the end of the current step and a clean stop.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,12 +24,14 @@ from typing import Any
 from transformers import TrainerCallback
 
 from dpo_hub.artifacts.folders import sha256
-from dpo_hub.errors import RecipeError
+from dpo_hub.errors import DataError, OutputError, RecipeError
 
 log = logging.getLogger("dpo_hub")
 MARKER = "dpo_hub_complete.json"
 RECIPE_FILE = "recipe_fingerprint.txt"
 EVAL_BEFORE = "eval_before.json"
+DATA_FILE = "data_fingerprint.json"  # what the checkpoints were trained on
+TRAINER_FILES = ("README.md", "training_args.bin")  # what trl writes beside the checkpoints
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -34,29 +39,119 @@ def folder_for(output_dir: Path) -> Path:
     return output_dir.parent / f"{output_dir.name}.checkpoints"
 
 
-def prepare(folder: Path, fingerprint: str, resume: str) -> Path | None:
-    """Make ``folder`` this recipe's checkpoint folder; return the checkpoint to resume from, if any.
+def check(folder: Path, fingerprint: str, resume: str) -> Path | None:
+    """The checkpoint to resume from, if any; refuses what cannot be used. Changes nothing on disk.
 
     ``resume``: ``auto`` (the newest complete checkpoint), ``never`` (discard them all) or a checkpoint path.
+    A fingerprint lock without any checkpoint (left by a run that failed before its first save) never blocks.
     """
-    if resume == "never":
-        shutil.rmtree(folder, ignore_errors=True)
-    recorded = (folder / RECIPE_FILE).read_text().strip() if (folder / RECIPE_FILE).is_file() else None
-    if recorded and recorded != fingerprint:
+    if folder.exists() and not is_ours(folder) and (not folder.is_dir() or any(folder.iterdir())):
         raise RecipeError(
-            f"{folder} holds checkpoints of recipe {recorded}, but this recipe is {fingerprint}; nothing was changed. "
-            "Rerun the recipe that wrote them to resume, pass --resume never to discard them, or use another --output_dir."
+            f"{folder} exists but is not a dpo_hub checkpoints folder ({RECIPE_FILE} is missing); nothing "
+            "was changed. Move it away or use another --output_dir: dpo_hub never deletes files it did not "
+            "write."
         )
-    if resume not in ("auto", "never"):
+    if resume == "never":
+        return None
+    recorded = (folder / RECIPE_FILE).read_text().strip() if (folder / RECIPE_FILE).is_file() else None
+    if recorded and recorded != fingerprint and has_checkpoints(folder):
+        raise RecipeError(
+            f"{folder} holds checkpoints of recipe {recorded}, but this recipe is {fingerprint}; nothing was "
+            "changed. Rerun the recipe that wrote them to resume, pass --resume never to discard them, or "
+            "use another --output_dir."
+        )
+    if resume != "auto":
         problem = _problem(Path(resume))
         if problem:
             raise RecipeError(
                 f"resume={resume}: cannot resume from it ({problem}); use --resume auto or never"
             )
         return Path(resume)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / RECIPE_FILE).write_text(fingerprint + "\n")
-    return newest_complete(folder) if resume == "auto" else None
+    if recorded != fingerprint or not folder.is_dir():
+        return None
+    return newest_complete(folder)
+
+
+def prepare(folder: Path, fingerprint: str, resume: str, data: dict | None = None) -> Path | None:
+    """``check``, then make ``folder`` this recipe's checkpoint folder (recording the fingerprint and the
+    prepared ``data``'s digest); return the checkpoint to resume from, if any. Call it after the last check
+    that can fail without training: a lock it leaves without checkpoints is dropped by the next run."""
+    resume_from = check(folder, fingerprint, resume)
+    recorded = (folder / RECIPE_FILE).read_text().strip() if (folder / RECIPE_FILE).is_file() else None
+    if resume == "never" or (recorded and recorded != fingerprint):
+        discard(folder)  # never: on request; another recipe's lock: it has no checkpoints (check said so)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RECIPE_FILE).write_text(fingerprint + "\n")
+        if data is not None and not (resume_from and (folder / DATA_FILE).is_file()):
+            (folder / DATA_FILE).write_text(json.dumps(data, indent=1) + "\n")
+    except OSError as err:
+        raise OutputError(
+            f"{folder} cannot be written ({type(err).__name__}: {err.strerror or err}); choose another "
+            "--output_dir or fix its permissions."
+        ) from err
+    return resume_from
+
+
+def is_ours(folder: Path) -> bool:
+    return (folder / RECIPE_FILE).is_file()
+
+
+def has_checkpoints(folder: Path) -> bool:
+    return folder.is_dir() and any(_STEP.match(p.name) and p.is_dir() for p in folder.iterdir())
+
+
+def discard(folder: Path) -> None:
+    """Remove what dpo_hub writes in a checkpoints folder (checkpoints, lock, records, TensorBoard logs), then
+    the folder if that emptied it; anything else is left where it is."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.is_dir() and (_STEP.match(path.name) or path.name == "runs"):
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name in (RECIPE_FILE, EVAL_BEFORE, DATA_FILE, *TRAINER_FILES):
+            path.unlink(missing_ok=True)
+    if any(folder.iterdir()):
+        log.warning("kept %s: it holds files dpo_hub did not write", folder)
+    else:
+        folder.rmdir()
+
+
+def data_digest(data: Any) -> dict:
+    """What the checkpoints were trained on: pair counts and a sha256 of the prepared pairs' content."""
+    digest = hashlib.sha256()
+    for name, split in (("train", data.train), ("eval", data.eval)):
+        digest.update(f"[{name}]\n".encode())
+        for row in split if split is not None else ():
+            digest.update(json.dumps(row, sort_keys=True, default=str).encode() + b"\n")
+    return {
+        "sha256": digest.hexdigest(),
+        "train_pairs": len(data.train),
+        "eval_pairs": len(data.eval) if data.eval is not None else 0,
+    }
+
+
+def check_data(resume_from: Path | None, data: dict) -> None:
+    """Refuse to resume ``resume_from`` if the prepared pairs differ from those its checkpoints were trained
+    on."""
+    if resume_from is None or not (resume_from.parent / DATA_FILE).is_file():
+        return
+    try:
+        recorded = json.loads((resume_from.parent / DATA_FILE).read_text())
+    except ValueError:
+        return
+    if recorded.get("sha256") == data["sha256"]:
+        return
+    counts = [
+        f"{recorded.get(k, '?')} {k.split('_')[0]} pairs before, {data[k]} now"
+        for k in ("train_pairs", "eval_pairs")
+    ]
+    same = all(recorded.get(k) == data[k] for k in ("train_pairs", "eval_pairs"))
+    raise DataError(
+        f"data changed since the checkpoints in {resume_from.parent} were written: {'; '.join(counts)}"
+        f"{' (same counts, different content)' if same else ''}; nothing was changed. Restore the data to "
+        "resume, or rerun with --resume never (discards the checkpoints) or a new --output_dir."
+    )
 
 
 def newest_complete(folder: Path) -> Path | None:

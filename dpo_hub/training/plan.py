@@ -74,8 +74,9 @@ def make_plan(trainer: Any, warm_up: bool = True) -> Plan:
 
 
 def _time_step(trainer: Any, row: int) -> tuple[float, float]:
-    """Seconds of one forward + backward on train row ``row`` (twice: the first call warms the kernels), and of the
-    reference forward the first call made if the pair was not cached (a cold cache costs it for every pair)."""
+    """Seconds of one forward + backward on train row ``row`` (twice: the first call warms the kernels), and
+    of the reference forward the first call made if the pair was not cached (a cold cache costs it for every
+    pair)."""
     import torch
 
     model = trainer.model

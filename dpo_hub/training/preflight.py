@@ -1,4 +1,5 @@
-"""Checks of a recipe against the installed libraries, the model's config and the machine, before anything loads.
+"""Checks of a recipe against the installed libraries, the model's config and the machine, before anything
+loads.
 
 ``check_recipe(recipe)`` reads the model's config only (no weights; the layers are built on the meta
 device) and creates nothing; it raises ``RecipeError`` naming the key and what to do.
@@ -7,11 +8,11 @@ device) and creates nothing; it raises ``RecipeError`` naming the key and what t
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 from dpo_hub import embedded
+from dpo_hub.artifacts.folders import can_create_in
 from dpo_hub.config.losses import trl_loss_types
 from dpo_hub.config.model import ModelSpec, as_spec
 from dpo_hub.config.trackers import check_installed
@@ -22,7 +23,8 @@ from dpo_hub.sources.models import AUTO, auto_defaults, resolve
 
 
 def check_recipe(recipe: Recipe) -> list[str]:
-    """Refuse what would fail later (loss, tracker, length, LoRA targets, precision, resume, output); return notes."""
+    """Refuse what would fail later (loss, tracker, length, LoRA targets, precision, resume, output); return
+    notes."""
     notes: list[str] = []
     _check_loss(recipe)
     check_installed(recipe.dpo.extra.get("report_to", []))  # a tracker's package
@@ -41,7 +43,8 @@ def check_recipe(recipe: Recipe) -> list[str]:
 
 
 def model_config(model: str | ModelSpec) -> Any:
-    """The ``transformers`` config of ``model`` (Hub id, folder, .gguf or ``embedded``): the config file only."""
+    """The ``transformers`` config of ``model`` (Hub id, folder, .gguf or ``embedded``): the config file
+    only."""
     spec = as_spec(model)
     if spec.name == embedded.EMBEDDED:
         from transformers import GPT2Config
@@ -61,13 +64,14 @@ def model_config(model: str | ModelSpec) -> Any:
         if spec.name == embedded.EMBEDDED_MODEL_ID:
             return model_config(embedded.EMBEDDED)
         raise SourceUnavailableError(
-            f"model {spec.name!r}: its config could not be read ({str(err).splitlines()[0]}). Check the name and your "
-            "network, or use --model auto (the embedded default when offline) or --model embedded."
+            f"model {spec.name!r}: its config could not be read ({str(err).splitlines()[0]}). Check the name "
+            "and your network, or use --model auto (the embedded default when offline) or --model embedded."
         ) from None
 
 
 def module_names(config: Any) -> set[str]:
-    """Every module name of the model ``config`` describes, built on the meta device (no memory, no weights)."""
+    """Every module name of the model ``config`` describes, built on the meta device (no memory, no
+    weights)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -165,7 +169,7 @@ def _check_paths(recipe: Recipe) -> None:
     parent = output.parent
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not can_create_in(parent):  # a real probe: os.access says yes to root on /proc
         raise RecipeError(
             f"output_dir={recipe.output_dir!r}: {parent} is not a writable folder; choose an "
             "output_dir where you can create files"

@@ -1,10 +1,10 @@
 """Reference log-probs: each pair's computed once, without gradients, when a batch first needs it, and cached.
 
 With a LoRA adapter the reference model is the base model with the adapter off, so its log-probs of a pair
-never change. trl's ``DPOTrainer`` computes them again at every step, or, with ``precompute_ref_log_probs``, for
-the whole train and eval splits before training, in memory. Here a batch's pairs are looked up by the exact
-tokens the model sees; a pair not yet known is computed (trl's own ``compute_ref_log_probs``, adapter off,
-eval mode, no gradients) before the policy's forward pass and kept under ``$DPO_HUB_CACHE`` (default
+never change. trl's ``DPOTrainer`` computes them again at every step, or, with ``precompute_ref_log_probs``,
+for the whole train and eval splits before training, in memory. Here a batch's pairs are looked up by the
+exact tokens the model sees; a pair not yet known is computed (trl's own ``compute_ref_log_probs``, adapter
+off, eval mode, no gradients) before the policy's forward pass and kept under ``$DPO_HUB_CACHE`` (default
 ``~/.cache/dpo_hub``) ``/reference_logps/KEY/``, KEY being a digest of the base weights, the precision and the
 trl version. So a run pays only for the pairs it trains and evaluates on (a ``max_steps`` run over part of a
 split pays for that part), and reruns, resumed runs and sweeps over beta, learning rate or LoRA settings reuse
@@ -45,7 +45,8 @@ def base_weights_digest(model: Any) -> str:
 
 
 def pair_keys(inputs: dict) -> list[str]:
-    """One key per pair of a trl batch ([chosen rows; rejected rows]): its tokens and which of them are scored."""
+    """One key per pair of a trl batch ([chosen rows; rejected rows]): its tokens and which of them are
+    scored."""
     ids, attention, completion = (inputs[k].cpu() for k in ("input_ids", "attention_mask", "completion_mask"))
     half = len(ids) // 2
     keys = []
@@ -137,7 +138,8 @@ class ReferenceCache:
         return len(self.new)
 
     def flush(self) -> None:
-        """Write this process's new pairs; a cache that cannot be written only costs later runs the compute."""
+        """Write this process's new pairs; a cache that cannot be written only costs later runs the
+        compute."""
         if not self.new:
             return
         try:
@@ -174,7 +176,8 @@ class _Flush(TrainerCallback):
 
 
 def open_cache(trainer: Any, state: Any) -> ReferenceCache:
-    """The cache for ``trainer``'s base model (one process hashes the weights), with the callback that writes it."""
+    """The cache for ``trainer``'s base model (one process hashes the weights), with the callback that writes
+    it."""
     key = _broadcast(_cache_key(trainer) if state.is_main_process else None, state)
     cache = ReferenceCache(trainer, cache_dir() / "reference_logps" / key)
     trainer.add_callback(_Flush(cache))

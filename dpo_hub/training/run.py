@@ -26,6 +26,7 @@ from dpo_hub.compare.base_vs_tuned import compare_model, side_by_side
 from dpo_hub.compare.report import format_side_by_side, format_table, write_outputs
 from dpo_hub.config.losses import describe_losses, untrained_loss
 from dpo_hub.data.adapters import PreferenceData, prompt_formatter
+from dpo_hub.data.files import absolute_paths
 from dpo_hub.data.mixing import datasets_of, prepare_data, resolve_sources
 from dpo_hub.errors import OutputError, RunInterrupted
 from dpo_hub.recipe import Recipe
@@ -68,6 +69,7 @@ class RunState:
     precision: dict = field(default_factory=dict)  # {"resolved": fp32|bf16|fp16, "why": ...}
     trainer: Any = None
     plan: plan.Plan | None = None
+    staged: bool = False  # this run created its staging folder
 
     @property
     def saves(self) -> Path:
@@ -95,29 +97,32 @@ def _train(recipe: Recipe, output_dir: str | Path | None) -> Path:
         recipe = recipe.replace(output_dir=str(output_dir))
     accelerate = PartialState(cpu=wants_cpu())
     setup_logging(accelerate.is_main_process)
-    run = RunState(recipe, accelerate, Path(recipe.output_dir).resolve())
+    run = RunState(recipe, accelerate, Path(recipe.output_dir).expanduser().resolve())
     outputs.check_writable(run.output_dir, recipe.overwrite_output_dir)
     run.recipe, run.notes = on_main(accelerate, lambda: resolve_recipe(recipe))
     for note in check_recipe(run.recipe):  # what needs the model's config, before any weights or data load
         log.info("preflight: %s", note)
     _announce(run)
-    resume_from = on_main(
-        accelerate, lambda: checkpoints.prepare(run.saves, run.recipe.fingerprint(), run.recipe.resume)
-    )
-    if accelerate.is_main_process:
-        outputs.fresh_staging(run.output_dir)
-    accelerate.wait_for_everyone()
+    fingerprint = run.recipe.fingerprint()
+    resume_from = on_main(accelerate, lambda: checkpoints.check(run.saves, fingerprint, run.recipe.resume))
     with accelerate.main_process_first():
         tokenizer = load_tokenizer(run.recipe.model)
-    data = _prepare_once(run.recipe, tokenizer, accelerate, run.stage / "prepared")
-    log.info(
-        "data: %d train / %d eval pairs (%d dropped)",
-        len(data.train),
-        len(data.eval or []),
-        sum(data.dropped.values()),
-    )
-    run.trainer = build_trainer(run.recipe, tokenizer, data, run.saves, accelerate, run)
-    before, train_result, after = _fit(run, data, resume_from)
+    try:  # nothing is on disk yet; from here on, a failure before the first checkpoint removes what it made
+        data, digest = _prepare_once(run, tokenizer, accelerate, resume_from)
+        log.info(
+            "data: %d train / %d eval pairs (%d dropped)",
+            len(data.train),
+            len(data.eval or []),
+            sum(data.dropped.values()),
+        )
+        run.trainer = build_trainer(run.recipe, tokenizer, data, run.saves, accelerate, run)
+        on_main(accelerate, lambda: checkpoints.prepare(run.saves, fingerprint, run.recipe.resume, digest))
+        accelerate.wait_for_everyone()
+        before, train_result, after = _fit(run, data, resume_from)
+    except BaseException:
+        if accelerate.is_main_process:
+            _undo_failed_start(run)
+        raise
     run.trainer.save_model(str(run.stage))  # collective under FSDP/DeepSpeed; writes on the main process only
     if accelerate.is_main_process:
         _finish(run, tokenizer, data, train_result, before, after)
@@ -138,11 +143,11 @@ def _finish(
         outputs.finalize(run.stage, run.output_dir)
     except Exception as err:
         raise OutputError(
-            f"training finished but writing {run.output_dir} failed ({type(err).__name__}: {err}). The trained "
-            f"adapter is in {run.stage}, and {run.saves} holds a checkpoint of the last step: fix the cause and "
-            "rerun the same command, which resumes there and only evaluates and writes."
+            f"training finished but writing {run.output_dir} failed ({type(err).__name__}: {err}). The "
+            f"trained adapter is in {run.stage}, and {run.saves} holds a checkpoint of the last step: fix "
+            "the cause and rerun the same command, which resumes there and only evaluates and writes."
         ) from err
-    shutil.rmtree(run.saves, ignore_errors=True)  # the run is complete: nothing left to resume
+    checkpoints.discard(run.saves)  # the run is complete: nothing left to resume
     log.info("saved %s in %.0f s%s", run.output_dir, time.time() - run.started, _eval_summary(before, after))
 
 
@@ -151,6 +156,7 @@ def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
     default_model, default_dataset = auto_defaults(recipe.name)
     model, model_note = resolve(recipe.model.name, default_model, "model")
     data, data_notes = resolve_sources(recipe.data, default_dataset)
+    data = absolute_paths(data)  # recipe.yaml repeats the run from any folder
     notes = [n for n in (model_note, *data_notes) if n]
     return recipe.replace(model=dataclasses.replace(recipe.model, name=model), data=data), notes
 
@@ -308,7 +314,8 @@ def _announce(run: RunState) -> None:
 
 
 def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple[dict, Any, dict]:
-    """Eval before (kept from the first start when resuming), train, eval after; no eval split: empty dicts."""
+    """Eval before (kept from the first start when resuming), train, eval after; no eval split: empty
+    dicts."""
     trainer, saves = run.trainer, run.saves
     callback = checkpoints.Checkpointing()
     trainer.add_callback(callback)
@@ -442,12 +449,22 @@ def _eval_summary(before: dict, after: dict) -> str:
     )
 
 
-def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> PreferenceData:
-    """The main process prepares the splits and saves them; every rank then reads the same files."""
+def _prepare_once(
+    run: RunState, tokenizer: Any, state: Any, resume_from: Path | None
+) -> tuple[PreferenceData, dict | None]:
+    """The main process prepares the splits in memory, checks them against the checkpoints it resumes, and
+    only then creates the staging folder and saves them there; every rank then reads the same files.
+    Returns the data and (main process) the digest of its pairs."""
     import datasets
 
+    folder, digest = run.stage / "prepared", None
     if state.is_main_process:
+        recipe = run.recipe
         data = prepare_data(recipe.data, tokenizer, max_length=recipe.dpo.max_length)
+        digest = checkpoints.data_digest(data)
+        checkpoints.check_data(resume_from, digest)  # data edited since the crash: refuse, change nothing
+        outputs.fresh_staging(run.output_dir)
+        run.staged = True
         for name, split in (("train", data.train), ("eval", data.eval)):
             if split is not None:
                 split.save_to_disk(str(folder / name))
@@ -466,7 +483,7 @@ def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> P
         n: datasets.load_from_disk(str(folder / n)) if (folder / n).exists() else None
         for n in ("train", "eval")
     }
-    return PreferenceData(
+    data = PreferenceData(
         splits["train"],
         splits["eval"],
         info["source"],
@@ -474,6 +491,17 @@ def _prepare_once(recipe: Recipe, tokenizer: Any, state: Any, folder: Path) -> P
         split_by=info["split_by"],
         sources=info["sources"],
     )
+    return data, digest
+
+
+def _undo_failed_start(run: RunState) -> None:
+    """A run that failed before writing any checkpoint removes what it created: its staging folder and the
+    checkpoints folder's lock (only dpo_hub's own files); a rerun then starts clean."""
+    if checkpoints.has_checkpoints(run.saves):
+        return  # a checkpoint to resume from: keep everything (the rerun resumes there)
+    if run.staged:
+        outputs.remove_staging(run.stage)
+    checkpoints.discard(run.saves)
 
 
 def _model_for_generation(trainer: Any, recipe: Recipe, stage: Path) -> Any:

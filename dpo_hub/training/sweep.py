@@ -89,7 +89,7 @@ def sweep(recipe: Recipe, grid: Mapping[str, Sequence[Any]], output_dir: str | P
 
     state = PartialState(cpu=wants_cpu())
     setup_logging(state.is_main_process)
-    output_dir = Path(output_dir).resolve()
+    output_dir = Path(output_dir).expanduser().resolve()
     points = grid_points(recipe, grid)
     outputs.check_writable(output_dir / points[0][1].fingerprint(), overwrite=True)
     log.info(
@@ -130,7 +130,8 @@ def sweep(recipe: Recipe, grid: Mapping[str, Sequence[Any]], output_dir: str | P
 
 
 def write_summary(output_dir: Path, keys: list[str], rows: list[dict[str, Any]]) -> None:
-    """``sweep.json`` (each point's settings, eval before/after and comparison), ``sweep.md`` and ``sweep.png``."""
+    """``sweep.json`` (each point's settings, eval before/after and comparison), ``sweep.md`` and
+    ``sweep.png``."""
     for row in rows:
         metrics = json.loads(
             (output_dir / row["folder"] / outputs.COMPLETE_MARKER).read_text(encoding="utf-8")

@@ -9,14 +9,16 @@ from typing import Any
 
 
 def place_logs(trainer: Any, folder: Path) -> None:
-    """Point TensorBoard at ``folder`` before anything logs (else an eval before training writes to ./runs)."""
+    """Point TensorBoard at ``folder`` before anything logs (else an eval before training writes to
+    ./runs)."""
     for callback in trainer.callback_handler.callbacks:
         if type(callback).__name__ == "TensorBoardCallback":
             callback.logging_dir = str(folder)
 
 
 def finish_logs(trainer: Any, folder: Path, destination: Path) -> None:
-    """Close TensorBoard's writer (the eval after training reopened it) and move ``folder`` to ``destination``."""
+    """Close TensorBoard's writer (the eval after training reopened it) and move ``folder`` to
+    ``destination``."""
     for callback in trainer.callback_handler.callbacks:
         writer = getattr(callback, "tb_writer", None)
         if writer is not None:

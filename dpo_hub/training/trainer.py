@@ -4,7 +4,8 @@
   ReferenceCache` (pairs not known yet are computed first), so trl does not run the reference model. The
   first training step checks that trl really read them (one model forward per loss, not two); if it did not,
   the cache turns itself off, says so, and the ``reference_cache`` lever reports it.
-- ``compute_loss_context_manager``: activations saved for the backward pass in bf16 (``dpo.saved_activations``).
+- ``compute_loss_context_manager``: activations saved for the backward pass in bf16
+  (``dpo.saved_activations``).
 - ``train`` and ``evaluate``: the levers' trl globals and model wrappers are set only inside them
   (:meth:`levers_on`) and restored afterwards, so trl used directly in the same process behaves as trl.
 
@@ -28,7 +29,8 @@ _UNSET = object()
 
 
 class DpoHubTrainer(DPOTrainer):
-    """``trl.DPOTrainer`` plus dpo_hub's reference cache and speed levers; without them it is trl's trainer."""
+    """``trl.DPOTrainer`` plus dpo_hub's reference cache and speed levers; without them it is trl's
+    trainer."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -48,14 +50,15 @@ class DpoHubTrainer(DPOTrainer):
         trl_globals: list | None = None,
         attributes: list[tuple[Any, str, Any]] | None = None,
     ) -> None:
-        """Record levers; ``trl_globals`` ((Private, value)) and ``attributes`` ((object, name, value)) are set
-        only while the trainer trains or evaluates."""
+        """Record levers; ``trl_globals`` ((Private, value)) and ``attributes`` ((object, name, value)) are
+        set only while the trainer trains or evaluates."""
         self.levers.update(levers)
         self._globals += trl_globals or []
         self._attributes += attributes or []
 
     def use_reference_cache(self, cache: Any) -> None:
-        """Read each batch's reference log-probs from ``cache`` instead of running the base model every step."""
+        """Read each batch's reference log-probs from ``cache`` instead of running the base model every
+        step."""
         self.reference_cache = cache
         self.precompute_ref_logps = (
             True  # trl's switch: take ref_chosen_logps/ref_rejected_logps from the batch
@@ -66,7 +69,8 @@ class DpoHubTrainer(DPOTrainer):
         )
 
     def keep_activations_in_bf16(self, hooks: tuple[Any, Any]) -> None:
-        """Store the activations a step saves for its backward pass with ``hooks`` (``saved_tensors_hooks``)."""
+        """Store the activations a step saves for its backward pass with ``hooks``
+        (``saved_tensors_hooks``)."""
         self._bf16_hooks = hooks
 
     # --- trl's public methods ------------------------------------------------------------------------------
@@ -111,7 +115,8 @@ class DpoHubTrainer(DPOTrainer):
     # --- helpers -------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def levers_on(self) -> Iterator[None]:
-        """The levers' trl globals and model wrappers, set for the block and restored after it (re-entrant)."""
+        """The levers' trl globals and model wrappers, set for the block and restored after it
+        (re-entrant)."""
         if self._depth:
             self._depth += 1
             try:
@@ -136,8 +141,8 @@ class DpoHubTrainer(DPOTrainer):
     def _reference_not_read(self, forwards: int) -> None:
         why = (
             f"trl ran {forwards} model forwards for one loss although the batch carried its reference "
-            "log-probs: the installed trl no longer reads DPOTrainer.precompute_ref_logps; the cache is off and "
-            "trl computes the reference at every step"
+            "log-probs: the installed trl no longer reads DPOTrainer.precompute_ref_logps; the cache is off "
+            "and trl computes the reference at every step"
         )
         log.warning("reference log-probs: %s", why)
         self.levers["reference_cache"] = Lever(False, why)

@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--upload-mode",
         choices=UPLOAD_MODES,
         default="auto",
-        help="regular: commit everything inline; lfs: Hub-like LFS uploads (clients need HF_HUB_DISABLE_XET=1); "
-        "auto (default): lfs for the datasets library only",
+        help="regular: commit everything inline; lfs: Hub-like LFS uploads (clients need "
+        "HF_HUB_DISABLE_XET=1); auto (default): lfs for the datasets library only",
     )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     return parser

@@ -59,7 +59,8 @@ def _completions_only() -> tuple[Lever, Patches]:
 
 
 def _smaller_tiles() -> tuple[Lever, Patches]:
-    """Project 2,048 vocabulary entries at a time instead of 32,768 (less memory, faster folds, same result)."""
+    """Project 2,048 vocabulary entries at a time instead of 32,768 (less memory, faster folds, same
+    result)."""
     why = upstream.missing(upstream.TRL_TILE_SIZE)
     if why:
         return Lever(False, why), []
@@ -70,8 +71,9 @@ def _smaller_tiles() -> tuple[Lever, Patches]:
 
 
 def _lean_folds() -> tuple[Lever, Patches]:
-    """trl's torch folds of a logit tile swapped for ones that work in place (same statistics and gradients, ~3x
-    fewer passes over the tile). Softcapped logits, entropy gradients and half-precision tiles keep trl's own."""
+    """trl's torch folds of a logit tile swapped for ones that work in place (same statistics and gradients,
+    ~3x fewer passes over the tile). Softcapped logits, entropy gradients and half-precision tiles keep trl's
+    own."""
     why = upstream.missing(upstream.TRL_FORWARD_TILE, upstream.TRL_BACKWARD_TILE)
     if why:
         return Lever(False, why), []
@@ -132,8 +134,8 @@ def _forward_in_place(
         z_sum += z.sum(-1)
     tile_max, first_max = z.max(-1)
     if HAS_IS_TOP1:
-        # Only `target >= max and target > max_before_target` is read: a tile wholly before the target gives its
-        # maximum; the target's own tile gives its maximum if that comes first, else nothing can beat it
+        # Only `target >= max and target > max_before_target` is read: a tile wholly before the target gives
+        # its maximum; the target's own tile gives its maximum if that comes first, else nothing can beat it
         earlier = (local >= n_cols) | (in_tile & (first_max < local))
         max_before_target.copy_(torch.maximum(max_before_target, tile_max.masked_fill(~earlier, -math.inf)))
     new_m = torch.maximum(running_max, tile_max)

@@ -4,8 +4,8 @@ trl stacks a pair's chosen and rejected rows (chosen rows first, then rejected, 
 ``i + batch``), pads them to the longer one and runs the whole prompt twice. Causal attention makes the hidden
 states of a shared prefix the same in both rows, and those of real tokens independent of padding to their
 right, so the wrapper here runs the chosen row at its own length and the rejected row's answer alone on the
-chosen row's KV cache of the prompt (through which the rejected row's gradients flow back). Padding positions get
-zeros, which trl never scores. Only trl's calls (``use_cache=False``, no extra outputs) change.
+chosen row's KV cache of the prompt (through which the rejected row's gradients flow back). Padding positions
+get zeros, which trl never scores. Only trl's calls (``use_cache=False``, no extra outputs) change.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ SHARED_PREFIX_MIN = 16  # shorter shared prompts are computed twice
 
 
 def trim_padding(model: Any) -> tuple[Lever, tuple[Any, str, Any] | None]:
-    """The lever's state, and ``(backbone, "forward", wrapper)`` for the trainer to set on ``model``'s backbone
-    while it trains or evaluates (the backbone is looked up through peft's wrapper; nothing is changed here)."""
+    """The lever's state, and ``(backbone, "forward", wrapper)`` for the trainer to set on ``model``'s
+    backbone while it trains or evaluates (the backbone is looked up through peft's wrapper; nothing is
+    changed here)."""
     plain = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = getattr(plain, "base_model", None)
     if backbone is None or backbone is plain:

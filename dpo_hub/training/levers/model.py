@@ -35,8 +35,8 @@ def free_memory_bytes(device: Any) -> int:
 
 
 def want_checkpointing(setting: bool | str, model: Any, args: Any, device: Any) -> tuple[bool, str]:
-    """``dpo.gradient_checkpointing``: true/false as set; ``auto`` checkpoints only when the activations of the
-    longest step would pass ``CHECKPOINTING_SHARE`` of the free memory (it costs ~30% more compute)."""
+    """``dpo.gradient_checkpointing``: true/false as set; ``auto`` checkpoints only when the activations of
+    the longest step would pass ``CHECKPOINTING_SHARE`` of the free memory (it costs ~30% more compute)."""
     if setting != "auto":
         return bool(setting), "set by dpo.gradient_checkpointing"
     need = activation_bytes(
@@ -48,16 +48,16 @@ def want_checkpointing(setting: bool | str, model: Any, args: Any, device: Any) 
     free = free_memory_bytes(device)
     on = need > CHECKPOINTING_SHARE * free
     return on, (
-        f"activations of a {args.max_length}-token step ~{need / 2**30:.2f} GiB vs {free / 2**30:.1f} GiB free: "
-        + ("on (less memory, ~30% slower)" if on else "off (faster)")
+        f"activations of a {args.max_length}-token step ~{need / 2**30:.2f} GiB vs {free / 2**30:.1f} GiB "
+        "free: " + ("on (less memory, ~30% slower)" if on else "off (faster)")
     )
 
 
 def disable_base_dropout(model: Any) -> int:
     """Zero the dropout inside the frozen base model, keeping LoRA's own dropout; return how many were zeroed.
 
-    With the base deterministic, the reference (adapter off) equals what is precomputed, and attention takes the
-    fused kernel. trl's ``disable_dropout`` zeroes LoRA's dropout as well.
+    With the base deterministic, the reference (adapter off) equals what is precomputed, and attention takes
+    the fused kernel. trl's ``disable_dropout`` zeroes LoRA's dropout as well.
     """
     import torch
 
@@ -74,7 +74,8 @@ def disable_base_dropout(model: Any) -> int:
 
 def fuse_activations(model: Any) -> int:
     """Swap GPT-2's ``gelu_new`` (tanh GELU written as five tensor ops, each kept for the backward pass) for
-    torch's fused kernel of the same formula; return how many were swapped. Saves ~40% of a step's activations."""
+    torch's fused kernel of the same formula; return how many were swapped. Saves ~40% of a step's
+    activations."""
     from transformers.activations import ACT2FN, NewGELUActivation
 
     swapped = 0
@@ -90,8 +91,8 @@ COMPACT_MIN_VALUES = 1 << 16  # smaller saved tensors are left as they are
 
 
 def want_compact_activations(setting: str, args: Any) -> tuple[bool, str]:
-    """``dpo.saved_activations``: bf16/fp32 as set; ``auto`` stores them in bf16 when the step computes in fp32
-    without checkpointing (autocast already saves most in half precision; checkpointing saves few)."""
+    """``dpo.saved_activations``: bf16/fp32 as set; ``auto`` stores them in bf16 when the step computes in
+    fp32 without checkpointing (autocast already saves most in half precision; checkpointing saves few)."""
     if setting != "auto":
         return setting == "bf16", "set by dpo.saved_activations"
     if args.bf16 or args.fp16:
@@ -105,8 +106,9 @@ def want_compact_activations(setting: str, args: Any) -> tuple[bool, str]:
 
 
 def bf16_hooks(model: Any) -> tuple[Any, Any]:
-    """The (pack, unpack) pair of ``torch.autograd.graph.saved_tensors_hooks`` that keeps large fp32 activations
-    in bf16 and leaves ``model``'s parameters (frozen weights are saved by reference) and small tensors alone."""
+    """The (pack, unpack) pair of ``torch.autograd.graph.saved_tensors_hooks`` that keeps large fp32
+    activations in bf16 and leaves ``model``'s parameters (frozen weights are saved by reference) and small
+    tensors alone."""
     import torch
 
     weights = {p.untyped_storage().data_ptr() for p in model.parameters()}

@@ -201,7 +201,7 @@ def test_nested_mappings_are_flattened_and_switching_kind_drops_the_limit():
 def test_values_starting_with_dashes_pass_as_key_equals_value():
     recipe = recipe_from_argv(RECIPE, ["--output_dir=--odd", "--name=--x"])
     assert (recipe.output_dir, recipe.name) == ("--odd", "--x")
-    with pytest.raises(RecipeError, match="unknown recipe key 'odd'"):
+    with pytest.raises(RecipeError, match="--output_dir needs a value .* or --output_dir=--VALUE"):
         recipe_from_argv(RECIPE, ["--output_dir", "--odd"])
 
 

@@ -56,21 +56,23 @@ def without_reference(batch):
     return {k: v for k, v in batch.items() if not k.startswith("ref_")}
 
 
-def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, monkeypatch, precision):
     monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "cache"))
-    # fp32, where the two paths agree to 1e-6; under bf16 autocast (auto on a CPU with bf16) the step's policy
-    # log-probs and the cached reference round differently: 0.693426 instead of log 2 at the untrained adapter
-    fp32 = {"dpo.precision": "fp32"}
-    slow = trainer_for(tmp_path / "a", tokenizer, **fp32, **{"dpo.reference_cache": False})
-    fast = trainer_for(tmp_path / "b", tokenizer, **fp32)
+    # both precisions: the policy runs under the reference's autocast, so a zero adapter gives exactly log 2
+    chosen = {"dpo.precision": precision}
+    slow = trainer_for(tmp_path / "a", tokenizer, **chosen, **{"dpo.reference_cache": False})
+    fast = trainer_for(tmp_path / "b", tokenizer, **chosen)
     assert not slow.precompute_ref_logps and fast.precompute_ref_logps and slow.reference_cache is None
     assert (
         cache_files() == [] and "ref_chosen_logps" not in fast.train_dataset.column_names
     )  # nothing up front
     batch = first_batch(fast)
     slow.model.eval(), fast.model.eval()
-    with torch.no_grad():  # the reference trl computes in the step vs the one the cache computes and keeps
+    # the reference trl computes in the step vs the one the cache computes and keeps, as training runs both
+    with torch.no_grad(), slow.levers_on(), slow.compute_loss_context_manager():
         expected = slow.compute_loss(slow.model, batch)
+    with torch.no_grad(), fast.levers_on(), fast.compute_loss_context_manager():
         got = fast.compute_loss(fast.model, batch)
         again = fast.compute_loss(fast.model, batch)  # now read from the cache
     assert float(got) == pytest.approx(float(expected), abs=1e-6) and float(again) == float(got)
@@ -88,7 +90,7 @@ def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, mon
         and fast.reference_cache.computed < len(fast.train_dataset) + 2
     )
     other_lora = trainer_for(
-        tmp_path / "c", tokenizer, **fp32, **{"lora.r": 8, "dpo.beta": 0.3}
+        tmp_path / "c", tokenizer, **chosen, **{"lora.r": 8, "dpo.beta": 0.3}
     )  # same base: a sweep point
     assert other_lora.reference_cache.folder == fast.reference_cache.folder
     assert len(other_lora.reference_cache.values) == len(known)
@@ -97,7 +99,7 @@ def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, mon
     assert other_lora.reference_cache.computed == 0 and other_lora.reference_cache.reused > 0
     assert len(cache_files()) == 1, "nothing new to write"
     shorter = trainer_for(
-        tmp_path / "d", tokenizer, **fp32, **{"dpo.max_length": 48}
+        tmp_path / "d", tokenizer, **chosen, **{"dpo.max_length": 48}
     )  # other tokens: other keys
     short_batch = first_batch(shorter)
     shorter.compute_loss(shorter.model, short_batch)
@@ -313,3 +315,14 @@ def test_a_run_over_every_pair_computes_them_up_front(tmp_path, tokenizer, monke
     assert (
         trainer.reference_cache.computed == computed and trainer.reference_cache.reused == 2
     )  # nothing left for the step
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_eval_at_a_zero_adapter_is_all_ties(tmp_path, tokenizer, monkeypatch, precision):
+    """Before training, policy = reference: every margin is 0 whatever the precision (the eval before training
+    runs before accelerate wraps the model's forward in autocast; the reference pass is autocast)."""
+    monkeypatch.setenv("DPO_HUB_CACHE", str(tmp_path / "cache"))
+    trainer = trainer_for(tmp_path, tokenizer, **{"dpo.precision": precision})
+    metrics = trainer.evaluate()
+    assert metrics["eval_rewards/margins"] == 0.0 and metrics["eval_rewards/chosen"] == 0.0
+    assert metrics["eval_loss"] == pytest.approx(0.6931471805599453, abs=1e-7)

@@ -8,7 +8,9 @@ an ``error: ...`` line and an exit code (``--debug`` shows the traceback instead
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from dpo_hub.config.fields import field_help
@@ -24,24 +26,59 @@ def parse_overrides(argv: Sequence[str]) -> tuple[str | None, dict[str, str]]:
 
     A value that itself starts with ``--`` is passed as ``--key=--value``.
     """
-    config, changes, items = None, {}, list(argv)
+    config, changes, _ = _parse(argv)
+    return config, changes
+
+
+def _parse(argv: Sequence[str]) -> tuple[str | None, dict[str, str], list[str]]:
+    """``parse_overrides`` and the keys given as bare flags (only a true/false key may be one)."""
+    config, changes, bare, items = None, {}, [], list(argv)
     i = 0
     while i < len(items):
         token = items[i]
         if not token.startswith("--") or token == "--":
-            raise RecipeError(f"command line: expected --key value, got {token!r}")
+            hint = ""
+            if token.lower().endswith((".yaml", ".yml", ".json")):
+                hint = f"; to train from a recipe file, pass --config {token}"
+            raise RecipeError(f"command line: expected --key value, got {token!r}{hint}")
         key, eq, value = token[2:].partition("=")
         if not eq:
             if i + 1 < len(items) and not items[i + 1].startswith("--"):
                 value, i = items[i + 1], i + 1
             else:
                 value = "true"
+                bare.append(key)
         if key == "config":
+            if key in bare or not value:
+                raise RecipeError("command line: --config needs a value: --config FILE.yaml")
             config = value
         else:
             changes[key] = value
         i += 1
-    return config, changes
+    return config, changes, bare
+
+
+def _check_bare_flags(recipe: Recipe, bare: list[str], typed: bool) -> None:
+    """A bare ``--key`` means true: refuse it for a key that is not true/false (``--output_dir`` at the end
+    of a command line must not train into ``./true``). ``typed``: by the recipe's field types (before the
+    overrides), else by the values they gave (after them: trl/peft pass-through keys too)."""
+    for key in bare:
+        *heads, name = key.split(".")
+        obj: object = recipe
+        for head in heads:
+            obj = getattr(obj, head, None)
+        if typed:
+            fields = {f.name: f for f in dataclasses.fields(obj)} if dataclasses.is_dataclass(obj) else {}
+            ok = name not in fields or "bool" in str(fields[name].type)  # not a field: the override speaks
+        else:
+            extra = getattr(obj, "extra", None)
+            value = extra.get(name, True) if isinstance(extra, dict) else True
+            ok = isinstance(getattr(obj, name, value), bool)
+        if not ok:
+            raise RecipeError(
+                f"command line: --{key} needs a value (--{key} VALUE, or --{key}=--VALUE for one that starts "
+                "with --); only a true/false key may be given bare"
+            )
 
 
 def recipe_from_argv(base: Recipe, argv: Sequence[str]) -> Recipe:
@@ -49,13 +86,16 @@ def recipe_from_argv(base: Recipe, argv: Sequence[str]) -> Recipe:
     applied."""
     from dpo_hub.cli.accelerate_config import accelerate_config_path, recipe_settings_from_accelerate_config
 
-    config, changes = parse_overrides(argv)
+    config, changes, bare = _parse(argv)
     recipe = Recipe.from_yaml(config) if config else base
     accelerate_config = accelerate_config_path()
     if accelerate_config:  # the settings its '# dpo_hub:' line names; the command line still wins
         settings = recipe_settings_from_accelerate_config(accelerate_config)
         recipe = recipe.override(settings, source=f"{accelerate_config} ('# dpo_hub:' line)")
-    return recipe.override(changes, source="command line")
+    _check_bare_flags(recipe, bare, typed=True)
+    recipe = recipe.override(changes, source="command line")
+    _check_bare_flags(recipe, bare, typed=False)
+    return recipe
 
 
 def recipe_help(recipe: Recipe) -> str:
@@ -97,6 +137,21 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
         return 0
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    with _stop_on_sigterm():
+        try:
+            return _run(base, argv, debug)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            return _fail(RunInterrupted(_INTERRUPTED), debug)
+
+
+_INTERRUPTED = (  # outside the training loop (loading, evaluating, writing): no step to finish and save
+    "interrupted; run the same command again to resume from the last complete checkpoint, if there is one"
+)
+
+
+def _run(base: Recipe, argv: list[str], debug: bool) -> int:
     try:
         try:
             recipe = recipe_from_argv(base, argv)
@@ -112,10 +167,7 @@ def run_recipe(base: Recipe, argv: Sequence[str] | None = None) -> int:
         if recipe.push_to_hub and PartialState().is_main_process:
             print(f"pushed to {push_adapter(output_dir, recipe.push_to_hub)}", flush=True)
     except DpoHubError as err:
-        if debug:
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, _Usage) else 130 if isinstance(err, RunInterrupted) else 1
+        return _fail(err, debug)
     return 0
 
 
@@ -142,6 +194,16 @@ def run_sweep(base: Recipe, argv: Sequence[str]) -> int:
             output = value if name == "--output_dir" else output
         else:
             rest.append(token)
+    with _stop_on_sigterm():
+        try:
+            return _run_sweep(base, rest, grids, output, debug)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            return _fail(RunInterrupted(_INTERRUPTED), debug)
+
+
+def _run_sweep(base: Recipe, rest: list[str], grids: list[str], output: str | None, debug: bool) -> int:
     try:
         try:
             recipe = recipe_from_argv(base, rest)
@@ -160,10 +222,44 @@ def run_sweep(base: Recipe, argv: Sequence[str]) -> int:
 
 
 def _fail(err: DpoHubError, debug: bool) -> int:
+    """One ``error: ...`` line on stderr and the exit code: 2 bad input, 130 interrupted, 1 anything else."""
     if debug:
         raise err
-    print(f"error: {err}", file=sys.stderr)
+    error_line(err)
     return 2 if isinstance(err, _Usage) else 130 if isinstance(err, RunInterrupted) else 1
+
+
+def error_line(err: BaseException) -> None:
+    """Print ``error: ...`` on a line of its own: a progress bar cut short by the error is closed first."""
+    bars = getattr(sys.modules.get("tqdm"), "tqdm", None)
+    for bar in list(getattr(bars, "_instances", ())):
+        bar.close()
+    print(f"error: {err}", file=sys.stderr, flush=True)
+
+
+class _stop_on_sigterm:
+    """While a recipe runs from the command line, SIGTERM stops it like Ctrl-C (once; later ones are ignored).
+
+    ``accelerate launch`` answers Ctrl-C by sending its worker SIGTERM (then SIGKILL 5 s later): the worker
+    then prints its one line and exits 130 instead of dying silently. In the training loop the
+    checkpointing callback takes both signals over (checkpoint at the step's end, then stop).
+    """
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            raised: list[int] = []
+
+            def handler(signum: int, frame: object) -> None:
+                if not raised:
+                    raised.append(signum)
+                    raise KeyboardInterrupt
+
+            self.previous = signal.signal(signal.SIGTERM, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 class _Usage(RecipeError):

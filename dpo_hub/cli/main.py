@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="tokens scored per sequence, cut like training (default: the run's dpo.max_length)",
     )
+    if argv[:1] == ["--debug"] and argv[1:2] in (["train"], ["sweep"]):  # dpo-hub --debug train ...
+        argv = [argv[1], "--debug", *argv[2:]]
     if argv[:1] == ["train"]:
         from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 

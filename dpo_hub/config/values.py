@@ -38,6 +38,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 return coerce(value, option, key)
             except RecipeError:
                 continue
+        if isinstance(value, bool) and str in args and bool not in args:
+            raise _yaml_boolean(key, value)
         raise RecipeError(f"{key} must be {describe(hint)}, got {value!r}")
     if kind is typing.Literal:
         if any(
@@ -111,12 +113,22 @@ def _scalar(value: Any, hint: Any, key: str) -> Any:
             raise wrong
         return int(number) if hint is int else number
     if hint is str:
+        if isinstance(value, bool):  # YAML's unquoted no/off/false, yes/on/true: not text any more
+            raise _yaml_boolean(key, value)
         if not isinstance(value, (str, int, float)):
             raise wrong
         return str(value)
     if isinstance(hint, type) and isinstance(value, hint):
         return value
     raise RecipeError(f"{key} has type {describe(hint)}, which a recipe cannot set")
+
+
+def _yaml_boolean(key: str, value: bool) -> RecipeError:
+    spelled = "no, off or false" if value is False else "yes, on or true"
+    return RecipeError(
+        f"{key} is text, but YAML read {str(value).lower()} (an unquoted {spelled} is a boolean in YAML); "
+        f'quote the value, e.g. {key.rsplit(".", 1)[-1]}: "{"no" if value is False else "yes"}"'
+    )
 
 
 def _yaml(text: str, key: str) -> Any:

@@ -75,8 +75,12 @@ def _load(folder: Path, label: str, token: str | None, error: type[DpoHubError])
     _check_weights(folder, label, error)
     try:
         model = load_adapter_model(folder, recipe.model if recipe else base, token=token)
-    except SourceUnavailableError as err:
-        raise error(f"{label}: base model {base!r} named by the adapter could not be loaded: {err}") from err
+    except SourceUnavailableError as err:  # its cause, not its advice: --model belongs to training
+        raise error(
+            f"{label}: base model {base!r} named by the adapter could not be loaded "
+            f"({first_line(err.__cause__ or err)}); check that it exists and is reachable (network, "
+            "HF_HUB_OFFLINE, a token for a private or gated model)"
+        ) from err
     except (RuntimeError, ValueError, KeyError) as err:
         raise error(
             f"{label}: the adapter does not fit its base model {base!r} ({first_line(err)}); "

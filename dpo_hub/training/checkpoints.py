@@ -199,18 +199,41 @@ class Checkpointing(TrainerCallback):
     def __init__(self) -> None:
         self.interrupted = False
         self.stopped_at: int | None = None
+        self.in_loop = False  # between on_train_begin and on_train_end: a signal waits for the step's end
 
     def install_signal_handler(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.getsignal(signal.SIGINT)
+        """Ctrl-C (SIGINT) and SIGTERM in the training loop: checkpoint at the end of the step, then stop.
 
-            def handler(signum: int, frame: Any) -> None:
-                if self.interrupted:  # a second Ctrl-C: stop now, the usual way
-                    signal.signal(signal.SIGINT, previous)
+        ``accelerate launch`` answers Ctrl-C by sending its worker SIGTERM (and SIGKILL 5 s later), so both
+        signals mean the same. A second Ctrl-C, or either signal outside the loop (loading, evaluating,
+        writing), raises ``KeyboardInterrupt`` at once: there is no step to finish.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        sigints, stopping = [], []
+
+        def handler(signum: int, frame: Any) -> None:
+            sigints.extend([signum] if signum == signal.SIGINT else [])
+            if self.interrupted or stopping:  # a stop is under way: only a second Ctrl-C hurries it
+                if len(sigints) > 1:
                     raise KeyboardInterrupt
+                return
+            if self.in_loop:
                 self.interrupted = True
+                return
+            stopping.append(signum)
+            raise KeyboardInterrupt
 
-            signal.signal(signal.SIGINT, handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, handler)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self.in_loop = True
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        self.in_loop = False
+        return control
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         stop = _any_rank(self.interrupted)
@@ -221,6 +244,11 @@ class Checkpointing(TrainerCallback):
         if stop:
             control.should_training_stop = True
             self.stopped_at = state.global_step
+        return control
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.stopped_at is not None:  # stopped by a signal: saved at the step's end; no epoch-end eval
+            control.should_evaluate = control.should_save = False
         return control
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:

@@ -94,14 +94,15 @@ class DpoHubTrainer(DPOTrainer):
         return result
 
     def compute_loss_context_manager(self) -> Any:
-        manager = super().compute_loss_context_manager()
-        if self._bf16_hooks is None:
-            return manager
         import torch
 
         stack = contextlib.ExitStack()
-        stack.enter_context(manager)
-        stack.enter_context(torch.autograd.graph.saved_tensors_hooks(*self._bf16_hooks))
+        stack.enter_context(super().compute_loss_context_manager())
+        # the autocast trl's compute_ref_log_probs uses: the policy is computed in the reference's precision
+        # even before accelerate wraps the model's forward (the eval before training): zero adapter, margin 0
+        stack.enter_context(self.accelerator.autocast())
+        if self._bf16_hooks is not None:
+            stack.enter_context(torch.autograd.graph.saved_tensors_hooks(*self._bf16_hooks))
         return stack
 
     def train(self, *args: Any, **kwargs: Any) -> Any:

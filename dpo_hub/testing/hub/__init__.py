@@ -19,10 +19,18 @@ try:
     import starlette  # noqa: F401
     import uvicorn  # noqa: F401
 except ImportError as err:  # the server is an extra: most installs never run it
-    raise ImportError(
+    import sys
+
+    _message = (
         f"the local Hub server needs the 'hub-server' extra ({err.name} is not installed): "
         "pip install 'dpo-hub[hub-server]' (the 'dev' extra includes it)"
-    ) from err
+    )
+    # python -m dpo_hub.testing.hub: argv[0] is "-m" while the module is located; one line, no traceback
+    if sys.argv[:1] == ["-m"] and any(
+        a == __name__ or a.startswith(f"{__name__}.") for a in getattr(sys, "orig_argv", ())
+    ):
+        sys.exit(f"error: {_message}")
+    raise ImportError(_message) from err
 
 from .app import create_app  # noqa: E402
 from .auth import (

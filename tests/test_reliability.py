@@ -1,0 +1,371 @@
+"""Reliability (issue 22): dpo_hub never deletes files it did not write, a failed start leaves nothing
+behind and never blocks its retry, paths mean what they say, and a resume refuses data that changed since
+its checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, offline_env, read_metrics, run
+
+from dpo_hub import DataError, OutputError, OutputExistsError, Recipe, RecipeError, embedded, train
+from dpo_hub.artifacts import folders
+from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
+from dpo_hub.training import checkpoints
+from dpo_hub.training import run as run_module
+from dpo_hub.training.preflight import check_recipe
+
+SMALL = {
+    "model": "embedded",
+    "data.dataset": "embedded",
+    "data.limit": 16,
+    "data.eval_fraction": 0.25,
+    "dpo.max_steps": 1,
+    "dpo.max_length": 64,
+    "dpo.per_device_eval_batch_size": 4,
+    "generation.max_new_tokens": 2,
+}
+
+
+def small(**changes) -> Recipe:
+    return RECIPE.override({**SMALL, **changes})
+
+
+def listing(folder: Path) -> dict[str, bytes | None]:
+    """Every path under ``folder`` with its bytes (None for folders): what "nothing changed" compares."""
+    return {
+        str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def user_files(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.txt").write_text("my notes")
+    (folder / "src").mkdir()
+    (folder / "src" / "main.py").write_text("print('mine')\n")
+
+
+def sample_rows(path: Path, n: int, edit: int | None = None) -> Path:
+    lines = embedded.SAMPLE_PATH.read_text(encoding="utf-8").splitlines()[:n]
+    if edit is not None:  # same number of rows, one prompt changed
+        row = json.loads(lines[edit])
+        row["prompt"] = row["prompt"] + " Please answer briefly."
+        row["chosen"][0]["content"] = row["prompt"]
+        row["rejected"][0]["content"] = row["prompt"]
+        lines[edit] = json.dumps(row)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+# ---- 1. data loss: only a dpo_hub run is ever replaced -----------------------------------------------------
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(user_files, id="user_files"),
+        pytest.param(lambda f: (f.mkdir(), (f / "metrics.json").write_text("{}")), id="metrics_only"),
+        pytest.param(lambda f: (f.mkdir(), (f / "recipe.yaml").write_text("x: 1")), id="recipe_only"),
+        pytest.param(
+            lambda f: (
+                f.mkdir(),
+                (f / "metrics.json").write_text("not json"),
+                (f / "recipe.yaml").write_text(""),
+            ),
+            id="metrics_not_json",
+        ),
+    ],
+)
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_a_folder_that_is_not_a_run_is_never_replaced(tmp_path, make, overwrite):
+    out = tmp_path / "work"
+    make(out)
+    before = listing(tmp_path)
+    with pytest.raises(OutputExistsError) as err:
+        train(small(overwrite_output_dir=overwrite), out)
+    message = str(err.value)
+    assert f"{out} already holds files that are not a dpo_hub run" in message
+    assert (
+        "nothing was changed" in message
+        and "replaces only a previous dpo_hub run, never other files" in message
+    )
+    assert listing(tmp_path) == before, "nothing was created or deleted"
+
+
+def test_output_dir_dot_with_overwrite_keeps_the_users_files(tmp_path, monkeypatch):
+    user_files(tmp_path / "project")
+    monkeypatch.chdir(tmp_path / "project")
+    before = listing(tmp_path)
+    with pytest.raises(OutputExistsError, match="not a dpo_hub run"):
+        train(small(overwrite_output_dir=True), ".")
+    assert listing(tmp_path) == before
+
+
+def test_cli_overwrite_of_a_project_folder_is_refused(tmp_path):
+    project = tmp_path / "project"
+    user_files(project)
+    before = listing(tmp_path)
+    cmd = [sys.executable, "-m", "dpo_hub", "train", "--model", "embedded", "--data.dataset", "embedded"]
+    proc = run(
+        [*cmd, "--output_dir", ".", "--overwrite_output_dir", "true"],
+        offline_env(tmp_path / "env"),
+        cwd=project,
+    )
+    assert proc.returncode != 0 and "not a dpo_hub run" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert {k: v for k, v in listing(tmp_path).items() if not k.startswith("env")} == before
+
+
+def test_refusal_of_a_finished_run_says_overwrite_works_only_for_runs(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.json").write_text(json.dumps({"fingerprint": "x"}))
+    (out / "recipe.yaml").write_text("name: x\n")
+    before = listing(tmp_path)
+    with pytest.raises(OutputExistsError) as err:
+        train(small(), out)
+    assert "already holds a finished run" in str(err.value)
+    assert "--overwrite_output_dir true" in str(err.value) and "only for a previous dpo_hub run" in str(
+        err.value
+    )
+    assert listing(tmp_path) == before
+    folders.check_writable(out, overwrite=True)  # a dpo_hub run may be replaced
+
+
+def test_finalize_never_replaces_a_folder_that_became_foreign(tmp_path):
+    stage = folders.fresh_staging(tmp_path / "out")
+    (stage / "metrics.json").write_text("{}")
+    user_files(tmp_path / "out")  # appeared while the run trained
+    with pytest.raises(OutputExistsError, match="not a dpo_hub output; they were left untouched"):
+        folders.finalize(stage, tmp_path / "out")
+    assert (tmp_path / "out" / "notes.txt").read_text() == "my notes" and (stage / "metrics.json").exists()
+
+
+def test_a_staging_folder_dpo_hub_did_not_make_is_never_removed(tmp_path):
+    foreign = folders.staging_dir(tmp_path / "out")
+    user_files(foreign)
+    before = listing(tmp_path)
+    with pytest.raises(OutputError, match="not a staging folder dpo_hub made"):
+        folders.fresh_staging(tmp_path / "out")
+    with pytest.raises(OutputError, match="not a staging folder dpo_hub made"):
+        train(small(), tmp_path / "out")
+    assert listing(tmp_path) == before
+
+
+@pytest.mark.parametrize("resume", ["auto", "never"])
+def test_a_checkpoints_folder_dpo_hub_did_not_make_is_never_removed(tmp_path, resume):
+    user_files(checkpoints.folder_for(tmp_path / "out"))
+    before = listing(tmp_path)
+    with pytest.raises(RecipeError, match="is not a dpo_hub checkpoints folder.*never deletes files"):
+        train(small(resume=resume), tmp_path / "out")
+    assert listing(tmp_path) == before
+
+
+def test_discard_removes_only_what_dpo_hub_writes(tmp_path):
+    folder = tmp_path / "out.checkpoints"
+    (folder / "checkpoint-3").mkdir(parents=True)
+    (folder / checkpoints.RECIPE_FILE).write_text("abc\n")
+    (folder / "mine.txt").write_text("keep")
+    checkpoints.discard(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]
+
+
+def test_merge_output_that_is_not_a_merge_is_refused(tmp_path):
+    user_files(tmp_path / "merged")
+    with pytest.raises(OutputExistsError, match="not a dpo_hub merge.*--overwrite replaces only"):
+        folders.check_writable(tmp_path / "merged", True, "--output", "--overwrite", "merge.json", "merge")
+
+
+# ---- 2. a failed start leaves nothing behind and never blocks its retry ------------------------------------
+@pytest.mark.parametrize(
+    ("changes", "error", "words"),
+    [
+        pytest.param({"data.dataset": "{tmp}/empty.jsonl"}, DataError, "the file is empty", id="empty_file"),
+        pytest.param({"data.dataset": "{tmp}/header.csv"}, DataError, "only a header line", id="header_only"),
+        pytest.param({"lora.target_modules": "no_such_layer"}, Exception, "no_such_layer", id="lora_targets"),
+        pytest.param({"data.limit": "2"}, DataError, "pair", id="too_few_pairs"),
+        pytest.param({"dpo.loss_type": "exo_pair"}, Exception, "exo_pair|label_smoothing", id="trl_config"),
+    ],
+)
+def test_a_failed_start_creates_nothing(tmp_path, changes, error, words):
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "header.csv").write_text("prompt,chosen,rejected\n")
+    before = listing(tmp_path)
+    changes = {k: v.format(tmp=tmp_path) for k, v in changes.items()}
+    kind = {"data.kind": "preferences"} if "data.dataset" in changes else {}
+    with pytest.raises(error, match=words):
+        train(small(**kind, **changes), tmp_path / "out")
+    assert listing(tmp_path) == before, "no .out.incomplete, no out.checkpoints"
+
+
+@pytest.mark.parametrize("with_lock_of", ["another recipe", "this recipe"])
+def test_a_lock_without_checkpoints_never_blocks(tmp_path, with_lock_of):
+    folder = tmp_path / "out.checkpoints"
+    folder.mkdir()
+    mine = small().fingerprint()
+    (folder / checkpoints.RECIPE_FILE).write_text(
+        ("0123456789ab" if with_lock_of == "another recipe" else mine) + "\n"
+    )
+    (folder / checkpoints.EVAL_BEFORE).write_text("{}")
+    assert checkpoints.check(folder, mine, "auto") is None
+    assert checkpoints.prepare(folder, mine, "auto") is None
+    assert (folder / checkpoints.RECIPE_FILE).read_text().strip() == mine
+    assert with_lock_of == "this recipe" or not (folder / checkpoints.EVAL_BEFORE).exists(), (
+        "another recipe's eval is dropped"
+    )
+
+
+def test_a_lock_with_checkpoints_of_another_recipe_still_blocks(tmp_path):
+    folder = tmp_path / "out.checkpoints"
+    (folder / "checkpoint-5").mkdir(parents=True)
+    (folder / checkpoints.RECIPE_FILE).write_text("0123456789ab\n")
+    before = listing(tmp_path)
+    with pytest.raises(RecipeError, match="holds checkpoints of recipe 0123456789ab"):
+        checkpoints.check(folder, small().fingerprint(), "auto")
+    assert listing(tmp_path) == before
+
+
+def test_failed_run_then_fixed_rerun_trains_and_records_resolved_paths(tmp_path, monkeypatch):
+    """Classes 2 and 6 in one training: an empty file fails leaving nothing; after fixing it the rerun,
+    into ``~/out`` with a relative data path, trains; recipe.yaml repeats it from another folder."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (work / "pairs.jsonl").write_text("")
+    recipe = small(**{"data.dataset": "pairs.jsonl", "data.limit": 12, "output_dir": "~/out"})
+    with pytest.raises(DataError, match="the file is empty"):
+        train(recipe)
+    assert not any((tmp_path / "home").glob("*out*")) and not (work / "~").exists()
+    sample_rows(work / "pairs.jsonl", 12)
+    out = train(recipe.override({"dpo.seed": 3}))  # a different recipe: an old lock would have refused it
+    assert out == tmp_path / "home" / "out" and not (work / "~").exists()
+    left = sorted(p.name for p in (tmp_path / "home").iterdir() if p.name not in (".cache", ".config"))
+    assert left == ["out"], "no staging or checkpoints left"
+    saved = Recipe.from_yaml(out / "recipe.yaml")
+    assert saved.data.dataset == str(work / "pairs.jsonl"), "the data path is recorded resolved"
+    monkeypatch.chdir(tmp_path)
+    assert saved.fingerprint() == read_metrics(out)["fingerprint"], "the same file, the same fingerprint"
+    assert check_recipe(saved.replace(output_dir=str(tmp_path / "again"))) is not None
+
+
+# ---- 6. paths ----------------------------------------------------------------------------------------------
+def test_tilde_is_expanded_in_output_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Recipe.from_dict({"output_dir": "~/runs/x"}).output_dir == str(tmp_path / "runs" / "x")
+    assert small().replace(output_dir="~/y").output_dir == str(tmp_path / "y")
+
+
+@pytest.mark.parametrize("where", ["/proc/x", "/proc/1/x/y"])
+def test_unwritable_place_is_one_clear_error(tmp_path, where):
+    with pytest.raises(
+        OutputError, match=f"output_dir {where} cannot be created: .* is not a writable folder"
+    ):
+        train(small(), where)
+    with pytest.raises(RecipeError, match="is not a writable folder"):
+        check_recipe(small(output_dir=where))
+    assert not Path(where).parent.joinpath(".x.incomplete").exists()
+
+
+def test_unwritable_place_from_the_command_line_has_no_traceback(tmp_path):
+    cmd = [sys.executable, "-m", "dpo_hub", "train", "--model", "embedded", "--data.dataset", "embedded"]
+    proc = run([*cmd, "--output_dir", "/proc/x"], offline_env(tmp_path))
+    assert proc.returncode != 0 and "/proc/x" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[
+        -2000:
+    ]
+
+
+def test_relative_and_absolute_data_paths_fingerprint_alike(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    sample_rows(tmp_path / "p.jsonl", 4)
+    fingerprints = {
+        small(**{"data.dataset": name}).fingerprint()
+        for name in ("p.jsonl", "./p.jsonl", str(tmp_path / "p.jsonl"), "~/p.jsonl")
+    }
+    assert len(fingerprints) == 1
+    assert small(**{"data.dataset": "p.jsonl"}).to_dict()["data"]["dataset"] == "p.jsonl", (
+        "the recipe keeps what was written"
+    )
+    assert small().fingerprint() == RECIPE.override(SMALL).fingerprint()
+    resolved, _ = run_module.resolve_recipe(small(**{"data.dataset": "p.jsonl"}))
+    assert resolved.data.dataset == str(tmp_path / "p.jsonl")
+    assert run_module.resolve_recipe(small())[0].data.dataset == "embedded", "not a path: unchanged"
+
+
+# ---- 7. resume on changed data -----------------------------------------------------------------------------
+def test_check_data_names_what_changed(tmp_path):
+    ckpt = tmp_path / "out.checkpoints" / "checkpoint-2"
+    ckpt.mkdir(parents=True)
+    (ckpt.parent / checkpoints.DATA_FILE).write_text(
+        json.dumps({"sha256": "a", "train_pairs": 9, "eval_pairs": 3})
+    )
+    checkpoints.check_data(ckpt, {"sha256": "a", "train_pairs": 9, "eval_pairs": 3})
+    checkpoints.check_data(None, {"sha256": "b", "train_pairs": 1, "eval_pairs": 0})
+    with pytest.raises(
+        DataError, match="9 train pairs before, 7 now; 3 eval pairs before, 2 now.*--resume never"
+    ):
+        checkpoints.check_data(ckpt, {"sha256": "b", "train_pairs": 7, "eval_pairs": 2})
+    with pytest.raises(DataError, match="same counts, different content"):
+        checkpoints.check_data(ckpt, {"sha256": "b", "train_pairs": 9, "eval_pairs": 3})
+
+
+def test_resume_refuses_data_edited_since_the_crash(tmp_path, monkeypatch):
+    data = sample_rows(tmp_path / "pairs.jsonl", 16)
+    out = tmp_path / "out"
+    recipe = small(**{"data.dataset": str(data), "dpo.max_steps": 2, "dpo.save_steps": 1})
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash after training")
+
+    monkeypatch.setattr(run_module, "_finish", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(recipe, out)
+    monkeypatch.undo()
+    saves = checkpoints.folder_for(out)
+    assert checkpoints.has_checkpoints(saves) and (saves / checkpoints.DATA_FILE).is_file()
+    recorded = json.loads((saves / checkpoints.DATA_FILE).read_text())
+    assert recorded["train_pairs"] + recorded["eval_pairs"] == 16
+
+    for rows, edit, words in [
+        (12, None, f"{recorded['train_pairs']} train pairs before, 9 now"),
+        (16, 5, "same counts, different content"),
+    ]:
+        sample_rows(data, rows, edit)
+        before = listing(tmp_path)
+        with pytest.raises(
+            DataError, match=f"data changed since the checkpoints in {saves} were written"
+        ) as err:
+            train(recipe, out)
+        assert (
+            words in str(err.value)
+            and "--resume never" in str(err.value)
+            and "new --output_dir" in str(err.value)
+        )
+        assert listing(tmp_path) == before, "the checkpoints and the data are left as they were"
+
+    sample_rows(data, 16)  # the original rows: resumes and finishes
+    assert train(recipe, out) == out
+    assert read_metrics(out)["train"]["global_step"] >= 2 and not saves.exists()
+
+
+def test_resume_never_starts_over_on_changed_data(tmp_path):
+    saves = checkpoints.folder_for(tmp_path / "out")
+    (saves / "checkpoint-1").mkdir(parents=True)
+    (saves / checkpoints.RECIPE_FILE).write_text(small().fingerprint() + "\n")
+    (saves / checkpoints.DATA_FILE).write_text(
+        json.dumps({"sha256": "old", "train_pairs": 1, "eval_pairs": 1})
+    )
+    new = {"sha256": "new", "train_pairs": 2, "eval_pairs": 1}
+    assert checkpoints.prepare(saves, small().fingerprint(), "never", new) is None
+    assert not (saves / "checkpoint-1").exists()
+    assert json.loads((saves / checkpoints.DATA_FILE).read_text()) == new
+
+
+def test_repo_root_is_untouched_by_these_tests():
+    assert not (REPO / "~").exists() and not any(REPO.glob(".*.incomplete"))
+    assert os.path.isdir(REPO / "dpo_hub")

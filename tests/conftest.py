@@ -82,3 +82,38 @@ USER_DPO_HUB_CACHE = os.environ.get("DPO_HUB_CACHE") or os.path.expanduser(
 def private_dpo_hub_cache(tmp_path_factory):
     """Reference log-probs and downloads go to a folder of this test session, not ~/.cache/dpo_hub."""
     os.environ["DPO_HUB_CACHE"] = str(tmp_path_factory.mktemp("dpo_hub_cache"))
+
+
+TINY = {  # a trainer on the embedded default that builds in seconds
+    "model": "embedded",
+    "data.dataset": "embedded",
+    "data.limit": 24,
+    "data.eval_fraction": 0.25,
+    "dpo.max_steps": 2,
+    "dpo.logging_steps": 1,
+    "dpo.max_length": 64,
+    "dpo.per_device_eval_batch_size": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from dpo_hub import embedded
+
+    return embedded.load_tokenizer()
+
+
+def tiny_trainer(tmp_path: Path, tokenizer, **changes):
+    """``build_trainer`` of the shipped recipe on ``TINY`` plus ``changes``, checkpoints in ``tmp_path``."""
+    from dpo_hub import prepare
+    from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
+    from dpo_hub.training.run import build_trainer
+
+    recipe = RECIPE.override({**TINY, **changes})
+    data = prepare(recipe.data, tokenizer, max_length=64)
+    return build_trainer(recipe, tokenizer, data, tmp_path / "ckpt")
+
+
+def first_batch(trainer):
+    """trl's collated batch of the first two train pairs."""
+    return trainer.data_collator([trainer.train_dataset[i] for i in range(2)])

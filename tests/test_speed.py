@@ -11,41 +11,19 @@ import json
 
 import pytest
 import torch
+from conftest import first_batch, tiny_trainer
 from transformers import set_seed
 
-from dpo_hub import embedded, prepare
-from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
+from dpo_hub import embedded
 from dpo_hub.runtime import cache_dir, resolve_precision
 from dpo_hub.training.levers import cpu_rows
 from dpo_hub.training.levers import model as speedups
 from dpo_hub.training.levers.model import bf16_hooks, fuse_activations, want_checkpointing
 from dpo_hub.training.plan import make_plan
-from dpo_hub.training.run import build_trainer
-
-SMALL = {
-    "model": "embedded",
-    "data.dataset": "embedded",
-    "data.limit": 24,
-    "data.eval_fraction": 0.25,
-    "dpo.max_steps": 2,
-    "dpo.logging_steps": 1,
-    "dpo.max_length": 64,
-    "dpo.per_device_eval_batch_size": 4,
-}
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return embedded.load_tokenizer()
 
 
 def trainer_for(tmp_path, tokenizer, **changes):
-    recipe = RECIPE.override({**SMALL, **changes})
-    return build_trainer(recipe, tokenizer, prepare(recipe.data, tokenizer, max_length=64), tmp_path / "ckpt")
-
-
-def first_batch(trainer):
-    return trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    return tiny_trainer(tmp_path, tokenizer, **changes)
 
 
 def cache_files():

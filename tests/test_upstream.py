@@ -9,27 +9,16 @@ from pathlib import Path
 import pytest
 import torch
 import trl.trainer.utils as trl_utils
-from conftest import read_metrics
+from conftest import TINY, first_batch, read_metrics, tiny_trainer
 from trl import DPOTrainer
 
-from dpo_hub import embedded, prepare, upstream
+from dpo_hub import embedded, upstream
 from dpo_hub.recipes.gpt2_ultrafeedback import RECIPE
 from dpo_hub.training.levers import cpu_head
-from dpo_hub.training.run import build_trainer
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dpo_hub"
 UPSTREAM_LIBRARIES = ("trl", "transformers", "accelerate", "peft", "huggingface_hub", "datasets", "torch")
-SMALL = {
-    "model": "embedded",
-    "data.dataset": "embedded",
-    "data.limit": 24,
-    "data.eval_fraction": 0.25,
-    "dpo.max_steps": 2,
-    "dpo.logging_steps": 1,
-    "dpo.max_length": 64,
-    "dpo.per_device_eval_batch_size": 4,
-    "dpo.precision": "fp32",
-}
+SMALL = {**TINY, "dpo.precision": "fp32"}
 CPU_LEVERS = (
     "score_completions_only",
     "smaller_logit_tiles",
@@ -39,18 +28,8 @@ CPU_LEVERS = (
 )
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return embedded.load_tokenizer()
-
-
 def trainer_for(tmp_path, tokenizer, **changes):
-    recipe = RECIPE.override({**SMALL, **changes})
-    return build_trainer(recipe, tokenizer, prepare(recipe.data, tokenizer, max_length=64), tmp_path / "ckpt")
-
-
-def first_batch(trainer):
-    return trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    return tiny_trainer(tmp_path, tokenizer, **{"dpo.precision": "fp32", **changes})
 
 
 @pytest.mark.parametrize("private", [p for p in upstream.ALL if "." not in p.name], ids=lambda p: p.name)

@@ -64,10 +64,9 @@ def _smaller_tiles() -> tuple[Lever, Patches]:
     why = upstream.missing(upstream.TRL_TILE_SIZE)
     if why:
         return Lever(False, why), []
-    size = min(upstream.get(upstream.TRL_TILE_SIZE), CPU_VOCAB_TILE)
-    return Lever(True, f"logit tiles {size} wide (trl: {upstream.get(upstream.TRL_TILE_SIZE)})"), [
-        (upstream.TRL_TILE_SIZE, size)
-    ]
+    trls = upstream.get(upstream.TRL_TILE_SIZE)
+    size = min(trls, CPU_VOCAB_TILE)
+    return Lever(True, f"logit tiles {size} wide (trl: {trls})"), [(upstream.TRL_TILE_SIZE, size)]
 
 
 def _lean_folds() -> tuple[Lever, Patches]:

@@ -22,7 +22,7 @@ import yaml
 from dpo_hub.config.fields import field_help, settable
 from dpo_hub.config.model import ModelSpec
 from dpo_hub.config.presets import DPO_PRESETS, LORA_PRESETS, DPOPreset, Generation, LoraPreset
-from dpo_hub.config.values import check, check_repo_id, coerce
+from dpo_hub.config.values import check, check_repo_id, coerce, load_yaml
 from dpo_hub.data.adapters import ADAPTERS, DataAdapter, UltraFeedback
 from dpo_hub.data.files import absolute_paths
 from dpo_hub.data.mixture import Mixture, is_mixture_change
@@ -133,7 +133,7 @@ class Recipe:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Recipe:
         try:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+            values = load_yaml(Path(path).read_text(encoding="utf-8"), str(path)) or {}
         except yaml.YAMLError as err:
             raise RecipeError(f"{path}: not valid YAML ({err})") from err
         except (OSError, UnicodeDecodeError) as err:

@@ -120,6 +120,7 @@ def test_edges_of_each_rule_are_accepted():
             "generation.temperature": "0",
             "generation.top_k": "0",
             "generation.top_p": "1",
+            "dpo.loss_type": "robust",  # a loss that reads label_smoothing (sigmoid ignores it)
             "dpo.label_smoothing": "0.49",
             "dpo.warmup_steps": "0",
             "data.eval_fraction": "0",

@@ -366,6 +366,217 @@ def test_resume_never_starts_over_on_changed_data(tmp_path):
     assert json.loads((saves / checkpoints.DATA_FILE).read_text()) == new
 
 
+# ---- 4. trl's and peft's refusals come before anything is written ------------------------------------------
+# (changes, words of the one-line error); the recipe is built (class 5's rules fail there), then trained.
+REFUSED = {
+    "exo_pair_without_label_smoothing": (
+        {"dpo.loss_type": "exo_pair"},
+        ["dpo.loss_type=exo_pair", "dpo.label_smoothing", "0.001"],
+    ),
+    "sync_ref_model_with_lora": ({"dpo.sync_ref_model": "true"}, ["dpo.sync_ref_model", "LoRA", "remove"]),
+    "lm_head_target": (
+        {"lora.target_modules": "c_attn,lm_head"},
+        ["lora.target_modules", "lm_head", "remove"],
+    ),
+    "effective_batch_not_divisible": (
+        {"dpo.per_device_train_batch_size": "2", "dpo.effective_batch_size": "3"},
+        ["dpo.effective_batch_size=3", "dpo.per_device_train_batch_size", "per-device batch 2 x 1"],
+    ),
+    "f_divergence_with_bco_pair": (
+        {"dpo.loss_type": "bco_pair", "dpo.f_divergence_type": "js_divergence"},
+        ["dpo.f_divergence_type=js_divergence", "dpo.loss_type is bco_pair"],
+    ),
+    "weighting_with_aot": (
+        {"dpo.loss_type": "aot", "dpo.use_weighting": "true"},
+        ["dpo.use_weighting", "dpo.loss_type=aot"],
+    ),
+    "router_aux_loss_without_experts": (
+        {"dpo.router_aux_loss_coef": "0.01"},
+        ["dpo.router_aux_loss_coef=0.01", "not a mixture of experts", "remove"],
+    ),
+    "load_best_model_with_other_strategies": (
+        {"dpo.load_best_model_at_end": "true", "dpo.eval_strategy": "epoch"},
+        ["trl.DPOConfig refuses", "dpo.save_strategy", "dpo.load_best_model_at_end", "strategy to match"],
+    ),
+    "layers_to_transform_with_all_linear": (
+        {"lora.preset": "all_linear", "lora.layers_to_transform": "[0]"},
+        ["peft.LoraConfig refuses", "lora.target_modules", "lora.layers_to_transform"],
+    ),
+    "liger_fused_cross_entropy": (
+        {"dpo.use_liger_kernel": "true", "dpo.liger_kernel_config": "{fused_linear_cross_entropy: true}"},
+        ["dpo.liger_kernel_config", "fused_linear_cross_entropy"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("changes", "words"), REFUSED.values(), ids=REFUSED.keys())
+def test_what_trl_or_peft_refuse_fails_before_anything_is_written(tmp_path, changes, words):
+    before = listing(tmp_path)
+    with pytest.raises(RecipeError) as err:
+        train(small(**changes), tmp_path / "out")
+    message = str(err.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    assert listing(tmp_path) == before, "nothing staged, no checkpoints folder"
+
+
+def _trl_trainer(tmp_path: Path, dpo: dict, targets: list[str] | None = None) -> None:
+    """trl's own DPOTrainer on the embedded model with LoRA, built with ``dpo`` (raises what trl refuses)."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    model = embedded.build_model()
+    rows = [{"prompt": "Hi?", "chosen": " Hello.", "rejected": " No."}] * 2
+    DPOTrainer(
+        model=model,
+        args=DPOConfig(str(tmp_path / "trl"), use_cpu=True, report_to="none", max_steps=1, **dpo),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=embedded.load_tokenizer(),
+        peft_config=LoraConfig(target_modules=targets or ["c_attn"], fan_in_fan_out=True),
+    )
+
+
+@pytest.mark.parametrize(
+    ("dpo", "targets"),
+    [
+        pytest.param({"loss_type": ["exo_pair"]}, None, id="exo_pair"),
+        pytest.param({"sync_ref_model": True}, None, id="sync_ref_model"),
+        pytest.param({}, ["c_attn", "lm_head"], id="lm_head"),
+        pytest.param(
+            {"loss_type": ["bco_pair"], "f_divergence_type": "js_divergence"}, None, id="f_divergence"
+        ),
+        pytest.param({"loss_type": ["aot"], "use_weighting": True}, None, id="weighting_aot"),
+        pytest.param({"router_aux_loss_coef": 0.01}, None, id="router_aux_loss"),
+        pytest.param(
+            {"use_liger_kernel": True, "liger_kernel_config": {"fused_linear_cross_entropy": True}},
+            None,
+            id="liger",
+            marks=pytest.mark.skipif(
+                not __import__("importlib").util.find_spec("liger_kernel"),
+                reason="liger-kernel not installed",
+            ),
+        ),
+    ],
+)
+def test_each_restated_rule_is_still_trls(tmp_path, dpo, targets):
+    """dpo_hub restates these trainer-time rules of trl to refuse them early: trl must still refuse them (if
+    this fails, trl dropped a rule: drop it from dpo_hub/config/combinations.py or preflight too)."""
+    with pytest.raises((ValueError, NotImplementedError)):
+        _trl_trainer(tmp_path, dpo, targets)
+
+
+def test_cli_refusal_of_a_trl_combination_is_one_line_exit_2(tmp_path):
+    out = tmp_path / "o"
+    for argv in (["--dpo.loss_type", "exo_pair"], ["--lora.target_modules", "c_attn,lm_head"]):
+        proc = run(
+            [
+                sys.executable,
+                "-m",
+                "dpo_hub.recipes.gpt2_ultrafeedback",
+                *CLI_SMALL,
+                *argv,
+                "--output_dir",
+                str(out),
+            ],
+            offline_env(tmp_path),
+            cwd=tmp_path,
+        )
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[
+            -2000:
+        ]
+        assert argv[1].split(",")[-1] in errors[0]
+    assert {p.name for p in tmp_path.iterdir()} <= {"hf_home"}, "nothing but the test's own Hub cache"
+
+
+CLI_SMALL = [
+    "--model",
+    "embedded",
+    "--data.dataset",
+    "embedded",
+    "--data.limit",
+    "16",
+    "--dpo.max_steps",
+    "1",
+]
+
+
+# ---- 5. settings that would be ignored or overridden are refused -------------------------------------------
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        pytest.param(
+            {"dpo.label_smoothing": "0.1"},
+            ["dpo.label_smoothing=0.1", "no effect", "dpo.loss_type=sigmoid", "robust"],
+            id="smoothing_sigmoid",
+        ),
+        pytest.param(
+            {"dpo.loss_type": "ipo", "dpo.label_smoothing": "0.2"},
+            ["dpo.label_smoothing=0.2", "dpo.loss_type=ipo"],
+            id="smoothing_ipo",
+        ),
+        pytest.param(
+            {"dpo.loss_type": "sigmoid,sft", "dpo.label_smoothing": "0.1"},
+            ["dpo.loss_type=sigmoid,sft"],
+            id="smoothing_combination",
+        ),
+        pytest.param(
+            {"dpo.gradient_accumulation_steps": "2", "dpo.effective_batch_size": "4"},
+            ["dpo.gradient_accumulation_steps=2", "dpo.effective_batch_size=4", "only one"],
+            id="accumulation_and_effective_batch",
+        ),
+        pytest.param(
+            {"lora.loftq_config": "{loftq_bitz: 4}"},
+            ["lora.loftq_config", "'loftq_bitz'", "did you mean loftq_bits"],
+            id="loftq_typo",
+        ),
+        pytest.param(
+            {"dpo.accelerator_config": "{split_batchs: true}"},
+            ["dpo.accelerator_config", "'split_batchs'", "did you mean split_batches"],
+            id="accelerator_config_typo",
+        ),
+        pytest.param(
+            {"dpo.gradient_checkpointing_kwargs": {"use_reentrent": False}},
+            ["dpo.gradient_checkpointing_kwargs", "did you mean use_reentrant"],
+            id="checkpointing_kwargs_typo",
+        ),
+        pytest.param({"dpo.padding_free": "true"}, ["dpo.padding_free", "no effect"], id="padding_free"),
+    ],
+)
+def test_a_setting_that_would_be_ignored_or_overridden_is_refused(changes, words):
+    with pytest.raises(RecipeError) as err:
+        small(**changes)
+    assert all(w in str(err.value) for w in words), str(err.value)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"dpo.loss_type": "robust", "dpo.label_smoothing": "0.1"},
+        {"dpo.loss_type": "sigmoid,exo_pair", "dpo.label_smoothing": "0.001"},
+        {"dpo.effective_batch_size": "4"},
+        {"dpo.gradient_accumulation_steps": "2"},
+        {"lora.loftq_config": "{loftq_bits: 4}", "lora.rank_pattern": "{c_attn: 8}"},
+        {"dpo.accelerator_config": "{split_batches: true}"},
+    ],
+)
+def test_settings_that_take_effect_are_accepted(changes):
+    recipe = small(**changes)
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_a_key_given_twice_in_a_recipe_file_names_the_file_line_and_key(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("model: embedded\ndpo:\n  beta: 0.1\n  learning_rate: 1e-4\n  beta: 0.2\n")
+    with pytest.raises(RecipeError, match=r"r\.yaml: line 5: key 'beta' is given twice \(first on line 3\)"):
+        Recipe.from_yaml(path)
+    path.write_text("dpo: {beta: 0.1}\nlora: {r: 4}\ndpo: {seed: 1}\n")
+    with pytest.raises(RecipeError, match=r"line 3: key 'dpo' is given twice"):
+        Recipe.from_yaml(path)
+    path.write_text("dpo: {beta: 0.2}\nlora: {r: 8}\n")  # the same name in two groups is no repeat
+    assert Recipe.from_yaml(path).dpo.beta == 0.2
+
+
 def test_repo_root_is_untouched_by_these_tests():
     assert not (REPO / "~").exists() and not any(REPO.glob(".*.incomplete"))
     assert os.path.isdir(REPO / "dpo_hub")

@@ -222,11 +222,12 @@ def _run_sweep(base: Recipe, rest: list[str], grids: list[str], output: str | No
 
 
 def _fail(err: DpoHubError, debug: bool) -> int:
-    """One ``error: ...`` line on stderr and the exit code: 2 bad input, 130 interrupted, 1 anything else."""
+    """One ``error: ...`` line on stderr and the exit code: 2 a bad recipe or command line (found before
+    anything is written), 130 interrupted, 1 anything else (data, model, outputs, Hub)."""
     if debug:
         raise err
     error_line(err)
-    return 2 if isinstance(err, _Usage) else 130 if isinstance(err, RunInterrupted) else 1
+    return 2 if isinstance(err, RecipeError) else 130 if isinstance(err, RunInterrupted) else 1
 
 
 def error_line(err: BaseException) -> None:

@@ -131,7 +131,41 @@ def validated(group: str, values: Mapping[str, Any], typed: Iterable[str]) -> Se
                 f"{cls}; {hint}see {DOCS[group]}"
             )
         out[name] = coerce(value, library_fields(group)[name][0], key)
+        if isinstance(out[name], dict):
+            _check_mapping_keys(key, out[name], mapping_keys(group, name))
     return Settings(out)
+
+
+def mapping_keys(group: str, name: str) -> list[str] | None:
+    """The keys a mapping-valued library field accepts (its config dataclass's fields, or the keyword
+    arguments of what it is passed to); None: any key (a pattern -> value mapping, or unknown)."""
+    import inspect
+
+    configs = [a for a in options(library_fields(group)[name][0]) if is_config(a)]
+    if configs:
+        return [f.name for f in dataclasses.fields(configs[0]) if f.init]
+    if (group, name) == ("dpo", "accelerator_config"):
+        from transformers.trainer_pt_utils import AcceleratorConfig
+
+        return [f.name for f in dataclasses.fields(AcceleratorConfig) if f.init]
+    if (group, name) == ("dpo", "gradient_checkpointing_kwargs"):  # transformers passes them to torch's
+        from torch.utils.checkpoint import checkpoint
+
+        keywords = inspect.signature(checkpoint).parameters.items()
+        return [n for n, p in keywords if p.kind == p.KEYWORD_ONLY] + ["preserve_rng_state"]
+    return None
+
+
+def _check_mapping_keys(key: str, value: dict, allowed: list[str] | None) -> None:
+    """An unknown key inside a mapping-valued setting is an error naming it, with the closest valid ones."""
+    unknown = [k for k in value if allowed is not None and k not in allowed]
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), allowed, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise RecipeError(
+            f"{key}: unknown key {unknown[0]!r} (the library would ignore it or fail later); {hint}"
+            f"valid keys: {', '.join(allowed)}"
+        )
 
 
 def library_kwargs(group: str, values: Mapping[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,24 @@ def trl_loss_types() -> tuple[str, ...]:
     return found if "sigmoid" in found else KNOWN_LOSS_TYPES
 
 
+# trl 1.x's losses that read ``label_smoothing``; ``label_smoothing_losses()`` reads the installed trl.
+KNOWN_SMOOTHED = ("exo_pair", "robust", "aot", "aot_unpaired")
+
+
+@functools.cache
+def label_smoothing_losses() -> tuple[str, ...]:
+    """The loss types whose code in the installed trl reads ``label_smoothing`` (the others ignore it)."""
+    from trl import DPOTrainer
+
+    try:
+        source = inspect.getsource(DPOTrainer)
+    except (OSError, TypeError):
+        return KNOWN_SMOOTHED
+    branches = re.split(r'\n\s*(?:el)?if loss_type == "', source)[1:]
+    found = tuple(b.split('"', 1)[0] for b in branches if "label_smoothing" in b.split("\n\n        ")[0])
+    return found or KNOWN_SMOOTHED
+
+
 def untrained_loss(
     loss_type: str | Sequence[str],
     beta: float,

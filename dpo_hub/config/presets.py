@@ -17,6 +17,7 @@ from typing import Any
 
 from dpo_hub.config import fields as passthrough
 from dpo_hub.config import trackers
+from dpo_hub.config.combinations import check_dpo
 from dpo_hub.config.fields import Settings
 from dpo_hub.config.losses import KNOWN_LOSS_TYPES, trl_loss_types
 from dpo_hub.config.values import check, check_choice
@@ -347,6 +348,13 @@ class DPOPreset:
             f"dpo.loss_type is {','.join(losses)}; e.g. {','.join(['1.0'] * len(losses))}",
         )
         object.__setattr__(self, "extra", extra)
+        check_dpo(
+            tuple(losses),
+            self.label_smoothing,
+            self.gradient_accumulation_steps,
+            self.effective_batch_size,
+            extra,
+        )
 
     def _check_values(self) -> None:
         check(

@@ -30,6 +30,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         ):
             return None
         choices = sorted(options(hint), key=lambda a: origin(a) in (list, tuple, dict))  # scalars first
+        if isinstance(value, str) and value.strip().startswith("{"):  # '{a: 1}' is a mapping, not text
+            choices.sort(key=lambda a: origin(a) is not dict and not is_config(a))
         enums = [a for a in choices if isinstance(a, type) and issubclass(a, enum.Enum)]
         if enums and isinstance(value, str):
             return coerce(value, enums[0], key)
@@ -135,9 +137,31 @@ def _yaml(text: str, key: str) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text, key)
     except yaml.YAMLError as err:
         raise RecipeError(f"{key}: {text!r} is not valid YAML ({err})") from None
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (YAML keeps the last one silently):
+    ``RecipeError`` naming ``source``, the line and the key."""
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if isinstance(key, (str, int, float, bool)) and key in seen and key != "<<":
+                    raise RecipeError(
+                        f"{source}: line {line}: key {key!r} is given twice (first on line {seen[key]}); "
+                        "YAML would keep only the last value: delete one of them"
+                    )
+                seen.setdefault(key, line)
+            return super().construct_mapping(node, deep=deep)
+
+    return yaml.load(text, Loader=UniqueKeys)  # noqa: S506 (a SafeLoader subclass)
 
 
 def origin(hint: Any) -> Any:

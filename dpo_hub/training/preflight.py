@@ -8,6 +8,7 @@ device) and creates nothing; it raises ``RecipeError`` naming the key and what t
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,70 @@ def _check_paths(recipe: Recipe) -> None:
             f"output_dir={recipe.output_dir!r}: {parent} is not a writable folder; choose an "
             "output_dir where you can create files"
         )
+
+
+def check_trainer_configs(recipe: Recipe, num_processes: int, use_cpu: bool) -> None:
+    """Build the run's ``trl.DPOConfig`` and ``peft.LoraConfig`` (nothing is written) and apply the trainer's
+    rules on the model's config, so that what trl or peft refuse fails before anything is created, as one
+    ``RecipeError`` naming the recipe keys."""
+    try:
+        recipe.dpo.accumulation_for(num_processes)
+    except ValueError as err:
+        raise RecipeError(f"{err} (dpo.effective_batch_size, dpo.per_device_train_batch_size)") from None
+    checkpoints = Path(recipe.output_dir).expanduser().absolute().parent / "never-written"
+    for group, build in (
+        ("dpo", lambda: recipe.dpo.to_dpo_config(str(checkpoints), num_processes, use_cpu)),
+        ("lora", lambda: recipe.lora.to_peft_config(None)),
+    ):
+        try:
+            build()
+        except (ValueError, TypeError, ImportError, NotImplementedError) as err:
+            raise RecipeError(_refused(group, err, list(getattr(recipe, group).extra))) from None
+    model = recipe.model
+    if model.name == AUTO:
+        model = dataclasses.replace(model, name=resolve(AUTO, auto_defaults(recipe.name)[0], "model")[0])
+    config = model_config(model)
+    coefficient = recipe.dpo.extra.get("router_aux_loss_coef")
+    if coefficient and not hasattr(config.get_text_config(), "output_router_logits"):
+        raise RecipeError(
+            f"dpo.router_aux_loss_coef={coefficient}: model {recipe.model.name!r} is not a mixture of "
+            "experts (no router logits to weight); remove dpo.router_aux_loss_coef"
+        )
+    head = _head_name(config)
+    if head and any(t == head or head.endswith(f".{t}") for t in recipe.lora.target_modules):
+        raise RecipeError(
+            f"lora.target_modules: {head} is the model's output head, which trl's DPO loss reads directly "
+            f"(an adapter there would never train); remove {head} from lora.target_modules"
+        )
+
+
+def _refused(group: str, err: BaseException, settings: list[str]) -> str:
+    """trl's or peft's refusal as one line naming the recipe keys its message mentions."""
+    from dpo_hub.config.fields import RESERVED, library_fields
+
+    library = "trl.DPOConfig" if group == "dpo" else "peft.LoraConfig"
+    text = " ".join(str(err).split()) or type(err).__name__
+    keys = []
+    for name in library_fields(group):
+        if re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text):
+            owner = RESERVED[group].get(name, "").split(" ")[0]
+            keys.append(owner if owner.startswith("dpo.") else f"{group}.{name}")
+    named = (
+        ", ".join(dict.fromkeys(keys or [f"{group}.{name}" for name in settings]))
+        or f"the {group}.* settings"
+    )
+    return f"{library} refuses {named}: {text} (change {named} in the recipe; nothing was written)"
+
+
+def _head_name(config: Any) -> str | None:
+    """The module name of the model's output head (``lm_head`` for most), built on the meta device."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except ValueError:
+        return None
+    head = model.get_output_embeddings()
+    return next((name for name, module in model.named_modules() if module is head), None)

@@ -43,7 +43,7 @@ from dpo_hub.training import checkpoints, plan, trackers
 from dpo_hub.training import reference as reference_logps
 from dpo_hub.training.levers import Lever, cpu_head, cpu_rows
 from dpo_hub.training.levers import model as speedups
-from dpo_hub.training.preflight import check_recipe
+from dpo_hub.training.preflight import check_recipe, check_trainer_configs
 from dpo_hub.training.trainer import DpoHubTrainer
 
 log = logging.getLogger("dpo_hub")
@@ -102,6 +102,7 @@ def _train(recipe: Recipe, output_dir: str | Path | None) -> Path:
     run.recipe, run.notes = on_main(accelerate, lambda: resolve_recipe(recipe))
     for note in check_recipe(run.recipe):  # what needs the model's config, before any weights or data load
         log.info("preflight: %s", note)
+    check_trainer_configs(run.recipe, accelerate.num_processes, accelerate.device.type == "cpu")
     _announce(run)
     fingerprint = run.recipe.fingerprint()
     resume_from = on_main(accelerate, lambda: checkpoints.check(run.saves, fingerprint, run.recipe.resume))

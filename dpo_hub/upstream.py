@@ -48,7 +48,7 @@ TRL_STEP_METRICS = Private(
 TRL_TOKEN_COUNT = Private(
     "trl.trainer.dpo_trainer",
     "DPOTrainer._total_train_tokens",
-    "plan: the timed warm-up's tokens are not counted",
+    "plan: the timed warm-up's tokens are not counted; resume: the count continues",
 )
 TRACKER_NAMES = Private(
     "transformers.integrations.integration_utils",
@@ -132,6 +132,11 @@ def forget_step(trainer: Any, tokens_before: int) -> None:
     """Drop the metrics and the token count of a step that was not a training step (the plan's warm-up)."""
     trainer._metrics["train"].clear()
     trainer._total_train_tokens = tokens_before
+
+
+def continue_token_count(trainer: Any, tokens: int) -> None:
+    """Start trl's training-token count at ``tokens``: a resumed run continues its checkpoint's count."""
+    trainer._total_train_tokens = tokens
 
 
 def tokens_counted(trainer: Any) -> int:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -575,6 +577,93 @@ def test_a_key_given_twice_in_a_recipe_file_names_the_file_line_and_key(tmp_path
         Recipe.from_yaml(path)
     path.write_text("dpo: {beta: 0.2}\nlora: {r: 8}\n")  # the same name in two groups is no repeat
     assert Recipe.from_yaml(path).dpo.beta == 0.2
+
+
+# ---- 9. pushes that would break a repo are refused --------------------------------------------------------
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A real finished run of one step (its adapter's base is the embedded model's Hub id)."""
+    return train(small(), tmp_path_factory.mktemp("finished") / "run")
+
+
+def run_with_base(run_dir: Path, folder: Path, base: str) -> Path:
+    """A copy of ``run_dir`` whose adapter names ``base`` as its base model (as a run trained from it)."""
+    import shutil
+
+    shutil.copytree(run_dir, folder)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": base}))
+    return folder
+
+
+def push(local_hub, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = local_hub.client_env(hf_home=tmp_path / "hf_home")
+    proc = run([sys.executable, "-m", "dpo_hub", "push", *args], env, cwd=tmp_path)
+    assert "hf_test_write" not in proc.stdout + proc.stderr, "the token reached the output"
+    return proc
+
+
+def remote(local_hub, tmp_path: Path, repo: str) -> tuple[str | None, dict | None, str]:
+    """The repo's head commit, adapter config and card as the Hub serves them (None: no such repo)."""
+    from huggingface_hub import HfApi
+
+    env = local_hub.client_env(hf_home=tmp_path / "hf_home")
+    api = HfApi(endpoint=env["HF_ENDPOINT"], token=env["HF_TOKEN"])
+    if not api.repo_exists(repo):
+        return None, None, ""
+    folder = tmp_path / f"download-{time.monotonic_ns()}"
+    config = api.hf_hub_download(repo, "adapter_config.json", local_dir=folder)
+    card = api.hf_hub_download(repo, "README.md", local_dir=folder)
+    return api.model_info(repo).sha, json.loads(Path(config).read_text()), Path(card).read_text()
+
+
+def test_push_of_an_adapter_of_a_local_base_needs_its_hub_id(local_hub, finished_run, tmp_path):
+    base = tmp_path / "my-model"
+    base.mkdir()
+    run_dir = run_with_base(finished_run, tmp_path / "run", str(base))
+    before = listing(run_dir)
+    for args, words in (
+        ([], ["a local path others cannot load it from", "--base REPO_ID", str(base), "Nothing was pushed"]),
+        (["--base", "not a repo!"], ["--base='not a repo!'"]),
+    ):
+        refused = push(local_hub, tmp_path, str(run_dir), "tester/local-base", *args)
+        errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+        assert refused.returncode == 1 and len(errors) == 1 and "Traceback" not in refused.stderr
+        assert all(w in errors[0] for w in words), errors[0]
+        assert remote(local_hub, tmp_path, "tester/local-base")[0] is None, "no repo was created"
+    pushed = push(
+        local_hub, tmp_path, str(run_dir), "tester/local-base", "--base", embedded.EMBEDDED_MODEL_ID
+    )
+    assert pushed.returncode == 0, pushed.stderr[-2000:]
+    head, config, card = remote(local_hub, tmp_path, "tester/local-base")
+    assert config["base_model_name_or_path"] == embedded.EMBEDDED_MODEL_ID
+    assert f"base_model: {embedded.EMBEDDED_MODEL_ID}" in card and str(base) not in card
+    assert listing(run_dir) == before, "the run's own files are unchanged"
+    again = push(local_hub, tmp_path, str(run_dir), "tester/local-base", "--base", embedded.EMBEDDED_MODEL_ID)
+    assert again.returncode == 0 and again.stdout.startswith(
+        "nothing changed: tester/local-base already holds"
+    )
+    assert remote(local_hub, tmp_path, "tester/local-base")[0] == head
+
+
+def test_push_never_replaces_an_adapter_of_another_base_without_force(local_hub, finished_run, tmp_path):
+    first = push(local_hub, tmp_path, str(finished_run), "tester/one-base")
+    assert first.returncode == 0 and not first.stdout.startswith("nothing changed"), first.stderr[-2000:]
+    head, config, _ = remote(local_hub, tmp_path, "tester/one-base")
+    other = run_with_base(finished_run, tmp_path / "other", "someone/other-model")
+    refused = push(local_hub, tmp_path, str(other), "tester/one-base")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 1 and len(errors) == 1, refused.stderr[-2000:]
+    assert all(
+        w in errors[0]
+        for w in (f"base model {config['base_model_name_or_path']!r}", "'someone/other-model'", "--force")
+    )
+    assert remote(local_hub, tmp_path, "tester/one-base")[0] == head, "the repo keeps its head"
+    forced = push(local_hub, tmp_path, str(other), "tester/one-base", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert (
+        remote(local_hub, tmp_path, "tester/one-base")[1]["base_model_name_or_path"] == "someone/other-model"
+    )
 
 
 def test_repo_root_is_untouched_by_these_tests():

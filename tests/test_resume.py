@@ -76,6 +76,23 @@ def reference(tmp_path_factory) -> Path:
     return tmp / "run"
 
 
+def segment_runtime(stdout: str) -> float:
+    """transformers' own train_runtime of one start (the dict it prints at the end of training)."""
+    line = [x for x in stdout.splitlines() if x.startswith("{'train_runtime'")][-1]
+    return float(eval(line)["train_runtime"])  # noqa: S307 (a dict of numbers printed by transformers)
+
+
+def assert_whole_run_totals(mine: dict, theirs: dict, from_step: int, last_start_s: float) -> None:
+    """Class 8 of issue 22: a resumed run reports totals over the whole run, not over its last start."""
+    a, b = mine["train"], theirs["train"]
+    assert a["global_step"] == b["global_step"] and a["resumed_at_step"] == from_step
+    assert a["tokens_seen"] == b["tokens_seen"], "tokens of the first start are counted"
+    assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5), "the mean over every step"
+    assert a["train_runtime"] > last_start_s, "the first start's training time is included"
+    tokens = [{e["step"]: e["num_tokens"] for e in m["log_history"] if "loss" in e} for m in (mine, theirs)]
+    assert tokens[0] == tokens[1], "log_history's num_tokens continues after the resume"
+
+
 def assert_same_run(resumed: Path, reference: Path, from_step: int) -> None:
     mine, theirs = read_metrics(resumed), read_metrics(reference)
     assert mine["train"]["global_step"] == theirs["train"]["global_step"] > from_step
@@ -113,7 +130,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, reference):
 
     other = run(command(out, "--dpo.beta", "0.2"), env)  # another recipe must not pick these checkpoints up
     assert (
-        other.returncode == 1
+        other.returncode == 2  # a recipe refused before anything is written
         and "holds checkpoints of recipe" in other.stderr
         and "Traceback" not in other.stderr
     )
@@ -126,6 +143,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, reference):
     assert f"skipping checkpoint {newest.name}: adapter_model.safetensors is damaged" in resumed.stdout
     assert "resuming from" in resumed.stdout and f"checkpoint-{int(newest.name[11:]) - 10}" in resumed.stdout
     assert_same_run(out, reference, int(newest.name[11:]) - 10)
+    assert_whole_run_totals(
+        read_metrics(out),
+        read_metrics(reference),
+        int(newest.name[11:]) - 10,
+        segment_runtime(resumed.stdout),
+    )
     assert not saves.exists()
 
 
@@ -143,7 +166,40 @@ def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path, reference):
     resumed = run(command(out), env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_run(out, reference, step)
+    assert_whole_run_totals(read_metrics(out), read_metrics(reference), step, segment_runtime(resumed.stdout))
     assert (
         json.loads((out / "metrics.json").read_text())["fingerprint"]
         == read_metrics(reference)["fingerprint"]
     )
+
+
+def test_a_kill_after_the_last_step_resumes_without_training_another(tmp_path):
+    """The checkpoint of the last step is complete but the run died before its files were written: the rerun
+    trains nothing (transformers would train one step more: global_step 3 of max_steps 2), and reports the
+    whole run's totals and the same weights as an uninterrupted run."""
+    short = ["--dpo.max_steps", "2", "--data.limit", "24", "--generation.max_new_tokens", "2"]
+    env = own_cache(tmp_path)
+    whole = run([*command(tmp_path / "whole"), *short], env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    out = tmp_path / "run"
+    marker = folder_for(out) / "checkpoint-2" / MARKER
+    proc = subprocess.Popen(
+        [*command(out), *short], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    while not marker.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=300)
+    assert not out.exists()
+    resumed = run([*command(out), *short], env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "checkpoint-2 is the run's last step: nothing left to train" in resumed.stdout
+    mine, theirs = read_metrics(out), read_metrics(tmp_path / "whole")
+    assert mine["train"]["global_step"] == 2 == theirs["train"]["global_step"]
+    assert_whole_run_totals(mine, theirs, 2, 0.0)
+    a, b = (
+        load_file(out / "adapter_model.safetensors"),
+        load_file(tmp_path / "whole" / "adapter_model.safetensors"),
+    )
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

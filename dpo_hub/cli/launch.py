@@ -17,6 +17,7 @@ from dpo_hub.config.fields import field_help
 from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
 from dpo_hub.hub.transfer import check_push_target, push_adapter
 from dpo_hub.recipe import Recipe
+from dpo_hub.sources.models import is_local
 from dpo_hub.training.run import train
 from dpo_hub.training.sweep import grid_points, parse_grid, sweep
 
@@ -160,6 +161,12 @@ def _run(base: Recipe, argv: list[str], debug: bool) -> int:
         if (
             recipe.push_to_hub
         ):  # before training, on every rank (one failing alone would leave the others waiting)
+            if is_local(recipe.model.name):  # others could not load the adapter onto a local base
+                raise _Usage(
+                    f"push_to_hub: model {recipe.model.name!r} is a local path, which others cannot load the "
+                    "adapter onto; train without push_to_hub, then dpo-hub push OUTPUT_DIR REPO_ID --base "
+                    "HUB_ID_OF_THAT_MODEL"
+                )
             check_push_target(recipe.push_to_hub)
         output_dir = train(recipe)
         from accelerate import PartialState

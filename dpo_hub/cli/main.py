@@ -45,6 +45,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     push.add_argument(
         "--license", default=None, help="licence for the card (default: the base model's, else other)"
     )
+    push.add_argument(
+        "--base",
+        default=None,
+        metavar="REPO_ID",
+        help="Hub id of the base model, for an adapter trained from a local folder (recorded in the pushed "
+        "adapter_config.json and card)",
+    )
+    push.add_argument(
+        "--force", action="store_true", help="replace an adapter of another base model already in the repo"
+    )
     pull = sub.add_parser("pull", help="download an adapter and load it onto its base model")
     pull.add_argument("repo_id")
     pull.add_argument("--revision", default=None)
@@ -116,14 +126,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     if source and source.startswith(("/", "./", "../", "~")) and not Path(source).expanduser().is_dir():
         raise OutputError(f"{source}: no such run folder")
     if args.command == "push":
+        pushed = push_adapter(
+            args.output_dir,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            license=args.license,
+            base=args.base,
+            force=args.force,
+        )
         print(
-            push_adapter(
-                args.output_dir,
-                args.repo_id,
-                private=args.private,
-                revision=args.revision,
-                license=args.license,
-            )
+            pushed if pushed.changed else f"nothing changed: {args.repo_id} already holds this run ({pushed})"
         )
     elif args.command == "pull":
         run = open_repo(args.repo_id, args.revision)

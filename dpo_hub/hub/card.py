@@ -116,13 +116,19 @@ def dataset_id(dataset: str) -> str:
     return Path(dataset).name if is_local(dataset) else dataset
 
 
-def build_card(output_dir: str | Path, repo_id: str, license: str | None = None) -> ModelCard:
-    """The card for the finished run in ``output_dir`` as it will live at ``repo_id``."""
+def build_card(
+    output_dir: str | Path, repo_id: str, license: str | None = None, base: str | None = None
+) -> ModelCard:
+    """The card for the finished run in ``output_dir`` as it will live at ``repo_id`` (``base``: the Hub id
+    of its base model, when the run names it by a local path)."""
     output_dir = Path(output_dir)
     metrics = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     recipe = yaml.safe_load((output_dir / "recipe.yaml").read_text(encoding="utf-8"))
     sources = _sources(recipe["data"], metrics["data"])
-    base, datasets = base_model_id(recipe["model"]), list(dict.fromkeys(s["dataset"] for s in sources))
+    base, datasets = (
+        base or base_model_id(recipe["model"]),
+        list(dict.fromkeys(s["dataset"] for s in sources)),
+    )
     before, after = metrics.get("eval_before", {}), metrics.get("eval_after", {})
     kinds = "+".join(dict.fromkeys(s["kind"] for s in sources))
     data_name = f"{' + '.join(datasets)} ({kinds}, {metrics['data']['eval_pairs']} held-out pairs)"

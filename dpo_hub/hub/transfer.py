@@ -21,7 +21,7 @@ from typing import Any
 from dpo_hub.artifacts.folders import COMPLETE_MARKER, sha256
 from dpo_hub.config.values import check_repo_id
 from dpo_hub.errors import HubError
-from dpo_hub.hub.card import base_model_id, build_card
+from dpo_hub.hub.card import build_card
 from dpo_hub.hub.errors import (
     LOGIN_HINT,
     PUSH_ATTEMPTS,
@@ -30,6 +30,7 @@ from dpo_hub.hub.errors import (
     repo_label,
     with_retries,
 )
+from dpo_hub.sources.models import is_local
 
 PUBLISHED = (
     "adapter_model.safetensors",
@@ -68,6 +69,12 @@ def check_push_target(repo_id: str, token: str | None = None) -> str:
         return _writable_repo_id(HfApi(token=token).whoami(), repo_id)
 
 
+class Pushed(str):
+    """A push's URL (the new commit's, or the head's when nothing changed) that says whether it committed."""
+
+    changed: bool = True
+
+
 def push_adapter(
     output_dir: str | Path,
     repo_id: str,
@@ -77,27 +84,49 @@ def push_adapter(
     license: str | None = None,
     attempts: int = PUSH_ATTEMPTS,
     base_delay: float = PUSH_BASE_DELAY,
-) -> str:
+    base: str | None = None,
+    force: bool = False,
+) -> Pushed:
     """Publish the finished run in ``output_dir`` to ``repo_id`` in ONE commit; return the commit URL.
 
-    Nothing is committed when ``revision`` already holds exactly these files (the head commit's URL is
-    returned). Connection errors, timeouts and HTTP 5xx are retried ``attempts`` times in all, waiting
-    ``base_delay`` seconds, then twice as long each time; until a commit lands the repo keeps its head.
+    An adapter whose base model is a local path is refused unless ``base`` names the Hub repo of that model
+    (then recorded in the pushed ``adapter_config.json`` and card); a repo already holding an adapter of
+    another base is not replaced unless ``force``. Nothing is committed when ``revision`` already holds
+    exactly these files (the head commit's URL is returned, ``.changed`` False). Connection errors, timeouts
+    and HTTP 5xx are retried ``attempts`` times in all, waiting ``base_delay`` seconds, then twice as long
+    each time; until a commit lands the repo keeps its head.
     """
     output_dir = Path(output_dir)
     _require_finished(output_dir)
     metrics = json.loads((output_dir / COMPLETE_MARKER).read_text())
+    base = _published_base(output_dir, base)
     return push_files(
-        lambda repo: _files_to_publish(output_dir, repo, license),
+        lambda repo: _files_to_publish(output_dir, repo, license, base),
         repo_id,
         private,
         revision,
         token,
         message=f"dpo_hub: {metrics.get('recipe', 'run')} ({metrics.get('fingerprint', '')})",
-        description=f"LoRA adapter trained by dpo_hub from {base_model_id(metrics.get('model', ''))}.",
+        description=f"LoRA adapter trained by dpo_hub from {base}.",
         attempts=attempts,
         base_delay=base_delay,
+        force=force,
     )
+
+
+def _published_base(output_dir: Path, base: str | None) -> str:
+    """The base model id others will load the adapter onto: the adapter's own, or ``base`` for a local one."""
+    recorded = json.loads((output_dir / "adapter_config.json").read_text()).get("base_model_name_or_path", "")
+    if base is not None:
+        check_repo_id(base, key="--base", error=HubError)
+        return base
+    if not recorded or is_local(recorded) or recorded.startswith(("/", "./", "../", "~")):
+        raise HubError(
+            f"{output_dir}: the adapter's base model is {recorded or 'not recorded'!r}, a local path others "
+            "cannot load it from; pass --base REPO_ID (base=...) naming that model on the Hub, which is then "
+            "recorded in the pushed adapter_config.json and card. Nothing was pushed."
+        )
+    return recorded
 
 
 def push_files(
@@ -110,9 +139,11 @@ def push_files(
     description: str = "",
     attempts: int = PUSH_ATTEMPTS,
     base_delay: float = PUSH_BASE_DELAY,
-) -> str:
+    force: bool = False,
+) -> Pushed:
     """The push machinery of ``push_adapter`` for any files: ``files_for(namespace/name)`` gives repo path ->
-    content (bytes, or a local file's path); one commit, skipped when unchanged, retried when transient."""
+    content (bytes, or a local file's path); one commit, skipped when unchanged, retried when transient;
+    an adapter of another base already in the repo is replaced only with ``force``."""
     from huggingface_hub import HfApi
 
     check_repo_id(repo_id, error=HubError)
@@ -124,7 +155,7 @@ def push_files(
         )
         files = files_for(repo_id)
         return with_retries(
-            lambda: _push_once(files, repo_id, private, revision, token, message, description),
+            lambda: _push_once(files, repo_id, private, revision, token, message, description, force),
             what,
             attempts,
             base_delay,
@@ -151,7 +182,8 @@ def _push_once(
     token: str,
     message: str,
     description: str,
-) -> str:
+    force: bool = False,
+) -> Pushed:
     """One attempt: nothing if the target already holds ``files``, else create repo/branch and commit."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -159,7 +191,11 @@ def _push_once(
     head = _head_if_unchanged(api, repo_id, revision, files)
     if head is not None:
         log.info("%s already holds this run at %s; nothing to push", repo_label(repo_id, revision), head[:12])
-        return f"{api.endpoint}/{repo_id}/commit/{head}"
+        unchanged = Pushed(f"{api.endpoint}/{repo_id}/commit/{head}")
+        unchanged.changed = False
+        return unchanged
+    if "adapter_config.json" in files and not force:
+        _refuse_other_base(api, repo_id, revision, files["adapter_config.json"])
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if revision and revision != "main":
         api.create_branch(repo_id, branch=revision, exist_ok=True)
@@ -167,7 +203,28 @@ def _push_once(
     info = api.create_commit(
         repo_id, operations, revision=revision, commit_message=message, commit_description=description
     )
-    return info.commit_url
+    return Pushed(info.commit_url)
+
+
+def _refuse_other_base(api: Any, repo_id: str, revision: str | None, config: bytes | Path) -> None:
+    """Refuse replacing an adapter of another base model (peft would load the new weights onto the wrong
+    model for anyone pinned to the repo); a repo without an adapter config is no conflict."""
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        path = api.hf_hub_download(repo_id, "adapter_config.json", revision=revision)
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
+        return
+    theirs = json.loads(Path(path).read_text()).get("base_model_name_or_path")
+    mine = json.loads(config.read_bytes() if isinstance(config, Path) else config).get(
+        "base_model_name_or_path"
+    )
+    if theirs and theirs != mine:
+        raise HubError(
+            f"{repo_label(repo_id, revision)} holds an adapter of base model {theirs!r} and this one is of "
+            f"{mine!r}: replacing it would break whoever loads the repo onto {theirs!r}. Push to another "
+            "repo or revision, or pass --force (force=True) to replace it. Nothing was pushed."
+        )
 
 
 def _head_if_unchanged(
@@ -195,10 +252,16 @@ def _head_if_unchanged(
     return info.sha
 
 
-def _files_to_publish(output_dir: Path, repo_id: str, license: str | None) -> dict[str, bytes]:
-    """Repo path -> content: the published run files and the card built for ``repo_id``."""
+def _files_to_publish(output_dir: Path, repo_id: str, license: str | None, base: str) -> dict[str, bytes]:
+    """Repo path -> content: the published run files (the adapter config naming ``base``) and the card built
+    for ``repo_id``."""
     files = {name: (output_dir / name).read_bytes() for name in PUBLISHED if (output_dir / name).is_file()}
-    files["README.md"] = str(build_card(output_dir, repo_id, license=license)).encode("utf-8")
+    config = json.loads(files["adapter_config.json"])
+    if config.get("base_model_name_or_path") != base:  # --base for a local one: the local file stays as it is
+        files["adapter_config.json"] = (
+            json.dumps({**config, "base_model_name_or_path": base}, indent=2) + "\n"
+        ).encode()
+    files["README.md"] = str(build_card(output_dir, repo_id, license=license, base=base)).encode("utf-8")
     return files
 
 

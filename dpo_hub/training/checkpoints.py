@@ -18,11 +18,13 @@ import re
 import shutil
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from dpo_hub import upstream
 from dpo_hub.artifacts.folders import sha256
 from dpo_hub.errors import DataError, OutputError, RecipeError
 
@@ -31,6 +33,7 @@ MARKER = "dpo_hub_complete.json"
 RECIPE_FILE = "recipe_fingerprint.txt"
 EVAL_BEFORE = "eval_before.json"
 DATA_FILE = "data_fingerprint.json"  # what the checkpoints were trained on
+TOTALS = "dpo_hub_totals.json"  # in each checkpoint: the run's totals up to it (RunTotals)
 TRAINER_FILES = ("README.md", "training_args.bin")  # what trl writes beside the checkpoints
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
@@ -193,10 +196,88 @@ def save_eval_before(folder: Path, metrics: dict) -> None:
     (folder / EVAL_BEFORE).write_text(json.dumps(metrics))
 
 
+class RunTotals:
+    """A run's totals over all its starts: steps, training tokens, the summed train loss and the training
+    time up to each checkpoint are saved in it, and a resume continues them (trl and transformers count from
+    zero at every start)."""
+
+    def __init__(self, trainer: Any, resume_from: Path | None) -> None:
+        saved = resume_from / TOTALS if resume_from else None
+        prior = json.loads(saved.read_text()) if saved and saved.is_file() else {}
+        self.trainer = trainer
+        self.resumed_at = int(prior.get("global_step", 0))
+        self.tokens = int(prior.get("tokens_seen", 0))
+        self.loss_sum = float(prior.get("train_loss_sum", 0.0))
+        self.runtime = float(prior.get("train_runtime", 0.0))
+        self.started = time.time()
+
+    def begin(self) -> None:
+        """At the start of training, on every rank: continue the counts of the checkpoint resumed."""
+        self.started = time.time()
+        self.trainer.train_loss_sum = self.loss_sum
+        if self.tokens and upstream.missing(upstream.TRL_TOKEN_COUNT, instance=self.trainer) is None:
+            upstream.continue_token_count(self.trainer, self.tokens)
+
+    def save(self, checkpoint: Path, step: int) -> None:
+        totals = {
+            "global_step": step,
+            "tokens_seen": upstream.tokens_counted(self.trainer),
+            "train_loss_sum": getattr(self.trainer, "train_loss_sum", 0.0),
+            "train_runtime": round(self.runtime + time.time() - self.started, 4),
+        }
+        (checkpoint / TOTALS).write_text(json.dumps(totals, indent=1))
+
+    def tokens_seen(self) -> int:
+        """Training tokens over the whole run (trl's count continues the checkpoint's)."""
+        return max(upstream.tokens_counted(self.trainer), self.tokens)
+
+    def whole_run(self, metrics: dict, global_step: int) -> dict:
+        """transformers' train metrics (of the last start only) as totals over the whole run."""
+        if not self.resumed_at:
+            return metrics
+        steps = global_step - self.resumed_at  # trained in this start
+        runtime = self.runtime + float(metrics.get("train_runtime", 0.0))
+        out = {
+            **metrics,
+            "train_runtime": round(runtime, 4),
+            "train_loss": (self.loss_sum + float(metrics.get("train_loss", 0.0)) * steps)
+            / max(global_step, 1),
+            "train_steps_per_second": round(global_step / runtime, 3) if runtime else None,
+            "resumed_at_step": self.resumed_at,
+        }
+        if steps and metrics.get("train_samples_per_second") is not None and runtime:
+            per_step = metrics["train_samples_per_second"] * metrics["train_runtime"] / steps
+            out["train_samples_per_second"] = round(per_step * global_step / runtime, 3)
+        else:
+            out.pop("train_samples_per_second", None)
+        return out
+
+
+def is_final(checkpoint: Path) -> bool:
+    """True when ``checkpoint`` is of the run's last step (resuming it must not train another step)."""
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return 0 < state.get("max_steps", 0) <= state.get("global_step", 0)
+
+
+def restore_final(trainer: Any, checkpoint: Path) -> Any:
+    """Load the adapter and trainer state of the run's last checkpoint instead of training (transformers would
+    train one step more); returns the ``TrainOutput`` of a start that trained nothing."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    set_peft_model_state_dict(trainer.model, load_file(str(checkpoint / "adapter_model.safetensors")))
+    log.info("%s is the run's last step: nothing left to train", checkpoint.name)
+    return TrainOutput(trainer.state.global_step, 0.0, {"train_runtime": 0.0, "train_loss": 0.0})
+
+
 class Checkpointing(TrainerCallback):
     """Marks finished checkpoints, checkpoints the last step, and turns Ctrl-C into checkpoint + stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, totals: RunTotals | None = None) -> None:
+        self.totals = totals
         self.interrupted = False
         self.stopped_at: int | None = None
         self.in_loop = False  # between on_train_begin and on_train_end: a signal waits for the step's end
@@ -229,6 +310,8 @@ class Checkpointing(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         self.in_loop = True
+        if self.totals is not None:
+            self.totals.begin()
         return control
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
@@ -254,6 +337,8 @@ class Checkpointing(TrainerCallback):
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if state.is_world_process_zero:
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if self.totals is not None:
+                self.totals.save(path, state.global_step)
             files = {p.name: sha256(p) for p in sorted(path.iterdir()) if p.is_file() and p.name != MARKER}
             tmp = path / (MARKER + ".tmp")
             tmp.write_text(json.dumps({"step": state.global_step, "sha256": files}, indent=1))

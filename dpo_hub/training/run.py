@@ -70,6 +70,7 @@ class RunState:
     trainer: Any = None
     plan: plan.Plan | None = None
     staged: bool = False  # this run created its staging folder
+    totals: checkpoints.RunTotals | None = None
 
     @property
     def saves(self) -> Path:
@@ -318,7 +319,8 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
     """Eval before (kept from the first start when resuming), train, eval after; no eval split: empty
     dicts."""
     trainer, saves = run.trainer, run.saves
-    callback = checkpoints.Checkpointing()
+    run.totals = checkpoints.RunTotals(trainer, resume_from)
+    callback = checkpoints.Checkpointing(run.totals)
     trainer.add_callback(callback)
     callback.install_signal_handler()
     evaluate = (
@@ -342,7 +344,10 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
     for line in plan.describe(run.plan, trainer.args.use_cpu):
         log.info(line)
     trainer.add_callback(plan.Progress())
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from and checkpoints.is_final(resume_from):
+        result = checkpoints.restore_final(trainer, resume_from)
+    else:
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if callback.interrupted:
         raise RunInterrupted(
             f"interrupted at step {callback.stopped_at}: a checkpoint is saved in {saves}. "
@@ -404,9 +409,9 @@ def _metrics(
         "eval_before": before,
         "eval_after": after,
         "train": {
-            **train_result.metrics,
+            **run.totals.whole_run(train_result.metrics, trainer.state.global_step),  # over every start
             "global_step": trainer.state.global_step,
-            "tokens_seen": _tokens_seen(trainer.state.log_history),
+            "tokens_seen": max(_tokens_seen(trainer.state.log_history), run.totals.tokens_seen()),
             **_reference_metrics(trainer.reference_cache),
         },
         "plan": run.plan.to_dict(),

@@ -42,6 +42,7 @@ class DpoHubTrainer(DPOTrainer):
         self._depth = 0
         self._forwards = 0
         self._checked_reference = False
+        self.train_loss_sum = 0.0  # over the whole run: a resume starts from the checkpoint's (RunTotals)
 
     # --- setup, called once after construction -------------------------------------------------------------
     def add_levers(
@@ -92,6 +93,11 @@ class DpoHubTrainer(DPOTrainer):
             if self._forwards - before > 1:
                 self._reference_not_read(self._forwards - before)
         return result
+
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.train_loss_sum += float(loss)  # what transformers sums into train_loss, kept across resumes
+        return loss
 
     def compute_loss_context_manager(self) -> Any:
         import torch

@@ -252,6 +252,12 @@ BAD_DATA = {
     "empty": ("bad.jsonl", b"", ["bad.jsonl", "empty", "one row per preference pair"]),
     "blank": ("bad.jsonl", b"\n  \n", ["bad.jsonl", "empty"]),
     "csv_header_only": ("bad.csv", b"prompt,chosen,rejected\n", ["bad.csv", "no rows"]),
+    "csv_semicolons": (
+        "bad.csv",
+        b"prompt;chosen;rejected\nq;a;b\nr;c;d\n",
+        ["bad.csv", "one column 'prompt;chosen;rejected'", "';'-separated", "save it with commas"],
+    ),
+    "csv_tabs": ("bad.csv", b"prompt\tchosen\trejected\nq\ta\tb\n", ["bad.csv", "'\\t'-separated"]),
     "missing_column": (
         "bad.jsonl",
         jsonl([{"prompt": "p", "chosen": "c", "answer_b": "r"}]),

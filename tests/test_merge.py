@@ -73,12 +73,14 @@ def test_merged_model_equals_base_plus_adapter_and_loads_without_peft(trained_ru
     assert generation["do_sample"] and generation["top_p"] == 0.95 and generation["pad_token_id"] is not None
 
 
-def test_card_says_merge_of_the_base_and_names_the_adapter(merged):
+def test_card_says_merge_of_the_base_and_names_the_adapter(merged, trained_run):
     card = ModelCard.load(merged / "README.md")
     assert card.data.base_model == "dpo-hub/tiny-gpt2-embedded" and card.data.base_model_relation == "merge"
     assert card.data.library_name == "transformers" and "merge" in card.data.tags
     assert "the adapter of the run folder `run`" in card.text and "fingerprint `" in card.text
     info = json.loads((merged / "merge.json").read_text())
+    assert info["adapter_source"] == str(trained_run[0].resolve()), "merge.json names the adapter in full"
+    assert str(trained_run[0].resolve()) not in card.text, "the card names the run folder only"
     assert (
         info["adapter"] == "run"
         and info["base_model"] == "dpo-hub/tiny-gpt2-embedded"

@@ -666,6 +666,62 @@ def test_push_never_replaces_an_adapter_of_another_base_without_force(local_hub,
     )
 
 
+def test_checkpoint_files_get_the_umask_mode_and_still_verify(tmp_path):
+    """Savers writing through a temporary file leave 0600; a checkpoint is as readable as the run's files."""
+    from types import SimpleNamespace
+
+    step = tmp_path / "checkpoint-1"
+    step.mkdir()
+    (step / "adapter_model.safetensors").write_bytes(b"weights")
+    (step / "adapter_model.safetensors").chmod(0o600)
+    previous = os.umask(0o022)
+    try:
+        checkpoints.Checkpointing().on_save(
+            SimpleNamespace(output_dir=str(tmp_path)),
+            SimpleNamespace(global_step=1, is_world_process_zero=True),
+            None,
+        )
+    finally:
+        os.umask(previous)
+    assert {p.name: p.stat().st_mode & 0o777 for p in step.iterdir()} == {
+        "adapter_model.safetensors": 0o644,
+        checkpoints.MARKER: 0o644,
+    }
+    assert checkpoints.newest_complete(tmp_path) == step, "the marker's checksums still hold"
+
+
+def test_compare_pairs_errors_name_compares_flags(finished_run, tmp_path):
+    (tmp_path / "pairs.jsonl").write_text(
+        json.dumps({"question": "q", "chosen": "a", "rejected": "b"}) + "\n"
+    )
+    (tmp_path / "pairs.csv").write_text("prompt;chosen;rejected\nq;a;b\n")
+    for pairs, words in (
+        ("pairs.jsonl", ["missing column(s) ['prompt']", "--prompt-column"]),
+        ("pairs.csv", ["';'-separated", "save it with commas"]),
+    ):
+        proc = run(
+            [
+                sys.executable,
+                "-m",
+                "dpo_hub",
+                "compare",
+                str(finished_run),
+                "--pairs",
+                pairs,
+                "--output",
+                "cmp",
+            ],
+            offline_env(tmp_path),
+            cwd=tmp_path,
+        )
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 1 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[
+            -2000:
+        ]
+        assert all(w in errors[0] for w in words) and "data." not in errors[0], errors[0]
+        assert not (tmp_path / "cmp").exists()
+
+
 def test_repo_root_is_untouched_by_these_tests():
     assert not (REPO / "~").exists() and not any(REPO.glob(".*.incomplete"))
     assert os.path.isdir(REPO / "dpo_hub")

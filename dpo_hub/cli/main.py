@@ -10,13 +10,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dpo_hub.cli.launch import run_recipe, run_sweep
 from dpo_hub.compare.base_vs_tuned import side_by_side
 from dpo_hub.compare.report import format_side_by_side, format_table
 from dpo_hub.config.presets import Generation
 from dpo_hub.data.adapters import prompt_formatter
-from dpo_hub.errors import DpoHubError, OutputError
+from dpo_hub.errors import DataError, DpoHubError, OutputError
 from dpo_hub.hub.merge import DTYPES, merge_adapter, push_merged
 from dpo_hub.hub.runs import compare_run, comparison_dir, open_repo
 from dpo_hub.hub.transfer import check_push_target, push_adapter
@@ -163,20 +164,45 @@ def _dispatch(args: argparse.Namespace) -> int:
             for side in ("prompt", "chosen", "rejected")
             if getattr(args, f"{side}_column")
         }
-        comparison = compare_run(
-            args.source,
-            prompts=args.prompt,
-            pairs=args.pairs,
-            judge=args.judge,
-            output_dir=output,
-            revision=args.revision,
-            overwrite=args.overwrite,
-            max_length=args.max_length,
-            columns=columns,
-        )
+        try:
+            comparison = _compare(args, output, columns)
+        except DataError as err:  # a --pairs file: name compare's flags, not the recipe keys they set
+            if not args.pairs:
+                raise
+            raise DataError(_as_compare_flags(str(err))) from err
         print(format_table(comparison))
         print(f"\nwrote {output / 'comparison.json'}, comparison.md, comparison.png")
     return 0
+
+
+_COMPARE_FLAGS = {  # the recipe keys a pairs file's errors name -> the compare flag that sets each
+    " (data.kind=preferences)": "",
+    "data.prompt_column/chosen_column/rejected_column": "--prompt-column/--chosen-column/--rejected-column",
+    "data.prompt_column": "--prompt-column",
+    "data.chosen_column": "--chosen-column",
+    "data.rejected_column": "--rejected-column",
+    "data.dataset": "--pairs",
+}
+
+
+def _as_compare_flags(message: str) -> str:
+    for key, flag in _COMPARE_FLAGS.items():
+        message = message.replace(key, flag)
+    return message
+
+
+def _compare(args: argparse.Namespace, output: Path, columns: dict[str, str]) -> Any:
+    return compare_run(
+        args.source,
+        prompts=args.prompt,
+        pairs=args.pairs,
+        judge=args.judge,
+        output_dir=output,
+        revision=args.revision,
+        overwrite=args.overwrite,
+        max_length=args.max_length,
+        columns=columns,
+    )
 
 
 if __name__ == "__main__":

@@ -43,6 +43,13 @@ def load_rows(adapter: Any):
     else:
         rows = datasets.load_dataset(name, split=adapter.split)
     missing = [c for c in adapter.columns if c not in rows.column_names]
+    if missing and name.endswith(".csv") and len(rows.column_names) == 1:
+        separator = next((c for c in (";", "\t", "|") if c in rows.column_names[0]), None)
+        if separator is not None:
+            raise DataError(
+                f"{name}: read as one column {rows.column_names[0]!r}: looks {separator!r}-separated "
+                "and .csv files are read comma-separated; save it with commas (or as .jsonl)"
+            )
     if missing:
         keys = (
             [

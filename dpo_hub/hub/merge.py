@@ -210,7 +210,8 @@ def _provenance(run: Run, local: bool, revision: str | None, dtype: str) -> dict
     base = base_model_id(run.model.peft_config["default"].base_model_name_or_path)
     recipe = run.recipe
     return {
-        "adapter": run.folder.name if local else run.source.split("@")[0],
+        "adapter": run.folder.name if local else run.source.split("@")[0],  # the card's name for it
+        "adapter_source": str(Path(run.folder).resolve()) if local else run.source.split("@")[0],  # in full
         "adapter_on_hub": not local,
         "revision": revision,
         "base_model": base,

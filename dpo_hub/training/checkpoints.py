@@ -25,7 +25,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from dpo_hub import upstream
-from dpo_hub.artifacts.folders import sha256
+from dpo_hub.artifacts.folders import readable_modes, sha256
 from dpo_hub.errors import DataError, OutputError, RecipeError
 
 log = logging.getLogger("dpo_hub")
@@ -339,6 +339,7 @@ class Checkpointing(TrainerCallback):
             path = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if self.totals is not None:
                 self.totals.save(path, state.global_step)
+            readable_modes(path)  # savers writing through a temporary file leave 0600
             files = {p.name: sha256(p) for p in sorted(path.iterdir()) if p.is_file() and p.name != MARKER}
             tmp = path / (MARKER + ".tmp")
             tmp.write_text(json.dumps({"step": state.global_step, "sha256": files}, indent=1))

@@ -264,6 +264,15 @@ def test_hub_repo_id_via_cli(tmp_path, run_dir):
     )
 
 
+def test_truncated_pairs_are_counted_in_the_json_and_the_title(tuned, tokenizer, pairs):
+    long = {**pairs[0], "chosen": pairs[0]["chosen"] + " and more" * 200}  # an answer longer than max_length
+    cut = compare_model(tuned, tokenizer, [long, pairs[1]], prompts=[], max_length=256)
+    assert cut.preference["truncated"] == 1 and cut.preference["skipped"] == 0
+    assert "1 truncated to max_length 256" in format_table(cut)
+    whole = compare_model(tuned, tokenizer, [long, pairs[1]], prompts=[])
+    assert whole.preference["truncated"] == 0 and "truncated" not in format_table(whole)
+
+
 def test_one_pair_and_skipped_pairs_keep_their_index(tuned, tokenizer, pairs):
     long = {**pairs[0], "prompt": "word " * 600}  # longer than max_length 512: nothing of the answer is left
     comparison = compare_model(tuned, tokenizer, [long, pairs[1]], prompts=[], max_length=512)

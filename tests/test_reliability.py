@@ -722,6 +722,23 @@ def test_compare_pairs_errors_name_compares_flags(finished_run, tmp_path):
         assert not (tmp_path / "cmp").exists()
 
 
+def test_compare_scores_other_pairs_whole_by_default(finished_run, tmp_path, caplog):
+    """Class 11: --pairs are not cut to the run's training max_length (64 here) unless asked."""
+    from dpo_hub import compare_run
+
+    rows = [
+        {"prompt": f"Question {i}?", "chosen": " A long answer" * (40 if i == 0 else 1), "rejected": " No."}
+        for i in range(3)
+    ]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    whole = compare_run(finished_run, prompts=[], pairs=str(tmp_path / "pairs.jsonl"))
+    assert whole.preference["truncated"] == 0 and whole.settings["max_length"] > small().dpo.max_length
+    with caplog.at_level("WARNING", logger="dpo_hub"):
+        cut = compare_run(finished_run, prompts=[], pairs=str(tmp_path / "pairs.jsonl"), max_length=64)
+    assert cut.preference["truncated"] == 1 and cut.preference["n_pairs"] == 3
+    assert "of 3 pairs, 0 are skipped (the prompt alone fills it) and 1 truncated" in caplog.text
+
+
 def test_repo_root_is_untouched_by_these_tests():
     assert not (REPO / "~").exists() and not any(REPO.glob(".*.incomplete"))
     assert os.path.isdir(REPO / "dpo_hub")

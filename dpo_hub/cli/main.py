@@ -100,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--max-length",
         type=int,
         default=None,
-        help="tokens scored per sequence, cut like training (default: the run's dpo.max_length)",
+        help="tokens scored per sequence, cut like training (default: the run's dpo.max_length for its eval "
+        "split; --pairs are scored whole, up to the model's context length)",
     )
     if argv[:1] == ["--debug"] and argv[1:2] in (["train"], ["sweep"]):  # dpo-hub --debug train ...
         argv = [argv[1], "--debug", *argv[2:]]

@@ -107,6 +107,7 @@ def summarize(scores: PairScores, beta: float) -> tuple[dict[str, Any], list[dic
     summary = {
         "n_pairs": n,
         "skipped": s.skipped,
+        "truncated": s.truncated,
         "beta": beta,
         "accuracy": {
             kind: {m: accuracy(m, kind == "per_token") for m in ("base", "tuned")}
@@ -194,6 +195,8 @@ def _title(c: Comparison) -> str:
             f", {pairs['skipped']} skipped (prompt alone fills max_length {c.settings.get('max_length')}, "
             "the pairs training drops too)"
         )
+    if pairs and pairs.get("truncated"):
+        held += f", {pairs['truncated']} truncated to max_length {c.settings.get('max_length')}"
     return f"Base vs tuned: {c.source}; {held}; 95% CIs (Wilson for shares)"
 
 

@@ -9,6 +9,7 @@ tokens count (prompt and padding are masked). Each sequence gets one forward per
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import torch
 
 from dpo_hub.data.pairs import Pair
+
+log = logging.getLogger("dpo_hub")
 
 
 def adapter_off(model: Any):
@@ -35,6 +38,7 @@ class PairScores:
     rejected_tokens: list[int]
     chosen_kl: list[float]  # KL(tuned || base) summed over each chosen response's tokens
     skipped: int = 0  # pairs whose response was cut off entirely by max_length
+    truncated: int = 0  # scored pairs with a sequence cut to max_length (scored on their first tokens)
     index: list[int] = field(default_factory=list)  # position of each scored pair in the input
 
 
@@ -72,8 +76,19 @@ def score_pairs(
     and at most ``max_tokens`` padded tokens; ``max_length`` defaults to the model's context length.
     """
     max_length = max_length or context_length(model)
-    encoded = [encode_pair(tokenizer, p, max_length) for p in pairs]
+    whole = [encode_pair(tokenizer, p) for p in pairs]
+    encoded = [[(ids[:max_length], start) for ids, start in e] for e in whole]
     index = [i for i, e in enumerate(encoded) if all(start < len(ids) for ids, start in e)]
+    truncated = sum(any(len(ids) > max_length for ids, _ in whole[i]) for i in index)
+    if truncated or len(index) < len(encoded):
+        log.warning(
+            "max_length %d: of %d pairs, %d are skipped (the prompt alone fills it) and %d truncated; a "
+            "larger max_length (--max-length) scores them whole",
+            max_length,
+            len(encoded),
+            len(encoded) - len(index),
+            truncated,
+        )
     kept = [encoded[i] for i in index]
     seqs = [e[0] for e in kept] + [e[1] for e in kept]
     unique: dict[tuple, int] = {}  # a chosen answer shared by several pairs of one question is scored once
@@ -99,6 +114,7 @@ def score_pairs(
         [int(x) for x in tokens[n:]],
         kl[:n],
         skipped=len(encoded) - n,
+        truncated=truncated,
         index=index,
     )
 

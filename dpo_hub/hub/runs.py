@@ -168,7 +168,8 @@ def compare_run(
     """Compare base and tuned for a run folder, a Hub repo id, or an opened ``Run``.
 
     The run's recipe gives the default ``pairs`` (its eval split), ``generation`` settings, beta,
-    max_length (``max_length`` overrides it) and the prompt format (chat template or separator), used
+    max_length for its eval split (other pairs are scored whole, up to the model's context length;
+    ``max_length`` overrides both) and the prompt format (chat template or separator), used
     for prompts and a pairs file alike; ``columns`` maps a pairs file's columns (``prompt_column``,
     ``chosen_column``, ``rejected_column``). With ``output_dir``, comparison.json/.md/.png are written there
     (a folder that already holds a comparison is refused, before any work, unless ``overwrite``;
@@ -194,7 +195,7 @@ def compare_run(
         generation or (recipe.generation if recipe else None),
         judge,
         beta=recipe.dpo.beta if recipe else 0.1,
-        max_length=max_length or (recipe.dpo.max_length if recipe else None),
+        max_length=max_length or (recipe.dpo.max_length if recipe and label else None),  # other pairs: whole
         batch_size=batch_size,
         source=run.source,
         prompt_text=prompt_text,

@@ -543,6 +543,11 @@ CLI_SMALL = [
             id="checkpointing_kwargs_typo",
         ),
         pytest.param({"dpo.padding_free": "true"}, ["dpo.padding_free", "no effect"], id="padding_free"),
+        pytest.param(
+            {"lora.loftq_config": "{loftq_bits: 4}"},
+            ["lora.loftq_config has no effect", "lora.init_lora_weights: loftq"],
+            id="loftq_without_loftq_init",
+        ),
     ],
 )
 def test_a_setting_that_would_be_ignored_or_overridden_is_refused(changes, words):
@@ -558,7 +563,8 @@ def test_a_setting_that_would_be_ignored_or_overridden_is_refused(changes, words
         {"dpo.loss_type": "sigmoid,exo_pair", "dpo.label_smoothing": "0.001"},
         {"dpo.effective_batch_size": "4"},
         {"dpo.gradient_accumulation_steps": "2"},
-        {"lora.loftq_config": "{loftq_bits: 4}", "lora.rank_pattern": "{c_attn: 8}"},
+        {"lora.init_lora_weights": "loftq", "lora.loftq_config": "{loftq_bits: 4}"},
+        {"lora.rank_pattern": "{c_attn: 8}"},
         {"dpo.accelerator_config": "{split_batches: true}"},
     ],
 )
@@ -720,6 +726,15 @@ def test_compare_pairs_errors_name_compares_flags(finished_run, tmp_path):
         ]
         assert all(w in errors[0] for w in words) and "data." not in errors[0], errors[0]
         assert not (tmp_path / "cmp").exists()
+    done = run(
+        [sys.executable, "-m", "dpo_hub", "compare", str(finished_run), "--prompt", "Hi?", "--output", "cmp"],
+        offline_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not [
+        line for line in done.stderr.splitlines() if "Warning" in line or "kernels-community" in line
+    ], "no library noise leaks: " + done.stderr[-2000:]
 
 
 def test_compare_scores_other_pairs_whole_by_default(finished_run, tmp_path, caplog):

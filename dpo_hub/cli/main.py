@@ -22,6 +22,7 @@ from dpo_hub.hub.merge import DTYPES, merge_adapter, push_merged
 from dpo_hub.hub.runs import compare_run, comparison_dir, open_repo
 from dpo_hub.hub.transfer import check_push_target, push_adapter
 from dpo_hub.recipes import format_installed
+from dpo_hub.runtime import quiet_known_noise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_sweep(RECIPE, argv[1:])
     args = parser.parse_args(argv)
+    quiet_known_noise()  # pull, compare and merge show what concerns the user, as train does
     try:
         return _dispatch(args)
     except DpoHubError as err:

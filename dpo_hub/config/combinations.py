@@ -1,5 +1,6 @@
 """Combinations of ``dpo.*`` settings that trl refuses only once the trainer is built (after the data is
-staged and the model loaded), or that it silently ignores: checked when the DPO preset is built.
+staged and the model loaded), or that it silently ignores, and ``lora.*`` settings peft ignores: checked
+when the presets are built.
 
 Each rule is trl's own (its ``DPOTrainer.__init__`` and loss code), restated so that the error names the
 recipe keys and the fix before anything loads; ``tests/test_reliability.py`` checks each against the
@@ -69,4 +70,13 @@ def check_dpo(
         raise RecipeError(
             "dpo.liger_kernel_config: fused_linear_cross_entropy is refused by trl's DPOTrainer (it replaces "
             "the forward trl fuses with the LM head): set it to false or remove it"
+        )
+
+
+def check_lora(extra: Mapping[str, Any]) -> None:
+    """Refuse a LoRA setting peft would ignore."""
+    if extra.get("loftq_config") and extra.get("init_lora_weights") != "loftq":
+        raise RecipeError(
+            "lora.loftq_config has no effect unless lora.init_lora_weights is loftq (peft ignores it): set "
+            "lora.init_lora_weights: loftq or remove lora.loftq_config"
         )

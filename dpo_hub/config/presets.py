@@ -17,7 +17,7 @@ from typing import Any
 
 from dpo_hub.config import fields as passthrough
 from dpo_hub.config import trackers
-from dpo_hub.config.combinations import check_dpo
+from dpo_hub.config.combinations import check_dpo, check_lora
 from dpo_hub.config.fields import Settings
 from dpo_hub.config.losses import KNOWN_LOSS_TYPES, trl_loss_types
 from dpo_hub.config.values import check, check_choice
@@ -114,6 +114,7 @@ class LoraPreset:
         check_choice("lora.bias", self.bias, LORA_BIASES)
         check_choice("lora.preset", self.preset, tuple(LORA_PRESETS))
         object.__setattr__(self, "extra", passthrough.validated("lora", self.extra, _typed(self)))
+        check_lora(self.extra)
 
     @classmethod
     def gpt2_attention(cls) -> LoraPreset:

@@ -227,6 +227,8 @@ def _refused(group: str, err: BaseException, settings: list[str]) -> str:
         ", ".join(dict.fromkeys(keys or [f"{group}.{name}" for name in settings]))
         or f"the {group}.* settings"
     )
+    if isinstance(err, ImportError):
+        return f"{library} with {named} needs a package that is not installed: {text} (nothing was written)"
     return f"{library} refuses {named}: {text} (change {named} in the recipe; nothing was written)"
 
 

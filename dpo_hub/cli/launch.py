@@ -8,17 +8,20 @@ an ``error: ...`` line and an exit code (``--debug`` shows the traceback instead
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
+from dpo_hub.cli.accelerate_config import launch_request
 from dpo_hub.config.fields import field_help
 from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
 from dpo_hub.hub.transfer import check_push_target, push_adapter
 from dpo_hub.recipe import Recipe
 from dpo_hub.training.run import train
 from dpo_hub.training.sweep import grid_points, parse_grid, sweep
+from dpo_hub.training.topology import check_launch
 
 
 def parse_overrides(argv: Sequence[str]) -> tuple[str | None, dict[str, str]]:
@@ -155,6 +158,7 @@ def _run(base: Recipe, argv: list[str], debug: bool) -> int:
     try:
         try:
             recipe = recipe_from_argv(base, argv)
+            check_launch(launch_request())  # a launch accelerate would quietly downgrade stops here
         except DpoHubError as err:
             raise _Usage(str(err)) from err
         if (
@@ -207,6 +211,7 @@ def _run_sweep(base: Recipe, rest: list[str], grids: list[str], output: str | No
     try:
         try:
             recipe = recipe_from_argv(base, rest)
+            check_launch(launch_request())
             grid = parse_grid(grids)
             grid_points(recipe, grid)  # every point checked: a bad key or value is a usage error (exit 2)
         except DpoHubError as err:
@@ -225,7 +230,8 @@ def _fail(err: DpoHubError, debug: bool) -> int:
     """One ``error: ...`` line on stderr and the exit code: 2 bad input, 130 interrupted, 1 anything else."""
     if debug:
         raise err
-    error_line(err)
+    if not isinstance(err, _Usage) or os.environ.get("LOCAL_RANK", "0") == "0":  # the same line on each rank
+        error_line(err)
     return 2 if isinstance(err, _Usage) else 130 if isinstance(err, RunInterrupted) else 1
 
 

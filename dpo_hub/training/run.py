@@ -39,7 +39,7 @@ from dpo_hub.runtime import (
     wants_cpu,
 )
 from dpo_hub.sources.models import auto_defaults, load_adapter_model, load_model, load_tokenizer, resolve
-from dpo_hub.training import checkpoints, plan, trackers
+from dpo_hub.training import checkpoints, plan, topology, trackers
 from dpo_hub.training import reference as reference_logps
 from dpo_hub.training.levers import Lever, cpu_head, cpu_rows
 from dpo_hub.training.levers import model as speedups
@@ -419,6 +419,8 @@ def _metrics(
             **({"sources": data.sources} if data.sources else {}),
         },
         "processes": run.accelerate.num_processes,
+        "distributed": topology.distributed(run.accelerate, _base_sharded(trainer)).to_dict(),
+        "quantization": recipe.model.quantization,
         "effective_batch_size": effective_batch(trainer),
         "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
@@ -504,10 +506,15 @@ def _undo_failed_start(run: RunState) -> None:
     checkpoints.discard(run.saves)
 
 
+def _base_sharded(trainer: Any) -> bool:
+    """Whether the frozen base weights were split between the processes (FSDP, DeepSpeed ZeRO-3)."""
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    return bool(trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3))
+
+
 def _model_for_generation(trainer: Any, recipe: Recipe, stage: Path) -> Any:
     """The tuned model on the main process; sharded runs (FSDP, ZeRO-3) reload base + saved adapter."""
-    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
-    if trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+    if _base_sharded(trainer):
         return load_adapter_model(stage, recipe.model)
     return trainer.accelerator.unwrap_model(trainer.model)
 

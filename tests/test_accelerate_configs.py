@@ -244,7 +244,7 @@ def test_cpu_starts_one_process(tmp_path):
     "flags, fits",
     [
         (["--config_file", str(CONFIG_DIR / "single_gpu.yaml")], "--config_file accelerate_configs/cpu.yaml"),
-        (["--config_file", str(CONFIG_DIR / "fsdp.yaml")], "accelerate_configs/cpu_ddp.yaml"),
+        (["--config_file", str(CONFIG_DIR / "fsdp.yaml")], "accelerate_configs/fsdp_cpu.yaml"),
         (["--cpu", "--num_processes", "4"], "accelerate_configs/cpu_ddp.yaml --num_processes 4"),
     ],
     ids=["single_gpu", "fsdp", "cpu-num_processes-4"],
@@ -258,7 +258,8 @@ def test_no_silent_downgrade_on_a_cpu_machine(flags, fits, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", RECIPE_MODULE]
     env = offline_env(tmp_path, CUDA_VISIBLE_DEVICES="")  # no GPU, even on a machine that has one
-    proc = run([*cmd, "--output_dir", str(out), "--model", "embedded", "--data.limit", "12"], env, timeout=180)
+    args = ["--output_dir", str(out), "--model", "embedded", "--data.limit", "12"]
+    proc = run([*cmd, *args], env, timeout=180)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, proc.stdout[-2000:] + proc.stderr[-3000:]

@@ -93,6 +93,7 @@ def launch_request() -> LaunchRequest | None:
         gpus=bool(explicit_gpus) and not cpu,
         fsdp=fsdp,
         deepspeed=deepspeed,
+        fsdp_version=int(getattr(args, "fsdp_version", None) or 2),
     )
 
 

@@ -419,7 +419,7 @@ def _metrics(
             **({"sources": data.sources} if data.sources else {}),
         },
         "processes": run.accelerate.num_processes,
-        "distributed": topology.distributed(run.accelerate, _base_sharded(trainer)).to_dict(),
+        "distributed": topology.distributed(trainer.accelerator.state, _base_sharded(trainer)).to_dict(),
         "quantization": recipe.model.quantization,
         "effective_batch_size": effective_batch(trainer),
         "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,

@@ -28,6 +28,7 @@ class LaunchRequest:
     gpus: bool  # a GPU is asked for: gpu_ids or a GPU strategy, without use_cpu
     fsdp: bool
     deepspeed: bool
+    fsdp_version: int = 2
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,10 @@ def check_launch(request: LaunchRequest | None, accelerator: bool | None = None)
             f"{request.command} asks for {asked} and this machine has no GPU visible (accelerate would "
             f"quietly train on the CPU instead); on the CPU use {cpu_config(request)}"
         )
-    if not accelerator and request.fsdp:
+    if not accelerator and request.fsdp and request.fsdp_version != 2:
         raise RecipeError(
-            f"{request.command} asks for FSDP on the CPU, which accelerate runs as plain DDP; "
-            f"use {cpu_config(request)}"
+            f"{request.command} asks for FSDP version {request.fsdp_version} on the CPU, which accelerate "
+            f"runs as plain DDP; use {cpu_config(request)} (FSDP2)"
         )
     if (request.processes, request.machines) != (processes, machines):
         raise RecipeError(
@@ -92,6 +93,9 @@ def cpu_config(request: LaunchRequest) -> str:
     """The shipped config (and flags) that runs ``request``'s process count on CPUs."""
     if request.machines > 1:
         return f"--config_file {CONFIGS}/multi_node_cpu.yaml with --machine_rank and --main_process_ip"
+    if request.fsdp:
+        flags = "" if request.processes == 2 else f" --num_processes {request.processes}"
+        return f"--config_file {CONFIGS}/fsdp_cpu.yaml{flags}"
     if request.processes <= 1:
         return f"--config_file {CONFIGS}/cpu.yaml"
     flags = "" if request.processes == 2 else f" --num_processes {request.processes}"

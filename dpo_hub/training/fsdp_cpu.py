@@ -32,6 +32,7 @@ def enable(trainer: Any) -> bool:
     for FSDP and accelerate left it as CPU DDP; returns whether it did. Refuses FSDP1 and other accelerate
     versions (``RecipeError``) rather than training as DDP."""
     import accelerate
+    from accelerate import PartialState
     from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
     state = trainer.accelerator.state
@@ -50,7 +51,8 @@ def enable(trainer: Any) -> bool:
             "(see accelerate_configs/fsdp_cpu.yaml)"
         )
     state.fsdp_plugin = plugin
-    state.distributed_type = DistributedType.FSDP
+    # AcceleratorState copies PartialState's fields each time it is constructed again: set both
+    state.distributed_type = PartialState().distributed_type = DistributedType.FSDP
     trainer.is_fsdp_enabled = True
     trainer.fsdp_on_cpu = True
     log.info("FSDP2 on the CPU: the base model is sharded over %d gloo processes", state.num_processes)

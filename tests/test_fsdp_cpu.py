@@ -63,6 +63,15 @@ def test_base_is_sharded_about_half_per_rank(runs):
         assert 0.4 < int(h) / total < 0.6
 
 
+def test_card_says_where_it_ran(runs):
+    from dpo_hub.hub.card import build_card
+
+    card = str(build_card(runs["fsdp"][0], "someone/fsdp-cpu"))
+    assert "| distributed | FSDP, 2 process(es) on 1 machine(s), base weights sharded |" in card
+    assert "| quantization | none (full-precision base) |" in card
+    assert "| distributed | NO, 1 process(es) on 1 machine(s) |" in str(build_card(runs["single"][0], "a/b"))
+
+
 def test_same_steps_eval_and_margins_as_one_process(runs):
     fsdp, single = (read_metrics(runs[n][0]) for n in ("fsdp", "single"))
     assert fsdp["train"]["global_step"] == single["train"]["global_step"] == 4

@@ -190,6 +190,15 @@ def build_trainer(
     with state.main_process_first():
         model = load_model(recipe.model)
     levers = _model_levers(recipe, model, args, state)
+    if recipe.model.quantization:
+        speedups.keep_4bit_layout(model)
+        layers = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
+        log.info(
+            "model.quantization %s: %d bitsandbytes layer(s); the model's weights take %.1f MB",
+            recipe.model.quantization,
+            layers,
+            model.get_memory_footprint() / 2**20,
+        )
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
     trainer = DpoHubTrainer(
         model=model,
@@ -251,7 +260,10 @@ def _trainer_levers(recipe: Recipe, trainer: DpoHubTrainer, args: Any, state: An
     trainer.add_levers({"bf16_saved_activations": Lever(compact, why)})
     head, trl_globals = cpu_head.head_levers(use_cpu)
     trainer.add_levers(head, trl_globals=trl_globals)
-    if use_cpu:
+    if use_cpu and recipe.model.quantization:
+        why = "model.quantization: bitsandbytes' layers refuse the per-row KV-cache forward (in-place view)"
+        rows, wrapper = Lever(False, why), None
+    elif use_cpu:
         rows, wrapper = cpu_rows.trim_padding(trainer.model)
     else:
         rows, wrapper = Lever(False, "CPU only: accelerators run padded rows in one batched kernel"), None

@@ -29,6 +29,7 @@ EXPECTED = {
     "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, 2, 1, False, "bf16"),
     "deepspeed_zero3.yaml": (DistributedType.DEEPSPEED, 2, 1, False, "bf16"),
     "multi_node.yaml": (DistributedType.MULTI_GPU, 16, 2, False, "bf16"),
+    "multi_node_cpu.yaml": (DistributedType.MULTI_GPU, 2, 2, True, "no"),
 }
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 
@@ -145,6 +146,7 @@ def test_accelerate_rejects_unknown_top_level_keys(tmp_path):
         ("deepspeed_zero2.yaml", "deepspeed"),
         ("deepspeed_zero3.yaml", "deepspeed"),
         ("multi_node.yaml", "multi_gpu"),
+        ("multi_node_cpu.yaml", "multi_gpu"),
     ],
 )
 def test_launcher_that_accelerate_picks(name, launcher):

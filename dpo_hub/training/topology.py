@@ -70,8 +70,14 @@ def check_launch(request: LaunchRequest | None, accelerator: bool | None = None)
         return
     accelerator = has_accelerator() if accelerator is None else accelerator
     processes, machines = launched_world()
-    if not accelerator and (request.gpus or request.deepspeed):
-        asked = "DeepSpeed" if request.deepspeed else "FSDP on GPUs" if request.fsdp else "a GPU"
+    if not accelerator and request.deepspeed:
+        raise RecipeError(
+            f"{request.command} asks for DeepSpeed and this machine has no GPU visible: accelerate enables "
+            "DeepSpeed only on accelerators and would quietly train as plain DDP; on the CPU use "
+            f"{cpu_config(request)}, or --config_file {CONFIGS}/fsdp_cpu.yaml to shard the base"
+        )
+    if not accelerator and request.gpus:
+        asked = "FSDP on GPUs" if request.fsdp else "a GPU"
         raise RecipeError(
             f"{request.command} asks for {asked} and this machine has no GPU visible (accelerate would "
             f"quietly train on the CPU instead); on the CPU use {cpu_config(request)}"

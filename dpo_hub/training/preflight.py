@@ -100,11 +100,10 @@ def _check_quantization(model: ModelSpec) -> None:
         )
     if not wants_cpu():
         return
+    import re
     from importlib.metadata import version
 
-    from packaging.version import Version
-
-    if Version(version("bitsandbytes")) < Version("0.50"):
+    if tuple(int(x) for x in re.findall(r"\d+", version("bitsandbytes"))[:2]) < (0, 50):
         raise RecipeError(
             f"model.quantization={model.quantization} on the CPU needs bitsandbytes >= 0.50 (installed: "
             f"{version('bitsandbytes')}); pip install -U 'bitsandbytes>=0.50', or remove model.quantization"

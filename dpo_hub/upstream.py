@@ -68,6 +68,11 @@ ACCELERATE_LAUNCH_PARSER = Private(
 ACCELERATE_DEFAULT_CONFIG = Private(
     "accelerate.commands.config", "default_config_file", "accelerate configs: the default config file"
 )
+ACCELERATE_VALIDATE_LAUNCH = Private(
+    "accelerate.commands.launch",
+    "_validate_launch_command",
+    "launch checks: what an accelerate launch command line and its config file ask for",
+)
 ALL = (
     TRL_USE_TRITON,
     TRL_TILE_SIZE,
@@ -79,6 +84,7 @@ ALL = (
     TRACKERS_INSTALLED,
     ACCELERATE_LAUNCH_PARSER,
     ACCELERATE_DEFAULT_CONFIG,
+    ACCELERATE_VALIDATE_LAUNCH,
 )
 
 

@@ -25,9 +25,11 @@ EXPECTED = {
     "single_gpu.yaml": (DistributedType.NO, 1, 1, False, "bf16"),
     "multi_gpu.yaml": (DistributedType.MULTI_GPU, 2, 1, False, "bf16"),
     "fsdp.yaml": (DistributedType.FSDP, 2, 1, False, "bf16"),
+    "fsdp_cpu.yaml": (DistributedType.FSDP, 2, 1, True, "no"),
     "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, 2, 1, False, "bf16"),
     "deepspeed_zero3.yaml": (DistributedType.DEEPSPEED, 2, 1, False, "bf16"),
     "multi_node.yaml": (DistributedType.MULTI_GPU, 16, 2, False, "bf16"),
+    "multi_node_cpu.yaml": (DistributedType.MULTI_GPU, 2, 2, True, "no"),
 }
 CONFIGS = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))
 
@@ -140,9 +142,11 @@ def test_accelerate_rejects_unknown_top_level_keys(tmp_path):
         ("single_gpu.yaml", "simple"),
         ("multi_gpu.yaml", "multi_gpu"),
         ("fsdp.yaml", "fsdp"),
+        ("fsdp_cpu.yaml", "fsdp"),
         ("deepspeed_zero2.yaml", "deepspeed"),
         ("deepspeed_zero3.yaml", "deepspeed"),
         ("multi_node.yaml", "multi_gpu"),
+        ("multi_node_cpu.yaml", "multi_gpu"),
     ],
 )
 def test_launcher_that_accelerate_picks(name, launcher):
@@ -238,3 +242,31 @@ def test_cpu_starts_one_process(tmp_path):
 
     # accelerate exports OMP_NUM_THREADS = physical cores / local processes (use_cpu: true), at least 1
     assert int(rank["omp"]) == max(1, psutil.cpu_count(logical=False) or 1)
+
+
+@pytest.mark.parametrize(
+    "flags, fits",
+    [
+        (["--config_file", str(CONFIG_DIR / "single_gpu.yaml")], "--config_file accelerate_configs/cpu.yaml"),
+        (["--config_file", str(CONFIG_DIR / "fsdp.yaml")], "accelerate_configs/fsdp_cpu.yaml"),
+        (["--cpu", "--num_processes", "4"], "accelerate_configs/cpu_ddp.yaml --num_processes 4"),
+    ],
+    ids=["single_gpu", "fsdp", "cpu-num_processes-4"],
+)
+def test_no_silent_downgrade_on_a_cpu_machine(flags, fits, tmp_path):
+    """A launch accelerate would quietly run as something else (GPU configs on the CPU, FSDP as DDP, 4
+    processes as 1) stops before anything loads: one line (once, not per rank) naming the config that fits,
+    exit 2, nothing written."""
+    from conftest import RECIPE_MODULE, offline_env, run
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", RECIPE_MODULE]
+    env = offline_env(tmp_path, CUDA_VISIBLE_DEVICES="")  # no GPU, even on a machine that has one
+    args = ["--output_dir", str(out), "--model", "embedded", "--data.limit", "12"]
+    proc = run([*cmd, *args], env, timeout=180)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert fits in errors[0] and "accelerate launch " in errors[0]
+    assert "[dpo_hub] data:" not in proc.stdout and "rank 0 of world size" not in proc.stdout
+    assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())

@@ -230,10 +230,13 @@ def test_bad_model_settings_are_refused_by_name(key, value, words):
     assert all(w in str(err.value) for w in words), str(err.value)
 
 
-def test_quantization_on_the_cpu_is_refused_before_any_weights_load(monkeypatch):
+@pytest.mark.parametrize("launcher", ["ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"])
+def test_quantization_with_sharding_on_the_cpu_is_refused_before_any_weights_load(monkeypatch, launcher):
+    """QLoRA runs on the CPU (tests/test_qlora_cpu.py); with FSDP or DeepSpeed there it does not."""
     monkeypatch.setenv("ACCELERATE_USE_CPU", "true")
+    monkeypatch.setenv(launcher, "true")
     recipe = Recipe(model=ModelSpec(name="a/model-that-does-not-exist", quantization="4bit"))
-    with pytest.raises(RecipeError, match=r"model.quantization=4bit needs a CUDA GPU .* on the CPU"):
+    with pytest.raises(RecipeError, match=r"quantization=4bit with FSDP/DeepSpeed does not run on the CPU"):
         check_recipe(recipe)
 
 

@@ -57,6 +57,8 @@ def test_outputs_complete_and_logs_not_duplicated(runs):
     ):
         assert proc.stdout.count(line) == 1, f"{line!r} printed {proc.stdout.count(line)} times"
     assert read_metrics(out)["processes"] == 2
+    expected = {"type": "MULTI_CPU", "processes": 2, "machines": 1, "sharded": False}
+    assert read_metrics(out)["distributed"] == expected
 
 
 def test_effective_batch_doubles_and_metrics_match_single_process(runs, trained_run):

@@ -8,6 +8,7 @@ command line (or ``$DPO_HUB_ACCELERATE_CONFIG`` for launchers whose workers it d
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from dpo_hub import upstream
+from dpo_hub.training.topology import LaunchRequest
 
 _DIRECTIVE = re.compile(r"^\s*#\s*dpo_hub\s*:(.*)$")
 
@@ -54,6 +56,49 @@ def accelerate_config_path() -> str | None:
     from."""
     if os.environ.get("DPO_HUB_ACCELERATE_CONFIG"):
         return os.environ["DPO_HUB_ACCELERATE_CONFIG"]
+    launch = _launching_command()
+    return _config_file(*launch) if launch else None
+
+
+def launch_request() -> LaunchRequest | None:
+    """What the ``accelerate launch`` this process descends from asks for, read by accelerate's own
+    validation (config file + flags); ``None`` when not started by ``accelerate launch``."""
+    launch = _launching_command()
+    if launch is None:
+        return None
+    launch_args, cwd = launch
+    try:
+        args = upstream.get(upstream.ACCELERATE_LAUNCH_PARSER)().parse_args(launch_args)
+        if args.config_file:
+            args.config_file = os.path.join(cwd, args.config_file)
+        quiet = logging.getLogger(upstream.ACCELERATE_VALIDATE_LAUNCH.module)  # its "defaults used" note
+        level, quiet.level = quiet.level, logging.ERROR
+        try:
+            args, _, _ = upstream.get(upstream.ACCELERATE_VALIDATE_LAUNCH)(args)
+        finally:
+            quiet.setLevel(level)
+    except (SystemExit, Exception):  # a command accelerate itself refused would not have started us
+        return None
+    cpu = bool(args.cpu or getattr(args, "use_cpu", False))
+    fsdp, deepspeed = bool(args.use_fsdp), bool(args.use_deepspeed)
+    explicit_gpus = args.gpu_ids not in (None, "all") or args.multi_gpu or fsdp or deepspeed
+    script = args.training_script
+    flags = launch_args[: launch_args.index(script)] if script in launch_args else []
+    command = " ".join(["accelerate launch", *[f for f in flags if f not in ("-m", "--module")]])
+    return LaunchRequest(
+        command=command.strip(),
+        processes=int(args.num_processes or 1),
+        machines=int(args.num_machines or 1),
+        cpu=cpu,
+        gpus=bool(explicit_gpus) and not cpu,
+        fsdp=fsdp,
+        deepspeed=deepspeed,
+        fsdp_version=int(getattr(args, "fsdp_version", None) or 2),
+    )
+
+
+def _launching_command() -> tuple[list[str], str] | None:
+    """The arguments after ``accelerate launch`` of the process this one descends from, and its cwd."""
     try:
         import psutil
 
@@ -63,7 +108,7 @@ def accelerate_config_path() -> str | None:
                 return None
             launch_args = _launch_args(process.cmdline())
             if launch_args is not None:
-                return _config_file(launch_args, process.cwd())
+                return launch_args, process.cwd()
             process = process.parent()
     except Exception:  # psutil errors, permissions, exotic launchers: no settings, never a crash
         return None

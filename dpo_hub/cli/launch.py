@@ -8,11 +8,13 @@ an ``error: ...`` line and an exit code (``--debug`` shows the traceback instead
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 
+from dpo_hub.cli.accelerate_config import launch_request
 from dpo_hub.config.fields import field_help
 from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
 from dpo_hub.hub.transfer import check_push_target, push_adapter
@@ -20,6 +22,7 @@ from dpo_hub.recipe import Recipe
 from dpo_hub.sources.models import is_local
 from dpo_hub.training.run import train
 from dpo_hub.training.sweep import grid_points, parse_grid, sweep
+from dpo_hub.training.topology import check_launch
 
 
 def parse_overrides(argv: Sequence[str]) -> tuple[str | None, dict[str, str]]:
@@ -156,6 +159,7 @@ def _run(base: Recipe, argv: list[str], debug: bool) -> int:
     try:
         try:
             recipe = recipe_from_argv(base, argv)
+            check_launch(launch_request())  # a launch accelerate would quietly downgrade stops here
         except DpoHubError as err:
             raise _Usage(str(err)) from err
         if (
@@ -214,6 +218,7 @@ def _run_sweep(base: Recipe, rest: list[str], grids: list[str], output: str | No
     try:
         try:
             recipe = recipe_from_argv(base, rest)
+            check_launch(launch_request())
             grid = parse_grid(grids)
             grid_points(recipe, grid)  # every point checked: a bad key or value is a usage error (exit 2)
         except DpoHubError as err:
@@ -233,7 +238,8 @@ def _fail(err: DpoHubError, debug: bool) -> int:
     anything is written), 130 interrupted, 1 anything else (data, model, outputs, Hub)."""
     if debug:
         raise err
-    error_line(err)
+    if not isinstance(err, RecipeError) or os.environ.get("LOCAL_RANK", "0") == "0":  # the same line on each rank
+        error_line(err)
     return 2 if isinstance(err, RecipeError) else 130 if isinstance(err, RunInterrupted) else 1
 
 

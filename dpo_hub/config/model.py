@@ -47,7 +47,10 @@ class ModelSpec:
     )
     quantization: str | None = field(
         default=None,
-        metadata={"help": "4bit or 8bit weights with bitsandbytes (GPU only, QLoRA); null: none."},
+        metadata={
+            "help": "4bit (NF4) or 8bit weights with bitsandbytes (QLoRA; pip install dpo-hub[qlora]; GPU, "
+            "or CPU with bitsandbytes >= 0.50); null: none."
+        },
     )
     gguf_file: str | None = field(
         default=None,

@@ -15,6 +15,7 @@ from dpo_hub.compare.report import Comparison, table_rows
 from dpo_hub.config.losses import describe_losses
 from dpo_hub.sources import standins
 from dpo_hub.sources.models import is_local
+from dpo_hub.training.topology import Distributed
 
 TEMPLATE = """---
 {{ card_data }}
@@ -275,10 +276,17 @@ def _hyperparameters(recipe: dict, metrics: dict) -> list[tuple[str, Any]]:
     rows += [
         ("effective batch", metrics.get("effective_batch_size")),
         ("processes", metrics.get("processes")),
+        ("distributed", _distributed(metrics.get("distributed"))),
+        ("quantization", metrics.get("quantization") or "none (full-precision base)"),
         ("train pairs", metrics["data"]["train_pairs"]),
         ("eval pairs", metrics["data"]["eval_pairs"]),
     ]
     return rows
+
+
+def _distributed(record: dict | None) -> str:
+    """``metrics.json``'s ``distributed`` in words (runs before it was recorded: "not recorded")."""
+    return Distributed(**record).describe() if record else "not recorded"
 
 
 def model_license(base: str) -> str:

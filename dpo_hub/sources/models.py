@@ -102,11 +102,13 @@ def load_model(model: str | ModelSpec, dtype=None, token: str | None = None):
     locally with the same weights every time. A GGUF model is de-quantised into a plain float model.
     """
     spec = as_spec(model)
-    if spec.name == embedded.EMBEDDED:
+    if spec.name == embedded.EMBEDDED and spec.quantization is None:
         return embedded.build_model()
     from transformers import AutoModelForCausalLM
 
     where, gguf_file = spec.location()
+    if spec.name == embedded.EMBEDDED:  # quantized: bitsandbytes quantizes it as it loads, like any model
+        where = str(_embedded_folder())
     kwargs = {"dtype": dtype, **spec.load_kwargs()}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
@@ -121,6 +123,25 @@ def load_model(model: str | ModelSpec, dtype=None, token: str | None = None):
     if gguf_file:
         standins.forget_quantizer(loaded)  # de-quantised weights: let it save and train as a plain model
     return loaded
+
+
+def _embedded_folder() -> Path:
+    """The embedded model saved once under the cache (``from_pretrained`` applies quantization and dtype)."""
+    import tempfile
+
+    from dpo_hub.runtime import cache_dir
+
+    folder = cache_dir() / "embedded_model" / f"seed{embedded.MODEL_SEED}"
+    if not (folder / "config.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:  # complete or absent, even with 2 ranks
+            embedded.build_model().save_pretrained(tmp)
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another process saved it first
+                pass
+            Path(tmp).mkdir(exist_ok=True)  # TemporaryDirectory removes it again
+    return folder
 
 
 def load_adapter_model(

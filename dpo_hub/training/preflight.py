@@ -8,6 +8,7 @@ device) and creates nothing; it raises ``RecipeError`` naming the key and what t
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -88,20 +89,34 @@ def module_names(config: Any) -> set[str]:
 
 
 def _check_quantization(model: ModelSpec) -> None:
-    """4/8-bit loading needs bitsandbytes and a GPU: refuse it before any weights load."""
+    """4/8-bit loading needs bitsandbytes (>= 0.50 on the CPU): refuse it before any weights load."""
     if model.quantization is None:
         return
-    if wants_cpu():
-        raise RecipeError(
-            f"model.quantization={model.quantization} needs a CUDA GPU (bitsandbytes) and this run is "
-            "on the CPU; remove model.quantization (--model.quantization null) to train in full precision"
-        )
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise RecipeError(
             f"model.quantization={model.quantization} needs the bitsandbytes package; "
-            "pip install bitsandbytes, or remove model.quantization"
+            "pip install 'dpo-hub[qlora]', or remove model.quantization"
+        )
+    if not wants_cpu():
+        return
+    import re
+    from importlib.metadata import version
+
+    if tuple(int(x) for x in re.findall(r"\d+", version("bitsandbytes"))[:2]) < (0, 50):
+        raise RecipeError(
+            f"model.quantization={model.quantization} on the CPU needs bitsandbytes >= 0.50 (installed: "
+            f"{version('bitsandbytes')}); pip install -U 'bitsandbytes>=0.50', or remove model.quantization"
+        )
+    if (
+        os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+        or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    ):
+        raise RecipeError(
+            f"model.quantization={model.quantization} with FSDP/DeepSpeed does not run on the CPU (4-bit "
+            "weights are not sharded there); use accelerate_configs/cpu.yaml or cpu_ddp.yaml, or remove "
+            "model.quantization"
         )
 
 

@@ -39,7 +39,7 @@ from dpo_hub.runtime import (
     wants_cpu,
 )
 from dpo_hub.sources.models import auto_defaults, load_adapter_model, load_model, load_tokenizer, resolve
-from dpo_hub.training import checkpoints, plan, trackers
+from dpo_hub.training import checkpoints, plan, topology, trackers
 from dpo_hub.training import reference as reference_logps
 from dpo_hub.training.levers import Lever, cpu_head, cpu_rows
 from dpo_hub.training.levers import model as speedups
@@ -192,6 +192,15 @@ def build_trainer(
     with state.main_process_first():
         model = load_model(recipe.model)
     levers = _model_levers(recipe, model, args, state)
+    if recipe.model.quantization:
+        speedups.keep_4bit_layout(model)
+        layers = sum(1 for m in model.modules() if type(m).__module__.startswith("bitsandbytes"))
+        log.info(
+            "model.quantization %s: %d bitsandbytes layer(s); the model's weights take %.1f MB",
+            recipe.model.quantization,
+            layers,
+            model.get_memory_footprint() / 2**20,
+        )
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
     trainer = DpoHubTrainer(
         model=model,
@@ -253,7 +262,10 @@ def _trainer_levers(recipe: Recipe, trainer: DpoHubTrainer, args: Any, state: An
     trainer.add_levers({"bf16_saved_activations": Lever(compact, why)})
     head, trl_globals = cpu_head.head_levers(use_cpu)
     trainer.add_levers(head, trl_globals=trl_globals)
-    if use_cpu:
+    if use_cpu and recipe.model.quantization:
+        why = "model.quantization: bitsandbytes' layers refuse the per-row KV-cache forward (in-place view)"
+        rows, wrapper = Lever(False, why), None
+    elif use_cpu:
         rows, wrapper = cpu_rows.trim_padding(trainer.model)
     else:
         rows, wrapper = Lever(False, "CPU only: accelerators run padded rows in one batched kernel"), None
@@ -425,6 +437,8 @@ def _metrics(
             **({"sources": data.sources} if data.sources else {}),
         },
         "processes": run.accelerate.num_processes,
+        "distributed": topology.distributed(trainer.accelerator.state, _base_sharded(trainer)).to_dict(),
+        "quantization": recipe.model.quantization,
         "effective_batch_size": effective_batch(trainer),
         "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
@@ -510,10 +524,15 @@ def _undo_failed_start(run: RunState) -> None:
     checkpoints.discard(run.saves)
 
 
+def _base_sharded(trainer: Any) -> bool:
+    """Whether the frozen base weights were split between the processes (FSDP, DeepSpeed ZeRO-3)."""
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    return bool(trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3))
+
+
 def _model_for_generation(trainer: Any, recipe: Recipe, stage: Path) -> Any:
     """The tuned model on the main process; sharded runs (FSDP, ZeRO-3) reload base + saved adapter."""
-    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
-    if trainer.is_fsdp_enabled or (plugin is not None and plugin.zero_stage == 3):
+    if _base_sharded(trainer):
         return load_adapter_model(stage, recipe.model)
     return trainer.accelerator.unwrap_model(trainer.model)
 

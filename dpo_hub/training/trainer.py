@@ -22,6 +22,7 @@ from typing import Any
 from trl import DPOTrainer
 
 from dpo_hub import upstream
+from dpo_hub.training import fsdp_cpu
 from dpo_hub.training.levers import Lever
 
 log = logging.getLogger("dpo_hub")
@@ -43,6 +44,24 @@ class DpoHubTrainer(DPOTrainer):
         self._forwards = 0
         self._checked_reference = False
         self.train_loss_sum = 0.0  # over the whole run: a resume starts from the checkpoint's (RunTotals)
+        if self.is_fsdp_enabled:
+            self.add_callback(fsdp_cpu.ShardLog())
+
+    def create_accelerator_and_postprocess(self) -> None:
+        """transformers' accelerator; an FSDP launch on the CPU gets FSDP2 (:mod:`~dpo_hub.training.fsdp_cpu`)
+        instead of accelerate's quiet DDP."""
+        super().create_accelerator_and_postprocess()
+        if fsdp_cpu.wanted():
+            fsdp_cpu.enable(self)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """transformers' ``save_model``; under FSDP on the CPU the full state dict is gathered on every rank
+        and the main process writes it (a normal peft adapter)."""
+        if not getattr(self, "fsdp_on_cpu", False):
+            return super().save_model(output_dir, _internal_call)
+        state_dict = fsdp_cpu.full_state_dict(self.model)
+        if self.args.should_save:
+            self._save(output_dir or self.args.output_dir, state_dict=state_dict)
 
     # --- setup, called once after construction -------------------------------------------------------------
     def add_levers(

@@ -126,3 +126,18 @@ def bf16_hooks(model: Any) -> tuple[Any, Any]:
         return packed[0].to(packed[1]) if isinstance(packed, tuple) else packed
 
     return pack, unpack
+
+
+def keep_4bit_layout(model: Any) -> int:
+    """Keep bitsandbytes' 4-bit weights in their training layout on the CPU; returns the layers changed.
+
+    On a CPU with AVX-512 BF16, bitsandbytes 0.50 repacks a ``Linear4bit``'s weights for inference at its
+    first no-grad forward in eval mode (an evaluation before training) and the next training step then fails
+    ("a view of a leaf Variable that requires grad is being used in an in-place operation").
+    """
+    changed = 0
+    for module in model.modules():
+        if getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed

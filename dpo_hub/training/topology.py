@@ -1,0 +1,117 @@
+"""Where a run runs: what its ``accelerate launch`` asked for against the processes and hardware it got,
+and the ``distributed`` record of ``metrics.json``.
+
+accelerate downgrades quietly: an FSDP or GPU config on a machine without GPUs trains as CPU DDP, and
+``accelerate launch --cpu --num_processes 4`` starts one process. ``check_launch`` refuses those before
+anything loads, naming the shipped config that runs what was asked for here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dpo_hub.errors import RecipeError
+
+CONFIGS = "accelerate_configs"
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """What an ``accelerate launch`` command line and its config file ask for, as accelerate reads them."""
+
+    command: str  # how to name it in a message: "accelerate launch --config_file X" or "... --cpu"
+    processes: int  # in total, over every machine
+    machines: int
+    cpu: bool  # use_cpu: true or --cpu
+    gpus: bool  # a GPU is asked for: gpu_ids or a GPU strategy, without use_cpu
+    fsdp: bool
+    deepspeed: bool
+    fsdp_version: int = 2
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """How the run was spread: ``metrics.json``'s ``distributed`` (and the model card's row)."""
+
+    type: str  # accelerate's distributed type: NO, MULTI_CPU, MULTI_GPU, FSDP, DEEPSPEED
+    processes: int
+    machines: int
+    sharded: bool  # the frozen base weights are split between the processes (FSDP, ZeRO-3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        where = f"{self.processes} process(es) on {self.machines} machine(s)"
+        return f"{self.type}, {where}" + (", base weights sharded" if self.sharded else "")
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU (or another accelerator) in this process."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def launched_world() -> tuple[int, int]:
+    """(processes, machines) the launcher really started, from torchrun's variables (1, 1 without one)."""
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or world
+    return world, max(1, world // local)
+
+
+def check_launch(request: LaunchRequest | None, accelerator: bool | None = None) -> None:
+    """Refuse a launch that would run something other than it asks for on this machine (``RecipeError``
+    naming the config that fits); ``None`` (not started by ``accelerate launch``): nothing to check."""
+    if request is None:
+        return
+    accelerator = has_accelerator() if accelerator is None else accelerator
+    processes, machines = launched_world()
+    if not accelerator and request.deepspeed:
+        raise RecipeError(
+            f"{request.command} asks for DeepSpeed and this machine has no GPU visible: accelerate enables "
+            "DeepSpeed only on accelerators and would quietly train as plain DDP; on the CPU use "
+            f"{cpu_config(request)}, or --config_file {CONFIGS}/fsdp_cpu.yaml to shard the base"
+        )
+    if not accelerator and request.gpus:
+        asked = "FSDP on GPUs" if request.fsdp else "a GPU"
+        raise RecipeError(
+            f"{request.command} asks for {asked} and this machine has no GPU visible (accelerate would "
+            f"quietly train on the CPU instead); on the CPU use {cpu_config(request)}"
+        )
+    if not accelerator and request.fsdp and request.fsdp_version != 2:
+        raise RecipeError(
+            f"{request.command} asks for FSDP version {request.fsdp_version} on the CPU, which accelerate "
+            f"runs as plain DDP; use {cpu_config(request)} (FSDP2)"
+        )
+    if (request.processes, request.machines) != (processes, machines):
+        raise RecipeError(
+            f"{request.command} asks for {request.processes} process(es) on {request.machines} machine(s) "
+            f"but accelerate started {processes} on {machines} (accelerate launch --cpu and MULTI_CPU "
+            f"configs start one process without mpirun); use {cpu_config(request)}"
+        )
+
+
+def cpu_config(request: LaunchRequest) -> str:
+    """The shipped config (and flags) that runs ``request``'s process count on CPUs."""
+    if request.machines > 1:
+        return f"--config_file {CONFIGS}/multi_node_cpu.yaml with --machine_rank and --main_process_ip"
+    if request.fsdp:
+        flags = "" if request.processes == 2 else f" --num_processes {request.processes}"
+        return f"--config_file {CONFIGS}/fsdp_cpu.yaml{flags}"
+    if request.processes <= 1:
+        return f"--config_file {CONFIGS}/cpu.yaml"
+    flags = "" if request.processes == 2 else f" --num_processes {request.processes}"
+    return f"--config_file {CONFIGS}/cpu_ddp.yaml{flags}"
+
+
+def distributed(state: Any, sharded: bool) -> Distributed:
+    """The record of ``state`` (accelerate's), ``sharded`` as the trainer placed the weights."""
+    processes, machines = launched_world()
+    if processes != state.num_processes:  # not torchrun (mpirun, a notebook launcher): trust accelerate
+        processes, machines = state.num_processes, 1
+    kind = state.distributed_type.value
+    return Distributed(kind, processes, machines, sharded)

@@ -59,7 +59,9 @@ def converter_dir() -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     with tarfile.open(archive_path) as archive:
         for member in archive.getmembers():
-            inner = member.name.split("/vendor/llama.cpp/", 1)[-1] if "/vendor/llama.cpp/" in member.name else ""
+            inner = (
+                member.name.split("/vendor/llama.cpp/", 1)[-1] if "/vendor/llama.cpp/" in member.name else ""
+            )
             if member.isfile() and inner.startswith(MEMBERS) and "/tests/" not in inner:
                 target = staging / inner
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -119,6 +121,54 @@ def converter_input(model_dir: Path, folder: Path) -> Path:
     return folder
 
 
+def lora_input(adapter_dir: Path, model_type: str, folder: Path) -> Path:
+    """The adapter as ``convert_lora_to_gguf.py`` reads it. For GPT-2's Conv1D layers (peft's
+    ``fan_in_fan_out``) the converter transposes the LoRA product as it transposes the weight, though peft
+    stores A and B in Linear orientation already; so A and B are given as the transposed product (B^T, A^T),
+    which the converter's transpose turns back. Without this the GGUF LoRA has the wrong shapes."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    transposed = model_type == "gpt2" and config.get("fan_in_fan_out")
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        if not transposed:
+            os.symlink((adapter_dir / name).absolute(), folder / name)
+    if transposed:
+        (folder / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+        tensors = load_file(adapter_dir / "adapter_model.safetensors")
+        out: dict[str, torch.Tensor] = {}
+        for key, value in tensors.items():
+            if ".lora_A." in key:
+                out[key] = tensors[key.replace(".lora_A.", ".lora_B.")].T.contiguous()
+            elif ".lora_B." in key:
+                out[key] = tensors[key.replace(".lora_B.", ".lora_A.")].T.contiguous()
+            else:
+                out[key] = value
+        save_file(out, folder / "adapter_model.safetensors")
+    return folder
+
+
+def check_lora_shapes(lora_file: Path, model_file: Path) -> None:
+    """Each LoRA pair of ``lora_file`` fits its tensor in ``model_file`` (what llama.cpp checks on load)."""
+    from gguf import GGUFReader
+
+    model = {t.name: [int(n) for n in t.shape] for t in GGUFReader(model_file).tensors}
+    lora = {t.name: [int(n) for n in t.shape] for t in GGUFReader(lora_file).tensors}
+    for name, a_shape in lora.items():
+        if not name.endswith(".lora_a"):
+            continue
+        target = name.removesuffix(".lora_a")
+        b_shape = lora.get(target + ".lora_b")
+        want = model.get(target)
+        if want is None or b_shape is None or a_shape[0] != want[0] or b_shape[1] != want[1]:
+            raise ExportError(
+                f"{lora_file.name}: the LoRA for {target} has shapes A {a_shape}, B {b_shape}, which do not "
+                f"fit the model's {want}; llama.cpp would refuse it, so the export was not kept"
+            )
+
+
 def convert_model(model_dir: Path, out_file: Path, gguf_type: str) -> Path:
     """``convert_hf_to_gguf.py`` on a transformers folder -> ``out_file`` of ``gguf_type``."""
     args = [str(model_dir), "--outtype", gguf_type, "--outfile", str(out_file)]
@@ -129,7 +179,15 @@ def convert_model(model_dir: Path, out_file: Path, gguf_type: str) -> Path:
 def convert_lora(adapter_dir: Path, base_config_dir: Path, out_file: Path, gguf_type: str) -> Path:
     """``convert_lora_to_gguf.py``: the PEFT adapter alone as a GGUF LoRA (its base's config from
     ``base_config_dir``)."""
-    args = [str(adapter_dir), "--base", str(base_config_dir), "--outtype", gguf_type, "--outfile", str(out_file)]
+    args = [
+        str(adapter_dir),
+        "--base",
+        str(base_config_dir),
+        "--outtype",
+        gguf_type,
+        "--outfile",
+        str(out_file),
+    ]
     _run(converter_dir(), "convert_lora_to_gguf.py", args, f"convert the adapter to a {gguf_type} GGUF LoRA")
     return out_file
 

@@ -77,7 +77,8 @@ The export loaded the GGUF back with transformers (de-quantised) and compared it
 
 | figure | value |
 |---|---|
-| largest \\|log p(GGUF) - log p(merged)\\| | {{ "%.3g" % check.max_abs_logprob_diff }} nats (tolerance for {{ gguf_type }}: {{ check.tolerance }}) |
+| largest \\|log p(GGUF) - log p(merged)\\| | {{ "%.3g" % check.max_abs_logprob_diff }} nats \
+(tolerance for {{ gguf_type }}: {{ check.tolerance }}) |
 | mean \\|log p(GGUF) - log p(merged)\\| | {{ "%.3g" % check.mean_abs_logprob_diff }} nats |
 | top-1 next token agrees | {{ "%.1f" % (100 * check.top1_agreement) }}% |
 {% if comparison %}
@@ -115,11 +116,15 @@ def export_gguf(
     output_dir = Path(output_dir).expanduser().absolute()
     local = Path(source).expanduser().is_dir()
     if local and Path(source).expanduser().resolve() in (output_dir.resolve(), *output_dir.resolve().parents):
-        raise OutputError(f"output {output_dir} would replace the run folder {source}; choose another --output")
+        raise OutputError(
+            f"output {output_dir} would replace the run folder {source}; choose another --output"
+        )
     check_writable(output_dir, overwrite, "--output", "--overwrite", MARKER, "GGUF export")
     adapter_dir = Path(source).expanduser() if local else download_adapter(str(source), revision, token)
     label = str(source) + (f"@{revision}" if revision else "")
-    recipe = Recipe.from_yaml(adapter_dir / "recipe.yaml") if (adapter_dir / "recipe.yaml").is_file() else None
+    recipe = (
+        Recipe.from_yaml(adapter_dir / "recipe.yaml") if (adapter_dir / "recipe.yaml").is_file() else None
+    )
     _check_not_quantized(recipe, label)
     converter.converter_dir()  # fetched before anything is staged: a failure leaves nothing
     stage = fresh_staging(output_dir)
@@ -131,7 +136,10 @@ def export_gguf(
         lora_file = stage / f"adapter-{gguf_type}.gguf"
         inputs = converter.converter_input(merged, stage / "converter-input")
         converter.convert_model(inputs, model_file, gguf_type)
-        converter.convert_lora(adapter_dir, inputs, lora_file, gguf_type)
+        model_type = json.loads((merged / "config.json").read_text(encoding="utf-8"))["model_type"]
+        adapter = converter.lora_input(adapter_dir, model_type, stage / "converter-adapter")
+        converter.convert_lora(adapter, inputs, lora_file, gguf_type)
+        converter.check_lora_shapes(lora_file, model_file)
         check = verify_gguf(model_file, merged, gguf_type, prompts)
         tokenizer = _tokenizer(merged)
         (stage / "Modelfile").write_text(
@@ -139,6 +147,7 @@ def export_gguf(
         )
         info = _provenance(merged, adapter_dir, gguf_type, check.as_dict(), [model_file, lora_file])
         shutil.rmtree(stage / "converter-input")
+        shutil.rmtree(stage / "converter-adapter")
         shutil.rmtree(merged)
         (stage / "README.md").write_text(str(gguf_card(info)), encoding="utf-8")
         write_json(stage / MARKER, info)
@@ -157,7 +166,11 @@ def export_gguf(
 
 
 def push_gguf(
-    folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None, token: str | None = None
+    folder: str | Path,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    token: str | None = None,
 ) -> str:
     """Publish the finished export in ``folder`` to ``repo_id`` in one commit (its card names the repo);
     the commit URL."""
@@ -180,8 +193,8 @@ def push_gguf(
         revision,
         token,
         message=f"dpo_hub export: {info['adapter']} as {info['gguf_type']} GGUF",
-        description=f"{info['base_model']} with {info['adapter']} merged in, {info['gguf_type']} GGUF, verified "
-        f"(max |d log p| {info['verification']['max_abs_logprob_diff']:.3g}).",
+        description=f"{info['base_model']} with {info['adapter']} merged in, {info['gguf_type']} GGUF, "
+        f"verified (max |d log p| {info['verification']['max_abs_logprob_diff']:.3g}).",
     )
 
 
@@ -196,11 +209,12 @@ def gguf_card(info: dict[str, Any], repo_id: str | None = None) -> ModelCard:
         tags=["gguf", "llama.cpp", "ollama", "dpo", "lora", "dpo-hub", info["gguf_type"]],
         model_name=repo_id,
     )
-    name = (repo_id or f"{info['adapter'].rstrip('/').split('/')[-1]}-{info['gguf_type']}-gguf").split("/")[-1]
+    name = (repo_id or f"{info['adapter'].rstrip('/').split('/')[-1]}-{info['gguf_type']}-gguf").split("/")[
+        -1
+    ]
     what = {"model": "the merged model", "lora": "the LoRA adapter alone (apply it to the base's GGUF)"}
     files = [
-        {"name": f["name"], "what": what[f["kind"]], "size": _size(f["bytes"])}
-        for f in info["files"]
+        {"name": f["name"], "what": what[f["kind"]], "size": _size(f["bytes"])} for f in info["files"]
     ] + [{"name": "Modelfile", "what": "Ollama: chat template and stop tokens", "size": ""}]
     model_file, lora_file = (f["name"] for f in info["files"])
     return ModelCard.from_template(
@@ -228,7 +242,8 @@ def _check_not_quantized(recipe: Recipe | None, label: str) -> None:
     if recipe is not None and recipe.model.quantization is not None:
         raise ExportError(
             f"{label} was trained on a {recipe.model.quantization} base (model.quantization="
-            f"{recipe.model.quantization}); GGUF export merges into full-precision weights. Dequantise first: "
+            f"{recipe.model.quantization}); GGUF export merges into full-precision weights. Dequantise "
+            "first: "
             "in a copy of the run folder set model.quantization to null in recipe.yaml (the base then loads "
             "in full precision) and export that copy; nothing was written."
         )

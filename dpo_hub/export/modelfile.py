@@ -93,7 +93,9 @@ def modelfile(gguf_name: str, tokenizer: Any, generation: Any = None) -> str:
     ]
     if turns.default_system is not None:
         lines.append(f'SYSTEM """{turns.default_system}"""')
-    lines += [f"PARAMETER stop {_quoted(stop)}" for stop in turns.stops(getattr(tokenizer, "eos_token", None))]
+    lines += [
+        f"PARAMETER stop {_quoted(stop)}" for stop in turns.stops(getattr(tokenizer, "eos_token", None))
+    ]
     if generation is not None:
         lines.append(f"PARAMETER num_predict {generation.max_new_tokens}")
         if generation.do_sample:

@@ -43,11 +43,17 @@ class Verification:
         return asdict(self)
 
     def summary(self) -> str:
-        return (
-            f"GGUF {self.gguf_type} vs merged model on {self.prompts} prompts ({self.positions} positions): "
-            f"max |d log p| {self.max_abs_logprob_diff:.2e} (tolerance {self.tolerance:g}), mean "
-            f"{self.mean_abs_logprob_diff:.2e}, top-1 agreement {self.top1_agreement:.1%}"
-        )
+        return format_verification(self.as_dict())
+
+
+def format_verification(check: dict[str, Any]) -> str:
+    """One line: the verification figures (as ``export.json`` stores them)."""
+    return (
+        f"verified: GGUF {check['gguf_type']} vs merged model on {check['prompts']} prompts "
+        f"({check['positions']} positions): max |d log p| {check['max_abs_logprob_diff']:.2e} nats "
+        f"(tolerance {check['tolerance']:g}), mean {check['mean_abs_logprob_diff']:.2e}, top-1 agreement "
+        f"{check['top1_agreement']:.1%}"
+    )
 
 
 def verify_gguf(
@@ -77,7 +83,8 @@ def verify_gguf(
         theirs = gguf_tokenizer(text, return_tensors="pt").input_ids
         if ids.tolist() != theirs.tolist():
             raise ExportError(
-                f"{gguf_file.name}: its tokenizer splits {text!r} into {theirs.tolist()[0]}, the merged model's "
+                f"{gguf_file.name}: its tokenizer splits {text!r} into {theirs.tolist()[0]}, the merged "
+                "model's "
                 f"into {ids.tolist()[0]}; the GGUF would answer differently, so it was not kept"
             )
         with torch.no_grad():

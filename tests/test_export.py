@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run
+from conftest import RECIPE_MODULE, offline_env, run
 from huggingface_hub import HfApi, ModelCard
 
 from dpo_hub import ExportError, OutputExistsError, export_gguf, merge_adapter
@@ -31,6 +31,20 @@ CHATML = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A short run of the shipped recipe on the embedded default (2 steps at a high learning rate, so the
+    adapter moves the model); seconds, where conftest's ``trained_run`` takes minutes."""
+    tmp = tmp_path_factory.mktemp("short-run")
+    options = ["--data.limit", "24", "--data.eval_fraction", "0.25", "--dpo.max_steps", "2"]
+    options += ["--dpo.max_length", "64", "--dpo.learning_rate", "0.02", "--generation.max_new_tokens", "4"]
+    proc = run(
+        [sys.executable, "-m", RECIPE_MODULE, "--output_dir", str(tmp / "run"), *options], offline_env(tmp)
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return tmp / "run", proc
 
 
 @pytest.fixture(scope="module")

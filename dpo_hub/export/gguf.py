@@ -151,16 +151,13 @@ def export_gguf(
         shutil.rmtree(merged)
         (stage / "README.md").write_text(str(gguf_card(info)), encoding="utf-8")
         write_json(stage / MARKER, info)
-    except OSError as err:
+    except BaseException as err:
         shutil.rmtree(stage, ignore_errors=True)
-        if err.errno == errno.ENOSPC:
+        if _disk_full(err):
             raise ExportError(
                 f"the disk holding {output_dir.parent} is full (export of {label} to {gguf_type}); the "
                 "partial files were removed and nothing else changed. Free space or choose another --output."
             ) from err
-        raise
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
         raise
     return finalize(stage, output_dir, MARKER)
 
@@ -260,6 +257,11 @@ def _check_merged(merged: Path, label: str) -> None:
             "a float16/float32 copy), train or merge against that copy, then export; nothing was written."
         )
     converter.check_architecture(merged, label)
+
+
+def _disk_full(err: BaseException) -> bool:
+    """An error that means the disk is full (safetensors and the converter report it in their own types)."""
+    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in str(err)
 
 
 def _check_free_space(merged: Path, stage: Path, gguf_type: str) -> None:

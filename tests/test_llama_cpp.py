@@ -2,7 +2,8 @@
 LoRA equal the merged model, and the top-1 agreement of q8_0 is stated.
 
 Not in CI: it compiles llama-cpp-python from the pinned sdist once (about 14 minutes on 2 busy cores) into
-$DPO_HUB_CACHE or ~/.cache/dpo_hub; ``smollm2`` also trains the SmolLM2 recipe briefly (pip stand-ins).
+$DPO_HUB_CACHE or ~/.cache/dpo_hub; ``smollm2`` also trains the SmolLM2 recipe briefly (pip stand-ins; on
+the embedded preference sample when TruthfulQA's bigbench sdist cannot be had).
 Run it with ``pytest -m llama_cpp -n 0 -s tests/test_llama_cpp.py``.
 """
 
@@ -17,7 +18,7 @@ import pytest
 import torch
 from conftest import USER_DPO_HUB_CACHE, accelerate_cmd, offline_env, run
 
-from dpo_hub import export_gguf, merge_adapter
+from dpo_hub import embedded, export_gguf, merge_adapter
 from dpo_hub.export import converter
 from dpo_hub.export.llama_cpp import build_seconds, greedy_tokens
 
@@ -52,8 +53,6 @@ def random_lora_run(tmp_path: Path) -> Path:
     """A GPT-2 LoRA whose B is not zero (peft's init_lora_weights=False) on the embedded base saved beside
     it: a visible change, so base + LoRA in llama.cpp is tested against something other than the base."""
     from peft import LoraConfig, get_peft_model
-
-    from dpo_hub import embedded
 
     base = tmp_path / "base"
     embedded.build_model().save_pretrained(base)
@@ -109,9 +108,10 @@ def test_smollm2_recipe_output_runs_in_llama_cpp(tmp_path):
     env.pop("HF_HUB_OFFLINE")
     out = tmp_path / "run"
     command = [*accelerate_cmd(), "-m", "dpo_hub.recipes.smollm2_truthfulqa", "--output_dir", str(out)]
-    proc = run(
-        [*command, "--data.limit", "64", "--dpo.max_steps", "4", "--generation.max_new_tokens", "8"], env
-    )
+    options = ["--data.limit", "48", "--dpo.max_steps", "4", "--generation.max_new_tokens", "8"]
+    if not (Path(USER_DPO_HUB_CACHE) / "truthfulqa-bigbench" / "pairs.jsonl").is_file():  # no bigbench sdist
+        options += ["--data.dataset", str(embedded.SAMPLE_PATH), "--data.split_by", "prompt"]
+    proc = run([*command, *options], env, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     os.environ["HF_HUB_OFFLINE"] = "1"
     f16 = export_gguf(out, tmp_path / "f16", "f16")
@@ -125,4 +125,4 @@ def test_smollm2_recipe_output_runs_in_llama_cpp(tmp_path):
     assert got == want, (got, want)
     q8 = export_gguf(out, tmp_path / "q8", "q8_0")
     share = agreement([g["ids"] for g in greedy_tokens(q8 / "model-q8_0.gguf", PROMPTS, NEW_TOKENS)], want)
-    print(f"SmolLM2 q8_0 greedy agreement with transformers f32: {share:.1%}", file=sys.stderr)
+    print(f"SmolLM2 q8_0 greedy agreement with transformers f32: {share:.1%}")

@@ -13,6 +13,7 @@ Packages in the order data flows; each imports only from those before it (``test
 - ``training``: preflight, the one boundary with trl (``upstream``, ``trainer``), levers, reference cache,
   plan, checkpoints, ``train`` and ``sweep``
 - ``hub``: card, push/download, runs opened back from a folder or repo, merge
+- ``export``: GGUF for llama.cpp/Ollama by llama.cpp's own converter, verified; GGUF LoRA, Modelfile, push
 - ``cli`` and ``recipes``: what users type (``dpo-hub``, ``accelerate launch -m dpo_hub.recipes.NAME``)
 """
 
@@ -26,6 +27,7 @@ from dpo_hub.errors import (
     CompareError,
     DataError,
     DpoHubError,
+    ExportError,
     HubError,
     MergeError,
     OutputError,
@@ -34,6 +36,7 @@ from dpo_hub.errors import (
     RunInterrupted,
     SourceUnavailableError,
 )
+from dpo_hub.export.gguf import export_gguf, push_gguf
 from dpo_hub.hub.card import build_card
 from dpo_hub.hub.merge import merge_adapter, push_merged
 from dpo_hub.hub.runs import Run, compare_run, open_run, pull_adapter
@@ -52,6 +55,7 @@ __all__ = [
     "DPOPreset",
     "DataError",
     "DpoHubError",
+    "ExportError",
     "Generation",
     "HubError",
     "LoraPreset",
@@ -73,11 +77,13 @@ __all__ = [
     "compare_model",
     "compare_run",
     "download_adapter",
+    "export_gguf",
     "merge_adapter",
     "open_run",
     "prepare",
     "pull_adapter",
     "push_adapter",
+    "push_gguf",
     "push_merged",
     "sweep",
     "train",

@@ -49,3 +49,8 @@ class HubError(DpoHubError, RuntimeError):
 class MergeError(DpoHubError, ValueError):
     """A merge that cannot be made as asked (a dtype dpo_hub does not write, a folder that is no merged
     model)."""
+
+
+class ExportError(DpoHubError, RuntimeError):
+    """A GGUF export that cannot be made or fails its own check (architecture, type, converter, disk,
+    verification); nothing half-written is left."""

@@ -24,6 +24,7 @@ PACKAGES = [
     ["compare"],
     ["training"],
     ["hub"],
+    ["export"],  # GGUF: merges (hub.merge) and pushes (hub.transfer)
     [
         "cli",
         "recipes",

@@ -4,6 +4,7 @@ first."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 
 import pytest
@@ -92,3 +93,27 @@ def test_a_tracker_that_is_not_installed_is_refused_before_anything_loads(tmp_pa
     with pytest.raises(RecipeError, match=f"{missing} is not installed; pip install {PACKAGES[missing]}"):
         train(recipe)
     assert not (tmp_path / "o").exists() and not (tmp_path / ".o.incomplete").exists()
+
+
+def test_trackio_logs_offline_into_the_run_folder(tmp_path):
+    """trackio (no Space, no bucket) writes its project database into the run, with the same losses."""
+    import sqlite3
+
+    if importlib.util.find_spec("trackio") is None:
+        pytest.skip("trackio is not installed (trackio 0.43 needs pillow<13, CI pins pillow 13)")
+    out = tmp_path / "run"
+    env = {k: v for k, v in offline_env(tmp_path).items() if k != "TRACKIO_DIR"}
+    env["HOME"] = str(tmp_path / "home")  # trackio's default folder would be under it: it must stay empty
+    command = [sys.executable, "-m", RECIPE_MODULE, "--model", "embedded", "--data.dataset", "embedded"]
+    options = ["--data.limit", "40", "--dpo.max_steps", str(STEPS), "--dpo.logging_steps", "1"]
+    options += ["--dpo.report_to", "trackio", "--dpo.max_length", "128", "--generation.max_new_tokens", "4"]
+    proc = run([*command, *options, "--output_dir", str(out)], env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    databases = list((out / "trackio").glob("*.db"))
+    assert [d.name for d in databases] == ["huggingface.db"], list((out / "trackio").iterdir())
+    with sqlite3.connect(databases[0]) as db:
+        rows = [json.loads(r[0]) for r in db.execute("select metrics from metrics order by id")]
+    logged = [e["loss"] for e in read_metrics(out)["log_history"] if "loss" in e]
+    assert [r["train/loss"] for r in rows if "train/loss" in r] == pytest.approx(logged, rel=1e-5)
+    assert any("eval/loss" in r for r in rows), "the evals are logged too"
+    assert not (tmp_path / "run.checkpoints").exists() and not (tmp_path / "home").exists()

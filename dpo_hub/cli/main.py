@@ -7,6 +7,7 @@ A thin layer on the Python API: it parses arguments, calls the library, prints, 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,9 @@ from dpo_hub.compare.report import format_side_by_side, format_table
 from dpo_hub.config.presets import Generation
 from dpo_hub.data.adapters import prompt_formatter
 from dpo_hub.errors import DataError, DpoHubError, OutputError
+from dpo_hub.export.converter import GGUF_TYPES
+from dpo_hub.export.gguf import export_gguf, push_gguf
+from dpo_hub.export.verify import format_verification
 from dpo_hub.hub.merge import DTYPES, merge_adapter, push_merged
 from dpo_hub.hub.runs import compare_run, comparison_dir, open_repo
 from dpo_hub.hub.transfer import check_push_target, push_adapter
@@ -92,6 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--push", default=None, metavar="REPO", help="then publish the merged model to this Hub repo"
     )
     merge.add_argument("--private", action="store_true", help="with --push: create the repo private")
+    export = sub.add_parser(
+        "export", help="a run as GGUF for llama.cpp/Ollama (llama.cpp's converter), verified; + GGUF LoRA"
+    )
+    export.add_argument("source", help="run folder or Hub repo id of an adapter")
+    export.add_argument("--gguf", required=True, choices=GGUF_TYPES, help="GGUF type of the model file")
+    export.add_argument(
+        "--output", required=True, help="folder for the GGUF files (appears only when verified)"
+    )
+    export.add_argument("--revision", default=None, help="branch, tag or commit of a Hub repo")
+    export.add_argument("--overwrite", action="store_true", help="replace an earlier export in --output")
+    export.add_argument(
+        "--push", default=None, metavar="REPO", help="then publish the GGUF repo with its card"
+    )
+    export.add_argument("--private", action="store_true", help="with --push: create the repo private")
     sub.add_parser("recipes", help="list installed recipes, the command that runs each, and data adapters")
     for side in ("prompt", "chosen", "rejected"):
         cmp.add_argument(
@@ -158,6 +176,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {folder} (model.safetensors, tokenizer, generation_config.json, README.md)")
         if args.push:
             print(f"pushed to {push_merged(folder, args.push, private=args.private)}")
+    elif args.command == "export":
+        if args.push:
+            check_push_target(args.push)
+        folder = export_gguf(args.source, args.output, args.gguf, args.revision, overwrite=args.overwrite)
+        info = json.loads((folder / "export.json").read_text(encoding="utf-8"))
+        print(f"wrote {folder}: {', '.join(f['name'] for f in info['files'])}, Modelfile, README.md")
+        print(format_verification(info["verification"]))
+        if args.push:
+            print(f"pushed to {push_gguf(folder, args.push, private=args.private)}")
     elif args.command == "recipes":
         print(format_installed())
     elif args.command == "compare":

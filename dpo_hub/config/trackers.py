@@ -1,8 +1,9 @@
 """Trackers (``dpo.report_to``): the names the installed transformers supports, installed or not, and
-TensorBoard's folder.
+TensorBoard's and trackio's folders.
 
 TensorBoard logs are written to ``OUTPUT_DIR.checkpoints/runs`` while training (so a resumed run appends to
-them) and moved to ``OUTPUT_DIR/runs`` with the finished run.
+them) and moved to ``OUTPUT_DIR/runs`` with the finished run; trackio's (offline) to ``.../trackio``
+likewise (``dpo_hub.training.trackers``).
 """
 
 from __future__ import annotations

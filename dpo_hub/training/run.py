@@ -138,6 +138,7 @@ def _finish(
     """On the main process: compare base and tuned, write the run files, move the folder into place."""
     try:
         trackers.finish_logs(run.trainer, run.saves / "runs", run.stage / "runs")  # TensorBoard's events join
+        trackers.finish_trackio(run.trainer, run.saves / "trackio", run.stage / "trackio")
         model = _model_for_generation(run.trainer, run.recipe, run.stage)
         generations, comparison = _compare(model, tokenizer, run.recipe, data, run.stage)
         metrics = _metrics(run, data, train_result, before, after, generations, comparison)
@@ -202,6 +203,7 @@ def build_trainer(
             model.get_memory_footprint() / 2**20,
         )
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
+    trackers.place_trackio(args.report_to, checkpoints / "trackio")  # before the trainer imports trackio
     trainer = DpoHubTrainer(
         model=model,
         ref_model=None,

@@ -33,7 +33,6 @@ from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import (
     on_main,
     process_settings_restored,
-    resolve_precision,
     setup_logging,
     use_all_cores,
     wants_cpu,
@@ -43,6 +42,7 @@ from dpo_hub.training import checkpoints, plan, trackers
 from dpo_hub.training import reference as reference_logps
 from dpo_hub.training.levers import Lever, cpu_head, cpu_rows
 from dpo_hub.training.levers import model as speedups
+from dpo_hub.training.levers.precision import choose_precision
 from dpo_hub.training.preflight import check_recipe
 from dpo_hub.training.trainer import DpoHubTrainer
 
@@ -183,12 +183,16 @@ def build_trainer(
         eval_strategy=recipe.dpo.eval_strategy if data.eval is not None else "no",
         ddp_find_unused_parameters=False,
     )
-    precision, why = resolve_precision(recipe.dpo.precision, use_cpu)
+    with state.main_process_first():
+        model = load_model(recipe.model)
+    precision, why, probe = on_main(state, lambda: choose_precision(recipe.dpo.precision, model, use_cpu))
+    if args.bf16 != (precision == "bf16"):  # the probe overruled the hardware's answer: rebuilt, re-checked
+        args = dataclasses.replace(args, bf16=precision == "bf16")
     log.info("precision %s: %s (dpo.precision=%s)", precision, why, recipe.dpo.precision)
     if run is not None:
         run.precision = {"setting": recipe.dpo.precision, "resolved": precision, "why": why}
-    with state.main_process_first():
-        model = load_model(recipe.model)
+        if probe is not None:
+            run.precision["probe"] = probe
     levers = _model_levers(recipe, model, args, state)
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
     trainer = DpoHubTrainer(

@@ -329,7 +329,7 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
     )  # "no": only the comparison scores it
     before = (checkpoints.load_eval_before(saves) if resume_from else None) or {}
     if not before and evaluate:
-        before = _pick(trainer.evaluate())
+        before = _untrained_eval(trainer) or _pick(trainer.evaluate())
         if trainer.is_world_process_zero():
             checkpoints.save_eval_before(saves, before)
     log.info(
@@ -356,6 +356,28 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
         "eval after training: %s", after or ("no eval split" if data.eval is None else "dpo.eval_strategy no")
     )
     return before, result, after
+
+
+def _untrained_eval(trainer: Any) -> dict | None:
+    """The eval before training without a pass, where the policy provably equals the reference: a fresh LoRA
+    adapter (every ``lora_B`` zero, no DoRA) under the sigmoid loss alone. Every log-ratio is then exactly 0:
+    loss log 2, rewards and margins 0, accuracy 0 (trl counts a tie as a miss). Logged at step 0 as trl's
+    evaluation would be. ``None`` otherwise, and trl evaluates."""
+    args = trainer.args
+    config = getattr(trainer.model, "peft_config", {}).get("default")
+    if config is None or getattr(config, "use_dora", False) or list(args.loss_type) != ["sigmoid"]:
+        return None
+    if args.loss_weights not in (None, [1.0]):
+        return None
+    adapters = [
+        p for name, p in trainer.model.named_parameters() if "lora_B" in name or "lora_embedding_B" in name
+    ]
+    if not adapters or any(bool(p.detach().any()) for p in adapters):
+        return None
+    before = {key: 0.0 for key in EVAL_KEYS}
+    before["eval_loss"] = round(untrained_loss("sigmoid", args.beta), 6)
+    trainer.log(dict(before))
+    return before
 
 
 def _compare(

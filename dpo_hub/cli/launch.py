@@ -238,7 +238,7 @@ def _fail(err: DpoHubError, debug: bool) -> int:
     anything is written), 130 interrupted, 1 anything else (data, model, outputs, Hub)."""
     if debug:
         raise err
-    if not isinstance(err, RecipeError) or os.environ.get("LOCAL_RANK", "0") == "0":  # same line on every rank
+    if not isinstance(err, RecipeError) or os.environ.get("LOCAL_RANK", "0") == "0":  # one rank says it
         error_line(err)
     return 2 if isinstance(err, RecipeError) else 130 if isinstance(err, RunInterrupted) else 1
 

@@ -250,7 +250,9 @@ class DPOPreset:
         default="auto",
         metadata={
             "help": "fp32 | bf16 | fp16 | auto: bf16 autocast where the hardware computes it (GPUs with "
-            "bf16, CPUs with AVX-512 BF16/AMX), else fp32; LoRA weights stay fp32. fp16 needs a GPU."
+            "bf16; CPUs with AVX-512 BF16/AMX where a short probe of this model's matmuls runs >= 1.1x "
+            "faster in bf16, cached per model shape and CPU), else fp32; LoRA weights stay fp32. fp16 "
+            "needs a GPU."
         },
     )
     disable_dropout: bool = field(

@@ -269,9 +269,16 @@ def _hyperparameters(recipe: dict, metrics: dict) -> list[tuple[str, Any]]:
             "num_train_epochs",
             "per_device_train_batch_size",
             "max_length",
-            "precision",
         )
     ]
+    resolved = (metrics.get("precision") or {}).get("resolved")  # what auto became on the training machine
+    precision = dpo["precision"]
+    rows.append(
+        (
+            "dpo.precision",
+            f"{precision} (ran in {resolved})" if resolved not in (None, precision) else precision,
+        )
+    )
     rows += [(f"lora.{k}", lora[k]) for k in ("r", "lora_alpha", "lora_dropout", "target_modules")]
     rows += [
         ("effective batch", metrics.get("effective_batch_size")),

@@ -33,7 +33,6 @@ from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import (
     on_main,
     process_settings_restored,
-    resolve_precision,
     setup_logging,
     use_all_cores,
     wants_cpu,
@@ -43,6 +42,7 @@ from dpo_hub.training import checkpoints, plan, topology, trackers
 from dpo_hub.training import reference as reference_logps
 from dpo_hub.training.levers import Lever, cpu_head, cpu_rows
 from dpo_hub.training.levers import model as speedups
+from dpo_hub.training.levers.precision import choose_precision
 from dpo_hub.training.preflight import check_recipe, check_trainer_configs
 from dpo_hub.training.trainer import DpoHubTrainer
 
@@ -186,12 +186,16 @@ def build_trainer(
         eval_strategy=recipe.dpo.eval_strategy if data.eval is not None else "no",
         ddp_find_unused_parameters=False,
     )
-    precision, why = resolve_precision(recipe.dpo.precision, use_cpu)
+    with state.main_process_first():
+        model = load_model(recipe.model)
+    precision, why, probe = on_main(state, lambda: choose_precision(recipe.dpo.precision, model, use_cpu))
+    if args.bf16 != (precision == "bf16"):  # the probe overruled the hardware's answer: rebuilt, re-checked
+        args = dataclasses.replace(args, bf16=precision == "bf16")
     log.info("precision %s: %s (dpo.precision=%s)", precision, why, recipe.dpo.precision)
     if run is not None:
         run.precision = {"setting": recipe.dpo.precision, "resolved": precision, "why": why}
-    with state.main_process_first():
-        model = load_model(recipe.model)
+        if probe is not None:
+            run.precision["probe"] = probe
     levers = _model_levers(recipe, model, args, state)
     if recipe.model.quantization:
         speedups.keep_4bit_layout(model)
@@ -342,7 +346,7 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
     )  # "no": only the comparison scores it
     before = (checkpoints.load_eval_before(saves) if resume_from else None) or {}
     if not before and evaluate:
-        before = _pick(trainer.evaluate())
+        before = _untrained_eval(trainer) or _pick(trainer.evaluate())
         if trainer.is_world_process_zero():
             checkpoints.save_eval_before(saves, before)
     log.info(
@@ -372,6 +376,28 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
         "eval after training: %s", after or ("no eval split" if data.eval is None else "dpo.eval_strategy no")
     )
     return before, result, after
+
+
+def _untrained_eval(trainer: Any) -> dict | None:
+    """The eval before training without a pass, where the policy provably equals the reference: a fresh LoRA
+    adapter (every ``lora_B`` zero, no DoRA) under the sigmoid loss alone. Every log-ratio is then exactly 0:
+    loss log 2, rewards and margins 0, accuracy 0 (trl counts a tie as a miss). Logged at step 0 as trl's
+    evaluation would be. ``None`` otherwise, and trl evaluates."""
+    args = trainer.args
+    config = getattr(trainer.model, "peft_config", {}).get("default")
+    if config is None or getattr(config, "use_dora", False) or list(args.loss_type) != ["sigmoid"]:
+        return None
+    if args.loss_weights not in (None, [1.0]):
+        return None
+    adapters = [
+        p for name, p in trainer.model.named_parameters() if "lora_B" in name or "lora_embedding_B" in name
+    ]
+    if not adapters or any(bool(p.detach().any()) for p in adapters):
+        return None
+    before = {key: 0.0 for key in EVAL_KEYS}
+    before["eval_loss"] = round(untrained_loss("sigmoid", args.beta), 6)
+    trainer.log(dict(before))
+    return before
 
 
 def _compare(

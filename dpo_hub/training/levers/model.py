@@ -1,6 +1,7 @@
-"""What makes a run fast on the hardware it has: precision, checkpointing, dropout, saved activations.
+"""What makes a run fast on the hardware it has: checkpointing, dropout, saved activations.
 
-The CPU-only levers on trl's LM head and on the backbone's rows are in ``cpu_head`` and ``cpu_rows``.
+The CPU-only levers on trl's LM head and on the backbone's rows are in ``cpu_head`` and ``cpu_rows``; what
+``precision: auto`` runs in on a CPU is measured in ``precision``.
 
 Each function returns its decision and a reason, which the run logs (``precision auto: fp32 (...)``).
 Measured effects are in ``benchmarks/README.md`` (``benchmarks/bench_dpo.py``).

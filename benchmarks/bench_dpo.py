@@ -510,10 +510,15 @@ def main() -> None:
             f"{rounds} round(s)",
             flush=True,
         )
+        start = {
+            "load_average_start": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
         runs = run_sides(work, sides, steps, rounds)
     report = report_of(runs, peak, spec["params"])
     report["machine"] = machine_info(
         peak,
+        **start,
         steps=steps,
         rounds=rounds,
         train_pairs=spec["train_pairs"],

@@ -457,7 +457,9 @@ def machine_info(peak: dict[str, float], **more) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="6 steps, 1 round each, 30 pairs (~10 min on 2 idle cores)"
+        "--quick",
+        action="store_true",
+        help="6 steps, 1 round each, 30 pairs (58 min on 2 cores under load 5-14)",
     )
     parser.add_argument(
         "--steps", type=int, default=None, help="optimizer steps per run (default 20; quick 6; sweep 5)"
@@ -510,10 +512,15 @@ def main() -> None:
             f"{rounds} round(s)",
             flush=True,
         )
+        start = {
+            "load_average_start": os.getloadavg(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
         runs = run_sides(work, sides, steps, rounds)
     report = report_of(runs, peak, spec["params"])
     report["machine"] = machine_info(
         peak,
+        **start,
         steps=steps,
         rounds=rounds,
         train_pairs=spec["train_pairs"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -204,4 +205,13 @@ def _run(folder: Path, script: str, args: list[str], what: str) -> str:
     tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
     if "No space left on device" in tail or f"[Errno {errno.ENOSPC}]" in tail:
         raise OSError(errno.ENOSPC, f"No space left on device while llama.cpp's converter ran ({what})")
+    missing = re.search(r"No module named '([\w.]+)'", tail)
+    if missing:
+        package = {"sentencepiece": "sentencepiece", "mistral_common": "mistral-common"}.get(
+            missing.group(1).split(".")[0], missing.group(1).split(".")[0]
+        )
+        raise ExportError(
+            f"llama.cpp's {script} needs the Python package {package} to {what}; pip install {package} "
+            "(sentencepiece comes with dpo-hub[gguf]); nothing was written"
+        )
     raise ExportError(f"llama.cpp's {script} could not {what} (exit {result.returncode}):\n{tail}")

@@ -103,7 +103,6 @@ def test_trackio_logs_offline_into_the_run_folder(tmp_path):
         pytest.skip("trackio is not installed (trackio 0.43 needs pillow<13, CI pins pillow 13)")
     out = tmp_path / "run"
     env = {k: v for k, v in offline_env(tmp_path).items() if k != "TRACKIO_DIR"}
-    env["HOME"] = str(tmp_path / "home")  # trackio's default folder would be under it: it must stay empty
     command = [sys.executable, "-m", RECIPE_MODULE, "--model", "embedded", "--data.dataset", "embedded"]
     options = ["--data.limit", "40", "--dpo.max_steps", str(STEPS), "--dpo.logging_steps", "1"]
     options += ["--dpo.report_to", "trackio", "--dpo.max_length", "128", "--generation.max_new_tokens", "4"]
@@ -116,4 +115,5 @@ def test_trackio_logs_offline_into_the_run_folder(tmp_path):
     logged = [e["loss"] for e in read_metrics(out)["log_history"] if "loss" in e]
     assert [r["train/loss"] for r in rows if "train/loss" in r] == pytest.approx(logged, rel=1e-5)
     assert any("eval/loss" in r for r in rows), "the evals are logged too"
-    assert not (tmp_path / "run.checkpoints").exists() and not (tmp_path / "home").exists()
+    assert not (tmp_path / "run.checkpoints").exists()
+    assert not (tmp_path / "hf_home" / "trackio").exists(), "not trackio's default folder (HF_HOME/trackio)"

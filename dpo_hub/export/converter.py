@@ -11,8 +11,10 @@ build (``dpo_hub.export.llama_cpp``).
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -150,12 +152,22 @@ def lora_input(adapter_dir: Path, model_type: str, folder: Path) -> Path:
     return folder
 
 
+def gguf_module():
+    """The installed ``gguf`` package (the extra ``dpo-hub[gguf]``): transformers reads GGUF files with it."""
+    try:
+        return importlib.import_module("gguf")
+    except ImportError as err:
+        raise ExportError(
+            f"GGUF export reads the files it writes with the gguf package ({err}); "
+            "pip install 'dpo-hub[gguf]'"
+        ) from err
+
+
 def check_lora_shapes(lora_file: Path, model_file: Path) -> None:
     """Each LoRA pair of ``lora_file`` fits its tensor in ``model_file`` (what llama.cpp checks on load)."""
-    from gguf import GGUFReader
-
-    model = {t.name: [int(n) for n in t.shape] for t in GGUFReader(model_file).tensors}
-    lora = {t.name: [int(n) for n in t.shape] for t in GGUFReader(lora_file).tensors}
+    reader = gguf_module().GGUFReader
+    model = {t.name: [int(n) for n in t.shape] for t in reader(model_file).tensors}
+    lora = {t.name: [int(n) for n in t.shape] for t in reader(lora_file).tensors}
     for name, a_shape in lora.items():
         if not name.endswith(".lora_a"):
             continue
@@ -204,4 +216,13 @@ def _run(folder: Path, script: str, args: list[str], what: str) -> str:
     tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-6:])
     if "No space left on device" in tail or f"[Errno {errno.ENOSPC}]" in tail:
         raise OSError(errno.ENOSPC, f"No space left on device while llama.cpp's converter ran ({what})")
+    missing = re.search(r"No module named '([\w.]+)'", tail)
+    if missing:
+        package = {"sentencepiece": "sentencepiece", "mistral_common": "mistral-common"}.get(
+            missing.group(1).split(".")[0], missing.group(1).split(".")[0]
+        )
+        raise ExportError(
+            f"llama.cpp's {script} needs the Python package {package} to {what}; pip install {package} "
+            "(sentencepiece comes with dpo-hub[gguf]); nothing was written"
+        )
     raise ExportError(f"llama.cpp's {script} could not {what} (exit {result.returncode}):\n{tail}")

@@ -126,7 +126,8 @@ def export_gguf(
         Recipe.from_yaml(adapter_dir / "recipe.yaml") if (adapter_dir / "recipe.yaml").is_file() else None
     )
     _check_not_quantized(recipe, label)
-    converter.converter_dir()  # fetched before anything is staged: a failure leaves nothing
+    converter.gguf_module()  # checked, and the converter fetched, before anything is staged
+    converter.converter_dir()
     stage = fresh_staging(output_dir)
     try:
         merged = merge_adapter(source, stage / "merged", "float32", revision, token)

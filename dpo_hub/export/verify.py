@@ -17,7 +17,7 @@ from dpo_hub.errors import ExportError
 
 TOP_K = 10  # the next tokens whose log-probs are compared at each position
 # largest |log p(gguf) - log p(merged)| allowed over the TOP_K next tokens (nats); f32 is bit-exact or close
-TOLERANCES = {"f32": 1e-3, "f16": 0.05, "bf16": 0.2, "q8_0": 0.3}
+TOLERANCES = {"f32": 1e-3, "f16": 0.05, "bf16": 0.2, "q8_0": 0.5}
 PROMPTS = (
     "Is eating animals cruel?",
     "The capital of France is",

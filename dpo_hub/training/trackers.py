@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,10 +51,11 @@ def finish_logs(trainer: Any, folder: Path, destination: Path) -> None:
 def finish_trackio(trainer: Any, folder: Path, destination: Path) -> None:
     """Finish trackio's run (the eval after training logged to it again) and move the project folder
     ``folder`` that dpo_hub placed to ``destination``."""
-    if not any(type(c).__name__ == "TrackioCallback" for c in trainer.callback_handler.callbacks):
+    trackio = sys.modules.get("trackio")  # imported by transformers' TrackioCallback when it is on
+    if trackio is None or not any(
+        type(c).__name__ == "TrackioCallback" for c in trainer.callback_handler.callbacks
+    ):
         return
-    import trackio
-
     trackio.finish()
     if os.environ.get(TRACKIO_DIR) == str(folder):
         del os.environ[TRACKIO_DIR]

@@ -89,11 +89,22 @@ def module_names(config: Any) -> set[str]:
 
 
 def _check_quantization(model: ModelSpec) -> None:
-    """4/8-bit loading needs bitsandbytes (>= 0.50 on the CPU): refuse it before any weights load."""
+    """4/8-bit loading needs bitsandbytes (>= 0.50 on the CPU) and does not shard on the CPU: refuse it
+    before any weights load."""
     if model.quantization is None:
         return
     import importlib.util
 
+    sharded = any(
+        os.environ.get(name, "").lower() == "true"
+        for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
+    )
+    if sharded and wants_cpu():
+        raise RecipeError(
+            f"model.quantization={model.quantization} with FSDP/DeepSpeed does not run on the CPU (4-bit "
+            "weights are not sharded there); use accelerate_configs/cpu.yaml or cpu_ddp.yaml, or remove "
+            "model.quantization"
+        )
     if importlib.util.find_spec("bitsandbytes") is None:
         raise RecipeError(
             f"model.quantization={model.quantization} needs the bitsandbytes package; "
@@ -101,22 +112,12 @@ def _check_quantization(model: ModelSpec) -> None:
         )
     if not wants_cpu():
         return
-    import re
     from importlib.metadata import version
 
     if tuple(int(x) for x in re.findall(r"\d+", version("bitsandbytes"))[:2]) < (0, 50):
         raise RecipeError(
             f"model.quantization={model.quantization} on the CPU needs bitsandbytes >= 0.50 (installed: "
             f"{version('bitsandbytes')}); pip install -U 'bitsandbytes>=0.50', or remove model.quantization"
-        )
-    if (
-        os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
-        or os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-    ):
-        raise RecipeError(
-            f"model.quantization={model.quantization} with FSDP/DeepSpeed does not run on the CPU (4-bit "
-            "weights are not sharded there); use accelerate_configs/cpu.yaml or cpu_ddp.yaml, or remove "
-            "model.quantization"
         )
 
 

@@ -115,8 +115,7 @@ class DpoHubTrainer(DPOTrainer):
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
         loss = super().training_step(model, inputs, num_items_in_batch)
-        # what transformers sums into train_loss, kept across resumes; a tensor: no device sync every step
-        self.train_loss_sum = self.train_loss_sum + loss.detach()
+        self.train_loss_sum += float(loss)  # what transformers sums into train_loss, kept across resumes
         return loss
 
     def compute_loss_context_manager(self) -> Any:

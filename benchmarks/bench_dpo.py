@@ -9,9 +9,10 @@ Sides (each in its own process, alternated so load on the machine hits all alike
     adapter disabled, every other setting trl's default (gradient checkpointing, eval batch 8, dropout off).
 (b) ``trl_best_fp32`` / ``trl_best_bf16``: plain trl as a knowledgeable user sets it: the same LoRA and data,
     no gradient checkpointing, ``precompute_ref_log_probs=True`` (trl's own reference pass and cache), dropout
-    off, eval batch 2; in fp32 and (where the CPU or GPU computes bf16) bf16 autocast. The faster one is the
-    peer (``trl_best``). trl's up-front reference pass over the train split is charged to the timed steps
-    pro rata (its seconds x timed pairs / train pairs), as each side's reference forward is counted.
+    off, eval batch 2, dpo_hub's learning-rate schedule (2 warm-up steps); in fp32 and (where the CPU or GPU
+    computes bf16) bf16 autocast. The faster one is the peer (``trl_best``). trl's up-front reference pass
+    over the train split is charged to the timed steps pro rata (its seconds x timed pairs / train pairs), as
+    each side's reference forward is counted.
 (c) ``dpo_hub``: the default recipe (``dpo_hub.Recipe()`` with this model and data) through ``dpo_hub.train``,
     which also evaluates before training, scores base vs tuned and writes its run folder; with an empty
     reference cache (cold), then rerun on the cache it filled (``dpo_hub_warm``: a rerun or a sweep point).
@@ -189,7 +190,12 @@ def run_trl(work: Path, steps: int, side: str) -> dict:
         "json", data_files={"train": str(work / "train.jsonl"), "eval": str(work / "eval.jsonl")}
     )
     tuned = (
-        {"gradient_checkpointing": False, "precompute_ref_log_probs": True, "per_device_eval_batch_size": 2}
+        {
+            "gradient_checkpointing": False,
+            "precompute_ref_log_probs": True,
+            "per_device_eval_batch_size": 2,
+            "warmup_steps": 2,  # the schedule of dpo_hub's default recipe: eval losses compare like for like
+        }
         if best
         else {}
     )

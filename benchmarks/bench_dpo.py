@@ -16,9 +16,9 @@ Sides (each in its own process, alternated so load on the machine hits all alike
 (c) ``dpo_hub``: the default recipe (``dpo_hub.Recipe()`` with this model and data) through ``dpo_hub.train``,
     which also evaluates before training, scores base vs tuned and writes its run folder; with an empty
     reference cache (cold), then rerun on the cache it filled (``dpo_hub_warm``: a rerun or a sweep point).
-    ``dpo_hub_fp32`` / ``dpo_hub_bf16`` (``--sides``) force ``dpo.precision``; ``dpo_hub_bf16w`` is
-    ``dpo_hub_bf16`` with the frozen base weights stored in bf16 (``model.dtype: bfloat16``; LoRA stays fp32),
-    the lever "weights in bf16, not only autocast".
+    ``dpo_hub_fp32`` / ``dpo_hub_bf16`` (``--sides``) force ``dpo.precision``; ``dpo_hub_bf16_fp32w`` is
+    ``dpo_hub_bf16`` with the frozen base weights kept in fp32 (``dpo.bf16_base_weights: false``), to measure
+    that lever.
 Paths (a) and (b) are plain trl/peft/transformers: no dpo_hub code runs in them.
 All sides train the same pairs in the same order (``train_sampling_strategy="sequential"``).
 Printed per side: non-padding tokens trained per second (trl's ``num_tokens`` over the timed steps, reference
@@ -80,7 +80,7 @@ SHAPES = {
     ),
 }  # fmt: skip
 TRL_SIDES = ("tutorial", "trl_best_fp32", "trl_best_bf16")
-SIDES = (*TRL_SIDES, "dpo_hub", "dpo_hub_warm", "dpo_hub_fp32", "dpo_hub_bf16", "dpo_hub_bf16w")
+SIDES = (*TRL_SIDES, "dpo_hub", "dpo_hub_warm", "dpo_hub_fp32", "dpo_hub_bf16", "dpo_hub_bf16_fp32w")
 
 
 def make_pairs(n: int, seed: int, tokenizer, max_length: int = MAX_LENGTH) -> list[dict]:
@@ -261,8 +261,8 @@ def run_dpo_hub(work: Path, steps: int, side: str) -> dict:
         overrides["lora.preset"] = spec["lora_preset"]
     if side in ("dpo_hub_fp32", "dpo_hub_bf16"):
         overrides["dpo.precision"] = side.removeprefix("dpo_hub_")
-    if side == "dpo_hub_bf16w":
-        overrides.update({"dpo.precision": "bf16", "model.dtype": "bfloat16"})
+    if side == "dpo_hub_bf16_fp32w":
+        overrides.update({"dpo.precision": "bf16", "dpo.bf16_base_weights": False})
     out = train(recipe.override(overrides), work / f"dpo_hub-out-{os.getpid()}")
     metrics = json.loads((out / "metrics.json").read_text())
     history = [e for e in metrics["log_history"] if "num_tokens" in e]

@@ -154,6 +154,7 @@ class Recipe:
         for group in _PRESET_GROUPS:  # the fields say what is computed, not the preset they started from
             values[group].pop("preset")
         values["dpo"].pop("report_to", None)  # where logs go
+        values["dpo"].pop("bf16_base_weights", None)  # bitwise the same results either way
         if (
             self.model.is_plain()
         ):  # as before the model group existed: a plain name's fingerprint is unchanged

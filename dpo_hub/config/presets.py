@@ -284,6 +284,15 @@ class DPOPreset:
             "stay fp32; auto: bf16 for fp32 steps without checkpointing."
         },
     )
+    bf16_base_weights: bool = field(
+        default=True,
+        metadata={
+            "help": "Store the frozen base's Linear/Conv1D weights in bf16 when the step runs in bf16 "
+            "autocast on a CPU: autocast rounds them to bf16 at every matmul anyway, so results are "
+            "bitwise the same; the cast per forward is saved and they take half the memory. Embeddings, "
+            "norms, the LM head and LoRA stay fp32. No effect in fp32 steps."
+        },
+    )
     reference_cache: bool = field(
         default=True,
         metadata={
@@ -460,6 +469,7 @@ class DPOPreset:
             "gradient_accumulation_steps",
             "base_model_dropout",
             "saved_activations",
+            "bf16_base_weights",
             "reference_cache",
             "preset",
             "extra",

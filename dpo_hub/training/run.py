@@ -140,7 +140,8 @@ def _finish(
         trackers.finish_logs(run.trainer, run.saves / "runs", run.stage / "runs")  # TensorBoard's events join
         trackers.finish_trackio(run.trainer, run.saves / "trackio", run.stage / "trackio")
         model = _model_for_generation(run.trainer, run.recipe, run.stage)
-        generations, comparison = _compare(model, tokenizer, run.recipe, data, run.stage)
+        with run.trainer.accelerator.autocast():  # the precision the run trained and evaluated in
+            generations, comparison = _compare(model, tokenizer, run.recipe, data, run.stage)
         metrics = _metrics(run, data, train_result, before, after, generations, comparison)
         _write_run_files(run.stage, run.recipe, metrics, generations)
         outputs.finalize(run.stage, run.output_dir)
@@ -292,8 +293,21 @@ def _trainer_levers(recipe: Recipe, trainer: DpoHubTrainer, args: Any, state: An
         )
     else:  # after the levers: cached values are computed the way training computes them
         trainer.use_reference_cache(reference_logps.open_cache(trainer, state))
+    _bf16_base_weights(recipe, trainer, args, use_cpu)  # after the cache's key: fp32 and bf16 share it
+    if trainer.reference_cache is not None:
         with trainer.levers_on():
             reference_logps.prefill_when_all_are_used(trainer.reference_cache, trainer, state)
+
+
+def _bf16_base_weights(recipe: Recipe, trainer: DpoHubTrainer, args: Any, use_cpu: bool) -> None:
+    sharded = bool(trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled)
+    on, why = speedups.want_bf16_base_weights(
+        recipe.dpo.bf16_base_weights, args, use_cpu, bool(recipe.model.quantization), sharded
+    )
+    if on:
+        cast = speedups.store_frozen_weights_in_bf16(trainer.model)
+        on, why = cast > 0, f"{cast / 1e6:.1f}M frozen weights in bf16: {why}" if cast else "none in fp32"
+    trainer.add_levers({"bf16_base_weights": Lever(on, why)})
 
 
 def effective_batch(trainer: Any) -> int:

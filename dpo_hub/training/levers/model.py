@@ -129,6 +129,50 @@ def bf16_hooks(model: Any) -> tuple[Any, Any]:
     return pack, unpack
 
 
+def want_bf16_base_weights(
+    setting: bool, args: Any, use_cpu: bool, quantized: bool, sharded: bool
+) -> tuple[bool, str]:
+    """``dpo.bf16_base_weights``: store the frozen matmul weights in bf16 where the step runs in bf16
+    autocast on a CPU. Autocast rounds an fp32 weight to bf16 at every matmul (a frozen weight's cast is not
+    cached), so storing it rounded once gives bitwise the same results without the per-forward cast."""
+    if not setting:
+        return False, "dpo.bf16_base_weights: false"
+    if not args.bf16:
+        return False, "the step runs in fp32: the weights stay as loaded"
+    if not use_cpu:
+        return False, "CPU only: measured there (benchmarks/base_matmul_levers.py); GPUs not measured"
+    if quantized:
+        return False, "model.quantization: bitsandbytes holds the base weights"
+    if sharded:
+        return False, "sharded weights (FSDP/DeepSpeed) keep one dtype"
+    return True, "bf16 autocast rounds them at every matmul anyway: same results, no cast per forward"
+
+
+def store_frozen_weights_in_bf16(model: Any) -> int:
+    """Cast the frozen fp32 ``Linear``/``Conv1D`` layers of ``model`` to bf16 (weight and bias); return their
+    parameter count. Embeddings, norms, the output layer and every trainable (LoRA) weight stay as they are,
+    so the residual stream and the LM head keep their precision."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = {id(head.weight)} if head is not None else set()
+    cast = 0
+    for name, module in model.named_modules():
+        if "lora_" in name or not isinstance(module, (torch.nn.Linear, Conv1D)):
+            continue
+        weights = [p for p in module.parameters(recurse=False)]
+        if (
+            module is head
+            or any(id(p) in tied or p.requires_grad or p.dtype != torch.float32 for p in weights)
+            or not weights
+        ):
+            continue
+        module.to(torch.bfloat16)
+        cast += sum(p.numel() for p in weights)
+    return cast
+
+
 def keep_4bit_layout(model: Any) -> int:
     """Keep bitsandbytes' 4-bit weights in their training layout on the CPU; returns the layers changed.
 

@@ -31,6 +31,7 @@ from dpo_hub.data.mixing import datasets_of, prepare_data, resolve_sources
 from dpo_hub.errors import OutputError, RunInterrupted
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import (
+    BITSANDBYTES_IMPORT_NOTES,
     on_main,
     process_settings_restored,
     setup_logging,
@@ -206,6 +207,8 @@ def build_trainer(
             layers,
             model.get_memory_footprint() / 2**20,
         )
+        for note in BITSANDBYTES_IMPORT_NOTES:  # the Hub kernel it asked for as it was imported (runtime.py)
+            log.info("model.quantization: bitsandbytes said on import: %s", note)
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
     trackers.place_trackio(args.report_to, checkpoints / "trackio")  # before the trainer imports trackio
     trainer = DpoHubTrainer(

@@ -41,6 +41,8 @@ def test_base_really_quantized_and_smaller(quantized_run):
     # the reference is the quantized base: before training the policy equals it, the loss is log 2
     assert metrics["eval_before"]["eval_loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert (out / "comparison.json").is_file()  # base vs tuned compared on the quantized model
+    rows = metrics["levers"]["trim_padding"]  # the lever itself saw the bitsandbytes layers
+    assert not rows["active"] and rows["why"].startswith("bitsandbytes' Linear"), rows
 
 
 def test_bitsandbytes_hub_kernel_request_kept_out_of_stderr(quantized_run):

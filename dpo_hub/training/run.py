@@ -271,10 +271,7 @@ def _trainer_levers(recipe: Recipe, trainer: DpoHubTrainer, args: Any, state: An
     trainer.add_levers({"bf16_saved_activations": Lever(compact, why)})
     head, trl_globals = cpu_head.head_levers(use_cpu)
     trainer.add_levers(head, trl_globals=trl_globals)
-    if use_cpu and recipe.model.quantization:
-        why = "model.quantization: bitsandbytes' layers refuse the per-row KV-cache forward (in-place view)"
-        rows, wrapper = Lever(False, why), None
-    elif use_cpu:
+    if use_cpu:
         rows, wrapper = cpu_rows.trim_padding(trainer.model)
     else:
         rows, wrapper = Lever(False, "CPU only: accelerators run padded rows in one batched kernel"), None

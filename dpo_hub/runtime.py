@@ -28,6 +28,8 @@ KNOWN_NOISE = (
     # peft looks for the base model's config on the Hub to see if the vocabulary changed; offline it cannot
     (UserWarning, r"Could not find a config file in .* - will assume that the vocabulary was not modified"),
     (UserWarning, r"Unable to fetch remote file due to the following error"),
+    # deepspeed 0.19's ZeRO (its CPU accelerator, deepspeed_zero2_cpu.yaml) calls torch's deprecated name
+    (FutureWarning, r"`torch.distributed.all_gather_into_tensor` is deprecated"),
 )
 
 

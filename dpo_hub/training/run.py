@@ -39,7 +39,7 @@ from dpo_hub.runtime import (
     wants_cpu,
 )
 from dpo_hub.sources.models import auto_defaults, load_adapter_model, load_model, load_tokenizer, resolve
-from dpo_hub.training import checkpoints, plan, topology, trackers
+from dpo_hub.training import checkpoints, deepspeed_cpu, plan, topology, trackers
 from dpo_hub.training import reference as reference_logps
 from dpo_hub.training.levers import Lever, cpu_head, cpu_rows
 from dpo_hub.training.levers import model as speedups
@@ -180,6 +180,8 @@ def build_trainer(
 
     state = state or PartialState(cpu=wants_cpu())
     use_cpu = state.device.type == "cpu"
+    if use_cpu and deepspeed_cpu.wanted():
+        deepspeed_cpu.prepare_environment()  # before the DPOConfig's DeepSpeed plugin imports deepspeed
     args = recipe.dpo.to_dpo_config(  # before the model loads: ZeRO-3 init hooks into from_pretrained
         str(checkpoints),
         num_processes=state.num_processes,

@@ -8,7 +8,6 @@ anything loads, naming the shipped config that runs what was asked for here.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -108,12 +107,6 @@ def _check_deepspeed_on_cpu(request: LaunchRequest) -> None:
             "1.16's fused LM head re-gathers the ZeRO-3 head from its saved tensors, which have lost "
             "DeepSpeed's ds_status (trl/kernels/chunked_logprob.py, backward); use --config_file "
             f"{CONFIGS}/deepspeed_zero2_cpu.yaml, or {CONFIGS}/fsdp_cpu.yaml to shard the base"
-        )
-    if importlib.util.find_spec("deepspeed") is None:
-        raise RecipeError(
-            f"{request.command} asks for DeepSpeed and deepspeed is not installed: pip install "
-            "'dpo-hub[deepspeed]' (on a CPU-only machine with DS_BUILD_OPS=0), or use "
-            f"--config_file {CONFIGS}/cpu_ddp.yaml"
         )
 
 

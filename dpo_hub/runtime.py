@@ -186,7 +186,8 @@ def on_main(state: Any, work: Any) -> Any:
 # first, for these versions only, and keeps those messages for the log of a run that quantizes; errors go
 # where they would.
 BITSANDBYTES_HUB_KERNEL_VERSIONS = ((0, 50), (0, 51))  # [first, last) minor that behave as described
-BITSANDBYTES_IMPORT_NOTES: list[str] = []  # what bitsandbytes and kernels logged below ERROR while importing
+BITSANDBYTES_HUB_KERNEL_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels")  # the request's; others show
+BITSANDBYTES_IMPORT_NOTES: list[str] = []  # what those logged below ERROR while bitsandbytes was imported
 
 
 class _KeepBelowError(logging.Handler):
@@ -205,7 +206,8 @@ class _KeepBelowError(logging.Handler):
 
 def import_bitsandbytes() -> None:
     """Import bitsandbytes (when installed, in the versions of ``BITSANDBYTES_HUB_KERNEL_VERSIONS``, and not
-    yet imported) with the warnings of its Hub-kernel request kept in ``BITSANDBYTES_IMPORT_NOTES``."""
+    yet imported) with the warnings of its CPU Hub-kernel request kept in ``BITSANDBYTES_IMPORT_NOTES``; what
+    its other loggers say shows as usual."""
     if "bitsandbytes" in sys.modules or importlib.util.find_spec("bitsandbytes") is None:
         return
     try:
@@ -216,7 +218,7 @@ def import_bitsandbytes() -> None:
     if not first <= minor < last:
         return
     keep = _KeepBelowError(BITSANDBYTES_IMPORT_NOTES)
-    loggers = [logging.getLogger(name) for name in ("bitsandbytes", "kernels")]
+    loggers = [logging.getLogger(name) for name in BITSANDBYTES_HUB_KERNEL_LOGGERS]
     propagate = [logger.propagate for logger in loggers]
     for logger in loggers:
         logger.addHandler(keep)

@@ -17,6 +17,7 @@ Packages in the order data flows; each imports only from those before it (``test
 - ``cli`` and ``recipes``: what users type (``dpo-hub``, ``accelerate launch -m dpo_hub.recipes.NAME``)
 """
 
+from dpo_hub import runtime  # noqa: F401  first: it imports bitsandbytes before peft does (its docstring)
 from dpo_hub.compare.base_vs_tuned import compare_model
 from dpo_hub.compare.report import Comparison
 from dpo_hub.config.model import ModelSpec

@@ -1,13 +1,20 @@
-"""Process-level setup for a run: which device, how many CPU threads, logging on the main process only."""
+"""Process-level setup for a run: which device, how many CPU threads, logging on the main process only.
+
+Importing this module imports bitsandbytes (when installed) with its Hub-kernel messages kept aside, before
+peft imports it: see :func:`import_bitsandbytes`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
+import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +28,8 @@ KNOWN_NOISE = (
     # peft looks for the base model's config on the Hub to see if the vocabulary changed; offline it cannot
     (UserWarning, r"Could not find a config file in .* - will assume that the vocabulary was not modified"),
     (UserWarning, r"Unable to fetch remote file due to the following error"),
+    # deepspeed 0.19's ZeRO (its CPU accelerator, deepspeed_zero2_cpu.yaml) calls torch's deprecated name
+    (FutureWarning, r"`torch.distributed.all_gather_into_tensor` is deprecated"),
 )
 
 
@@ -166,3 +175,60 @@ def on_main(state: Any, work: Any) -> Any:
 
         broadcast_object_list(result)
     return result[0]
+
+
+# bitsandbytes 0.50 on a CPU with AVX-512 BF16, as it is imported (backends/cpu/ops.py: ``if
+# has_avx512bf16(): get_kernel("kernels-community/quantization-bitsandbytes")``), asks the Hub for a faster
+# 4-bit CPU matmul. Offline (or without the ``kernels`` package) that fails and it logs a warning, plus one
+# from ``kernels`` when HF_HUB_OFFLINE is set; its own CPU kernel then runs, correctly. No bitsandbytes
+# setting or variable skips the request (``kernels``' LOCAL_KERNELS=repo=path serves it from local files, if
+# a user has them), and peft imports bitsandbytes in every run once it is installed. So dpo_hub imports it
+# first, for these versions only, and keeps those messages for the log of a run that quantizes; errors go
+# where they would.
+BITSANDBYTES_HUB_KERNEL_VERSIONS = ((0, 50), (0, 51))  # [first, last) minor that behave as described
+BITSANDBYTES_HUB_KERNEL_LOGGERS = ("bitsandbytes.backends.cpu.ops", "kernels")  # the request's; others show
+BITSANDBYTES_IMPORT_NOTES: list[str] = []  # what those logged below ERROR while bitsandbytes was imported
+
+
+class _KeepBelowError(logging.Handler):
+    """Keeps the messages of records below ERROR; hands ERROR and above on as if it were not there."""
+
+    def __init__(self, kept: list[str]) -> None:
+        super().__init__()
+        self.kept = kept
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR:
+            logging.getLogger().handle(record)
+        else:
+            self.kept.append(" ".join(record.getMessage().split()))
+
+
+def import_bitsandbytes() -> None:
+    """Import bitsandbytes (when installed, in the versions of ``BITSANDBYTES_HUB_KERNEL_VERSIONS``, and not
+    yet imported) with the warnings of its CPU Hub-kernel request kept in ``BITSANDBYTES_IMPORT_NOTES``; what
+    its other loggers say shows as usual."""
+    if "bitsandbytes" in sys.modules or importlib.util.find_spec("bitsandbytes") is None:
+        return
+    try:
+        minor = tuple(int(part) for part in version("bitsandbytes").split(".")[:2])
+    except ValueError:  # a version string this does not know: its messages show as they are
+        return
+    first, last = BITSANDBYTES_HUB_KERNEL_VERSIONS
+    if not first <= minor < last:
+        return
+    keep = _KeepBelowError(BITSANDBYTES_IMPORT_NOTES)
+    loggers = [logging.getLogger(name) for name in BITSANDBYTES_HUB_KERNEL_LOGGERS]
+    propagate = [logger.propagate for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(keep)
+        logger.propagate = False
+    try:
+        importlib.import_module("bitsandbytes")
+    finally:
+        for logger, was in zip(loggers, propagate):
+            logger.removeHandler(keep)
+            logger.propagate = was
+
+
+import_bitsandbytes()

@@ -28,6 +28,7 @@ EXPECTED = {
     "fsdp_cpu.yaml": (DistributedType.FSDP, 2, 1, True, "no"),
     "deepspeed_zero2.yaml": (DistributedType.DEEPSPEED, 2, 1, False, "bf16"),
     "deepspeed_zero3.yaml": (DistributedType.DEEPSPEED, 2, 1, False, "bf16"),
+    "deepspeed_zero2_cpu.yaml": (DistributedType.DEEPSPEED, 2, 1, True, "no"),
     "multi_node.yaml": (DistributedType.MULTI_GPU, 16, 2, False, "bf16"),
     "multi_node_cpu.yaml": (DistributedType.MULTI_GPU, 2, 2, True, "no"),
 }
@@ -104,7 +105,9 @@ def test_gpt2block_is_the_class_to_wrap():
     assert GPT2Block.__name__ in GPT2LMHeadModel._no_split_modules
 
 
-@pytest.mark.parametrize("name, stage", [("deepspeed_zero2.yaml", 2), ("deepspeed_zero3.yaml", 3)])
+@pytest.mark.parametrize(
+    "name, stage", [("deepspeed_zero2.yaml", 2), ("deepspeed_zero3.yaml", 3), ("deepspeed_zero2_cpu.yaml", 2)]
+)
 def test_deepspeed_stages(name, stage):
     ds = load_config_from_file(str(CONFIG_DIR / name)).deepspeed_config
     assert ds["zero_stage"] == stage
@@ -145,6 +148,7 @@ def test_accelerate_rejects_unknown_top_level_keys(tmp_path):
         ("fsdp_cpu.yaml", "fsdp"),
         ("deepspeed_zero2.yaml", "deepspeed"),
         ("deepspeed_zero3.yaml", "deepspeed"),
+        ("deepspeed_zero2_cpu.yaml", "deepspeed"),
         ("multi_node.yaml", "multi_gpu"),
         ("multi_node_cpu.yaml", "multi_gpu"),
     ],
@@ -250,15 +254,28 @@ def test_cpu_starts_one_process(tmp_path):
         (["--config_file", str(CONFIG_DIR / "single_gpu.yaml")], "--config_file accelerate_configs/cpu.yaml"),
         (["--config_file", str(CONFIG_DIR / "fsdp.yaml")], "accelerate_configs/fsdp_cpu.yaml"),
         (["--cpu", "--num_processes", "4"], "accelerate_configs/cpu_ddp.yaml --num_processes 4"),
+        (
+            ["--config_file", str(CONFIG_DIR / "deepspeed_zero2.yaml")],
+            "accelerate_configs/deepspeed_zero2_cpu.yaml",
+        ),
+        (["--config_file", "ZERO3_CPU"], "ZeRO-3 on the CPU, which stops in the first backward"),
     ],
-    ids=["single_gpu", "fsdp", "cpu-num_processes-4"],
+    ids=["single_gpu", "fsdp", "cpu-num_processes-4", "deepspeed-gpu", "deepspeed-zero3-cpu"],
 )
 def test_no_silent_downgrade_on_a_cpu_machine(flags, fits, tmp_path):
     """A launch accelerate would quietly run as something else (GPU configs on the CPU, FSDP as DDP, 4
-    processes as 1) stops before anything loads: one line (once, not per rank) naming the config that fits,
-    exit 2, nothing written."""
+    processes as 1) or that cannot run here (ZeRO-3 on the CPU) stops before anything loads: one line (once,
+    not per rank) naming the config that fits, exit 2, nothing written."""
     from conftest import RECIPE_MODULE, offline_env, run
 
+    if "deepspeed" in fits.lower() or "ZeRO" in fits:  # without deepspeed, accelerate launch refuses itself
+        pytest.importorskip("deepspeed", reason="accelerate launch stops on a DeepSpeed config without it")
+    if "ZERO3_CPU" in flags:  # what a user would write: the ZeRO-2 CPU config at stage 3
+        zero3 = tmp_path / "zero3_cpu.yaml"
+        zero3.write_text(
+            (CONFIG_DIR / "deepspeed_zero2_cpu.yaml").read_text().replace("zero_stage: 2", "zero_stage: 3")
+        )
+        flags = [str(zero3) if f == "ZERO3_CPU" else f for f in flags]
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", RECIPE_MODULE]
     env = offline_env(tmp_path, CUDA_VISIBLE_DEVICES="")  # no GPU, even on a machine that has one

@@ -111,6 +111,18 @@ def trimmed(backbone):
     return forward
 
 
+def test_trim_padding_off_on_a_bitsandbytes_backbone():
+    """A quantized base (model.quantization) turns the lever off by itself, naming the layer."""
+    pytest.importorskip("bitsandbytes")
+    from dpo_hub.config.model import ModelSpec
+    from dpo_hub.sources.models import load_model
+
+    lever, wrapper = cpu_rows.trim_padding(load_model(ModelSpec(name=embedded.EMBEDDED, quantization="4bit")))
+    assert not lever.active and wrapper is None
+    assert lever.why.startswith("bitsandbytes' Linear4bit (model.quantization) refuses"), lever.why
+    assert cpu_rows.trim_padding(embedded.build_model())[0].active  # the same model unquantized: on
+
+
 @pytest.fixture(scope="module", params=["gpt2", "llama"])
 def backbone(request):
     """The embedded GPT-2 (learned positions) and a tiny Llama (rotary positions, grouped KV heads)."""

@@ -94,6 +94,7 @@ def launch_request() -> LaunchRequest | None:
         fsdp=fsdp,
         deepspeed=deepspeed,
         fsdp_version=int(getattr(args, "fsdp_version", None) or 2),
+        zero_stage=int(args.zero_stage) if deepspeed and getattr(args, "zero_stage", None) else None,
     )
 
 

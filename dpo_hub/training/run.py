@@ -31,6 +31,7 @@ from dpo_hub.data.mixing import datasets_of, prepare_data, resolve_sources
 from dpo_hub.errors import OutputError, RunInterrupted
 from dpo_hub.recipe import Recipe
 from dpo_hub.runtime import (
+    BITSANDBYTES_IMPORT_NOTES,
     on_main,
     process_settings_restored,
     setup_logging,
@@ -38,7 +39,7 @@ from dpo_hub.runtime import (
     wants_cpu,
 )
 from dpo_hub.sources.models import auto_defaults, load_adapter_model, load_model, load_tokenizer, resolve
-from dpo_hub.training import checkpoints, plan, topology, trackers
+from dpo_hub.training import checkpoints, deepspeed_cpu, plan, topology, trackers
 from dpo_hub.training import reference as reference_logps
 from dpo_hub.training.levers import Lever, cpu_head, cpu_rows
 from dpo_hub.training.levers import model as speedups
@@ -180,6 +181,8 @@ def build_trainer(
 
     state = state or PartialState(cpu=wants_cpu())
     use_cpu = state.device.type == "cpu"
+    if use_cpu and deepspeed_cpu.wanted():
+        deepspeed_cpu.prepare_environment()  # before the DPOConfig's DeepSpeed plugin imports deepspeed
     args = recipe.dpo.to_dpo_config(  # before the model loads: ZeRO-3 init hooks into from_pretrained
         str(checkpoints),
         num_processes=state.num_processes,
@@ -207,6 +210,8 @@ def build_trainer(
             layers,
             model.get_memory_footprint() / 2**20,
         )
+        for note in BITSANDBYTES_IMPORT_NOTES:  # the Hub kernel it asked for as it was imported (runtime.py)
+            log.info("model.quantization: bitsandbytes said on import: %s", note)
     set_seed(recipe.dpo.seed)  # LoRA init happens inside DPOTrainer, before Trainer seeds
     trackers.place_trackio(args.report_to, checkpoints / "trackio")  # before the trainer imports trackio
     trainer = DpoHubTrainer(
@@ -269,10 +274,7 @@ def _trainer_levers(recipe: Recipe, trainer: DpoHubTrainer, args: Any, state: An
     trainer.add_levers({"bf16_saved_activations": Lever(compact, why)})
     head, trl_globals = cpu_head.head_levers(use_cpu)
     trainer.add_levers(head, trl_globals=trl_globals)
-    if use_cpu and recipe.model.quantization:
-        why = "model.quantization: bitsandbytes' layers refuse the per-row KV-cache forward (in-place view)"
-        rows, wrapper = Lever(False, why), None
-    elif use_cpu:
+    if use_cpu:
         rows, wrapper = cpu_rows.trim_padding(trainer.model)
     else:
         rows, wrapper = Lever(False, "CPU only: accelerators run padded rows in one batched kernel"), None

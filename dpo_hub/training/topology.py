@@ -29,6 +29,7 @@ class LaunchRequest:
     fsdp: bool
     deepspeed: bool
     fsdp_version: int = 2
+    zero_stage: int | None = None  # DeepSpeed's ZeRO stage (deepspeed_config: zero_stage)
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,7 @@ def check_launch(request: LaunchRequest | None, accelerator: bool | None = None)
     accelerator = has_accelerator() if accelerator is None else accelerator
     processes, machines = launched_world()
     if not accelerator and request.deepspeed:
-        raise RecipeError(
-            f"{request.command} asks for DeepSpeed and this machine has no GPU visible: accelerate enables "
-            "DeepSpeed only on accelerators and would quietly train as plain DDP; on the CPU use "
-            f"{cpu_config(request)}, or --config_file {CONFIGS}/fsdp_cpu.yaml to shard the base"
-        )
+        _check_deepspeed_on_cpu(request)
     if not accelerator and request.gpus:
         asked = "FSDP on GPUs" if request.fsdp else "a GPU"
         raise RecipeError(
@@ -92,6 +89,24 @@ def check_launch(request: LaunchRequest | None, accelerator: bool | None = None)
             f"{request.command} asks for {request.processes} process(es) on {request.machines} machine(s) "
             f"but accelerate started {processes} on {machines} (accelerate launch --cpu and MULTI_CPU "
             f"configs start one process without mpirun); use {cpu_config(request)}"
+        )
+
+
+def _check_deepspeed_on_cpu(request: LaunchRequest) -> None:
+    """DeepSpeed without a GPU runs ZeRO-2 on deepspeed's CPU accelerator (``deepspeed_cpu.py``) from a config
+    that says ``use_cpu: true``; anything else stops here, naming what runs."""
+    if not request.cpu:
+        raise RecipeError(
+            f"{request.command} asks for DeepSpeed on GPUs and this machine has no GPU visible; on the CPU "
+            f"use --config_file {CONFIGS}/deepspeed_zero2_cpu.yaml (ZeRO-2), or {CONFIGS}/fsdp_cpu.yaml to "
+            "shard the base"
+        )
+    if request.zero_stage == 3:
+        raise RecipeError(
+            f"{request.command} asks for DeepSpeed ZeRO-3 on the CPU, which stops in the first backward: trl "
+            "1.16's fused LM head re-gathers the ZeRO-3 head from its saved tensors, which have lost "
+            "DeepSpeed's ds_status (trl/kernels/chunked_logprob.py, backward); use --config_file "
+            f"{CONFIGS}/deepspeed_zero2_cpu.yaml, or {CONFIGS}/fsdp_cpu.yaml to shard the base"
         )
 
 

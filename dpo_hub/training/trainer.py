@@ -22,7 +22,7 @@ from typing import Any
 from trl import DPOTrainer
 
 from dpo_hub import upstream
-from dpo_hub.training import fsdp_cpu
+from dpo_hub.training import deepspeed_cpu, fsdp_cpu
 from dpo_hub.training.levers import Lever
 
 log = logging.getLogger("dpo_hub")
@@ -49,10 +49,13 @@ class DpoHubTrainer(DPOTrainer):
 
     def create_accelerator_and_postprocess(self) -> None:
         """transformers' accelerator; an FSDP launch on the CPU gets FSDP2 (:mod:`~dpo_hub.training.fsdp_cpu`)
-        instead of accelerate's quiet DDP."""
+        instead of accelerate's quiet DDP; a DeepSpeed launch on the CPU is checked to be DeepSpeed
+        (:mod:`~dpo_hub.training.deepspeed_cpu`)."""
         super().create_accelerator_and_postprocess()
         if fsdp_cpu.wanted():
             fsdp_cpu.enable(self)
+        elif deepspeed_cpu.wanted() and self.accelerator.device.type == "cpu":
+            deepspeed_cpu.confirm(self)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """transformers' ``save_model``; under FSDP on the CPU the full state dict is gathered on every rank

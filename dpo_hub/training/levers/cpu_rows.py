@@ -26,6 +26,13 @@ def trim_padding(model: Any) -> tuple[Lever, tuple[Any, str, Any] | None]:
     backbone = getattr(plain, "base_model", None)
     if backbone is None or backbone is plain:
         return Lever(False, f"{type(plain).__name__} has no separate backbone module"), None
+    quantized = next((m for m in backbone.modules() if type(m).__module__.startswith("bitsandbytes")), None)
+    if quantized is not None:  # model.quantization: Linear4bit/Linear8bitLt
+        layer = type(quantized).__name__
+        why = (
+            f"bitsandbytes' {layer} (model.quantization) refuses the per-row KV-cache forward (in-place view)"
+        )
+        return Lever(False, why), None
     original = backbone.forward
     params = inspect.signature(type(backbone).forward).parameters
     cache_arg = next((name for name in ("cache", "past_key_values") if name in params), None)

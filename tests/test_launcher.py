@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, RECIPE_MODULE, offline_env, run
+from conftest import RECIPE_MODULE, REPO, offline_env, run
 from test_cli_errors import EMBEDDED, Live, assert_one_line
 
 from dpo_hub.cli.accelerate_config import _launch_args
@@ -23,6 +23,8 @@ from dpo_hub.training.checkpoints import MARKER, folder_for
 
 CPU, DDP = (str(REPO / "accelerate_configs" / name) for name in ("cpu.yaml", "cpu_ddp.yaml"))
 UNKNOWN_KEY = "error: command line: unknown recipe key 'dpo.bta'"
+EMPTY_FILE = "error: EMPTY: the file is empty"
+UNKNOWN_CONFIG_KEY = "compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_procesess: 2\n"
 
 
 def dpo_hub_launch(*argv: str) -> list[str]:
@@ -38,7 +40,7 @@ def listing(folder: Path) -> set[str]:
     "config, argv, code, starts",
     [
         (CPU, ["--dpo.bta", "0.1"], 2, UNKNOWN_KEY),  # bad recipe key: 2
-        (CPU, ["--data.kind", "preferences", "--data.dataset", "EMPTY"], 1, "error: EMPTY: the file is empty"),
+        (CPU, ["--data.kind", "preferences", "--data.dataset", "EMPTY"], 1, EMPTY_FILE),  # data: 1
         (DDP, ["--dpo.bta", "0.1"], 2, UNKNOWN_KEY),  # torchrun, 2 workers: no ChildFailedError report
     ],
     ids=["key typo", "empty data file", "key typo, 2 processes"],
@@ -86,14 +88,24 @@ def test_the_launching_command_line_is_found(argv):
         ("distributed_type: [oops\n", [], "not valid YAML (line 2, column 1)"),
         ("- a\n- b\n", [], "holds a list, not accelerate settings"),
         ("", [], "holds nothing, not accelerate settings"),
-        ("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_procesess: 2\n", [], "unknown keys (['num_procesess'])"),
+        (UNKNOWN_CONFIG_KEY, [], "unknown keys (['num_procesess'])"),
         (None, ["--config_file", CPU, "--module", "dpo_hub.recipes.gpt2_ultrafedback"], "did you mean -m "),
         (None, ["--config_file", CPU, "-m", "no_such_package.recipe"], "no module named 'no_such_package"),
         (None, ["--config_file", CPU, "no_such_script.py"], "no script 'no_such_script.py'"),
         (None, ["--no_such_flag", "-m", RECIPE_MODULE], "unrecognized arguments: --no_such_flag"),
     ],
-    ids=["missing", "near name", "bad YAML", "a list", "empty", "unknown key", "module typo", "no module",
-         "no script", "unknown flag"],
+    ids=[
+        "missing",
+        "near name",
+        "bad YAML",
+        "a list",
+        "empty",
+        "unknown key",
+        "module typo",
+        "no module",
+        "no script",
+        "unknown flag",
+    ],
 )
 def test_a_launch_that_cannot_start_is_one_line_and_exit_2(
     tmp_path, monkeypatch, capsys, config_text, argv, words

@@ -2,7 +2,8 @@
 
 accelerate's loader rejects unknown keys, so the settings live in a comment. ``accelerate launch``
 exports no variable naming its config file, so the file is found from the launching process's
-command line (``accelerate launch`` or ``dpo-hub launch``; or ``$DPO_HUB_ACCELERATE_CONFIG`` for launchers whose workers it does not start).
+command line (``accelerate launch`` or ``dpo-hub launch``; or ``$DPO_HUB_ACCELERATE_CONFIG`` for launchers
+whose workers it does not start).
 """
 
 from __future__ import annotations

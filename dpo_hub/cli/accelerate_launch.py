@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dpo_hub import upstream
-from dpo_hub.errors import DpoHubError, RecipeError
+from dpo_hub.errors import DpoHubError, RecipeError, RunInterrupted
 
 USAGE = "dpo-hub launch [accelerate launch arguments] -m dpo_hub.recipes.NAME [--key value ...]"
 EPILOG = (
@@ -39,9 +39,13 @@ EPILOG = (
     "a failure prints one 'error: ...' line (the worker's, or the launcher's for a missing or malformed "
     "--config_file or a -m module that does not exist) and no traceback, and the exit code is the "
     "worker's: 0 done, 2 bad input (nothing created), 130 interrupted (Ctrl-C: the step under way finishes "
-    "and is saved; a second Ctrl-C stops at once), 1 any other failure, 128+N a worker killed by signal N. --quiet changes nothing here (there is no launcher traceback). "
+    "and is saved; a second Ctrl-C stops at once), 1 any other failure, 128+N a worker killed by signal N. "
+    "--quiet changes nothing here (there is no launcher traceback). "
     "Recipe keys: python -m dpo_hub.recipes.NAME --help."
 )
+
+
+_BEFORE_WORKERS = "interrupted before the training processes started; nothing was written"
 
 
 class WorkerDied(DpoHubError):
@@ -85,12 +89,15 @@ def launch(argv: Sequence[str]) -> int:
         except subprocess.CalledProcessError as err:  # one worker (simple launcher): it printed its line
             return _exit_code({0: err.returncode})
         except SystemExit as err:  # accelerate's own exits: Ctrl-C before a worker ran, SIGTERM, --debug
+            if err.code == 130:
+                raise RunInterrupted(_BEFORE_WORKERS) from err
             return err.code if isinstance(err.code, int) else 1
-        except KeyboardInterrupt:
-            return 130
+        except KeyboardInterrupt as err:
+            raise RunInterrupted(_BEFORE_WORKERS) from err
         except ChildFailedError as err:  # torchrun (several workers): the first to fail says why
-            first = min(err.failures, key=lambda rank: err.failures[rank].timestamp)
-            return _exit_code({first: err.failures[first].exitcode})
+            failures = err.failures
+            first = min(failures, key=lambda rank: failures[rank].timestamp)
+            return _exit_code({first: failures[first].exitcode})
         except (ImportError, OSError, ValueError, RuntimeError) as err:  # the launcher's own, before a worker
             raise DpoHubError(f"accelerate launch could not start: {type(err).__name__}: {err}") from err
     return 0
@@ -285,4 +292,6 @@ def run_launch(argv: Sequence[str], debug: bool = False) -> int:
         if debug:
             raise
         print(f"error: {err}", file=sys.stderr, flush=True)
-        return err.code if isinstance(err, WorkerDied) else 2 if isinstance(err, RecipeError) else 1
+        if isinstance(err, WorkerDied):
+            return err.code
+        return 2 if isinstance(err, RecipeError) else 130 if isinstance(err, RunInterrupted) else 1

@@ -131,15 +131,33 @@ def test_the_module_suggestion_is_a_recipe(capsys, monkeypatch, tmp_path):
     assert "did you mean -m dpo_hub.recipes.smollm2_truthfulqa?" in capsys.readouterr().err
 
 
-def test_a_module_of_the_current_folder_runs_and_its_exit_code_is_the_launchs(tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize(
+    "ending, code, line",
+    [
+        ("sys.exit(3)", 3, None),
+        (
+            "os.kill(os.getpid(), signal.SIGKILL)",
+            137,
+            "error: the training process of rank 0 was killed by SIGKILL",
+        ),
+    ],
+)
+def test_a_module_of_the_current_folder_runs_and_its_exit_code_is_the_launchs(
+    tmp_path, monkeypatch, capfd, ending, code, line
+):
     """``python -m`` looks in the current folder first, so the module check does too; whatever code the
-    worker exits with is the launch's, and the launcher adds nothing to its output."""
+    worker exits with is the launch's and the launcher adds nothing to its output, except one line for a
+    worker killed by a signal (it had no chance to say why)."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "my_recipe.py").write_text("import sys\nprint('ran', sys.argv[1:])\nsys.exit(3)\n")
-    assert main(["launch", "--config_file", CPU, "-m", "my_recipe", "--x", "1"]) == 3
+    (tmp_path / "my_recipe.py").write_text(f"import os, signal, sys\nprint('ran', sys.argv[1:])\n{ending}\n")
+    assert main(["launch", "--config_file", CPU, "-m", "my_recipe", "--x", "1"]) == code
     out, err = capfd.readouterr()
     assert "ran ['--x', '1']" in out
-    assert "Traceback" not in err and "error" not in err.lower(), err
+    assert "Traceback" not in err and [x for x in err.splitlines() if "error" in x.lower()] == (
+        [line] if line else []
+    )
+    if line:
+        assert err.splitlines()[-1].startswith(line), err
 
 
 def test_help_is_accelerates_with_the_exit_codes(capsys):

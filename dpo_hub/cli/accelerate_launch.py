@@ -45,7 +45,9 @@ EPILOG = (
 )
 
 
-_BEFORE_WORKERS = "interrupted before the training processes started; nothing was written"
+_BEFORE_WORKERS = (  # accelerate's own Ctrl-C exit: before a worker ran (or as one was starting)
+    "interrupted; run the same command again to resume from the last complete checkpoint, if there is one"
+)
 
 
 class WorkerDied(DpoHubError):
@@ -87,7 +89,7 @@ def launch(argv: Sequence[str]) -> int:
         try:
             upstream.get(upstream.ACCELERATE_LAUNCH_COMMAND)(args)
         except subprocess.CalledProcessError as err:  # one worker (simple launcher): it printed its line
-            return _exit_code({0: err.returncode})
+            return _exit_code(0, err.returncode)
         except SystemExit as err:  # accelerate's own exits: Ctrl-C before a worker ran, SIGTERM, --debug
             if err.code == 130:
                 raise RunInterrupted(_BEFORE_WORKERS) from err
@@ -97,22 +99,19 @@ def launch(argv: Sequence[str]) -> int:
         except ChildFailedError as err:  # torchrun (several workers): the first to fail says why
             failures = err.failures
             first = min(failures, key=lambda rank: failures[rank].timestamp)
-            return _exit_code({first: failures[first].exitcode})
+            return _exit_code(first, failures[first].exitcode)
         except (ImportError, OSError, ValueError, RuntimeError) as err:  # the launcher's own, before a worker
             raise DpoHubError(f"accelerate launch could not start: {type(err).__name__}: {err}") from err
     return 0
 
 
-def _exit_code(failure: dict[int, int]) -> int:
-    ((rank, code),) = failure.items()
+def _exit_code(rank: int, code: int) -> int:
+    """The worker's exit code; a worker ended by a signal (negative code) had no chance to say why."""
     if code >= 0:
         return code
     name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
-    raise WorkerDied(
-        f"the worker of rank {rank} was killed by {name} before it could report anything"
-        + (" (out of memory? see dmesg)" if -code == signal.SIGKILL else ""),
-        128 - code,
-    )
+    hint = " (out of memory? the kernel log says: dmesg)" if -code == signal.SIGKILL else ""
+    raise WorkerDied(f"the training process of rank {rank} was killed by {name}{hint}", 128 - code)
 
 
 def check_training_script(args: argparse.Namespace) -> None:
@@ -171,10 +170,10 @@ def check_config_file(args: argparse.Namespace) -> None:
     try:
         upstream.get(upstream.ACCELERATE_VALIDATE_LAUNCH)(copy.deepcopy(args))
     except Exception as err:
-        where = f"--config_file {config}" if config else "accelerate launch"
+        what = f"--config_file {config} with these arguments" if config else "these arguments"
         reason = " ".join(str(err).split()) or type(err).__name__
         raise RecipeError(
-            f"{where}: accelerate cannot use it: {reason}; compare with the shipped configs in "
+            f"accelerate launch refuses {what}: {reason}; compare with the shipped configs in "
             "accelerate_configs/ (accelerate_configs/README.md)"
         ) from err
     finally:

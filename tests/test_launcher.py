@@ -153,11 +153,9 @@ def test_a_module_of_the_current_folder_runs_and_its_exit_code_is_the_launchs(
     assert main(["launch", "--config_file", CPU, "-m", "my_recipe", "--x", "1"]) == code
     out, err = capfd.readouterr()
     assert "ran ['--x', '1']" in out
-    assert "Traceback" not in err and [x for x in err.splitlines() if "error" in x.lower()] == (
-        [line] if line else []
-    )
-    if line:
-        assert err.splitlines()[-1].startswith(line), err
+    errors = [x for x in err.splitlines() if "error" in x.lower()]
+    assert "Traceback" not in err and len(errors) == (1 if line else 0), err
+    assert not line or errors[0].startswith(line), err
 
 
 def test_help_is_accelerates_with_the_exit_codes(capsys):

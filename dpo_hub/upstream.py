@@ -65,6 +65,11 @@ ACCELERATE_LAUNCH_PARSER = Private(
     "launch_command_parser",
     "accelerate configs: the --config_file of the launching command",
 )
+ACCELERATE_LAUNCH_COMMAND = Private(
+    "accelerate.commands.launch",
+    "launch_command",
+    "dpo-hub launch: accelerate's own launchers, run in dpo_hub's process",
+)
 ACCELERATE_DEFAULT_CONFIG = Private(
     "accelerate.commands.config", "default_config_file", "accelerate configs: the default config file"
 )
@@ -83,6 +88,7 @@ ALL = (
     TRACKER_NAMES,
     TRACKERS_INSTALLED,
     ACCELERATE_LAUNCH_PARSER,
+    ACCELERATE_LAUNCH_COMMAND,
     ACCELERATE_DEFAULT_CONFIG,
     ACCELERATE_VALIDATE_LAUNCH,
 )

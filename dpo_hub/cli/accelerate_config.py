@@ -2,7 +2,8 @@
 
 accelerate's loader rejects unknown keys, so the settings live in a comment. ``accelerate launch``
 exports no variable naming its config file, so the file is found from the launching process's
-command line (or ``$DPO_HUB_ACCELERATE_CONFIG`` for launchers whose workers it does not start).
+command line (``accelerate launch`` or ``dpo-hub launch``; or ``$DPO_HUB_ACCELERATE_CONFIG`` for launchers
+whose workers it does not start).
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ def _launch_args(argv: list[str]) -> list[str] | None:
         name = os.path.basename(token)
         if name == "accelerate" and argv[i + 1 : i + 2] == ["launch"]:
             return argv[i + 2 :]
+        if name in ("dpo-hub", "dpo_hub") and "launch" in argv[i + 1 : i + 3]:  # dpo-hub [--debug] launch
+            return argv[argv.index("launch", i + 1) + 1 :]
         if name == "accelerate-launch" or token == "accelerate.commands.launch":
             return argv[i + 1 :]
     return None

@@ -238,7 +238,8 @@ def _fail(err: DpoHubError, debug: bool) -> int:
     anything is written), 130 interrupted, 1 anything else (data, model, outputs, Hub)."""
     if debug:
         raise err
-    if not isinstance(err, RecipeError) or os.environ.get("LOCAL_RANK", "0") == "0":  # one rank says it
+    every_rank = isinstance(err, (RecipeError, RunInterrupted))  # the same line on each: one rank says it
+    if not every_rank or os.environ.get("LOCAL_RANK", "0") == "0":
         error_line(err)
     return 2 if isinstance(err, RecipeError) else 130 if isinstance(err, RunInterrupted) else 1
 

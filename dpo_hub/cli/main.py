@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dpo_hub.cli.accelerate_launch import USAGE, run_launch
 from dpo_hub.cli.launch import run_recipe, run_sweep
 from dpo_hub.compare.base_vs_tuned import side_by_side
 from dpo_hub.compare.report import format_side_by_side, format_table
@@ -42,6 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         add_help=False,
         help="train a grid of recipes: dpo-hub sweep --config FILE "
         "--grid dpo.beta=0.05,0.1 [--grid lora.r=4,8] [--output_dir sweeps/NAME] [--key value ...]",
+    )
+    sub.add_parser(
+        "launch",
+        add_help=False,
+        help=f"accelerate launch with one-line errors and dpo_hub's exit codes: {USAGE}",
     )
     push = sub.add_parser("push", help="publish a run's adapter and model card in one commit")
     push.add_argument("output_dir")
@@ -122,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="tokens scored per sequence, cut like training (default: the run's dpo.max_length for its eval "
         "split; --pairs are scored whole, up to the model's context length)",
     )
+    if argv[:2] == ["--debug", "launch"]:
+        return run_launch(argv[2:], debug=True)
+    if argv[:1] == ["launch"]:
+        return run_launch(argv[1:])
     if argv[:1] == ["--debug"] and argv[1:2] in (["train"], ["sweep"]):  # dpo-hub --debug train ...
         argv = [argv[1], "--debug", *argv[2:]]
     if argv[:1] == ["train"]:

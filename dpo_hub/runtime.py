@@ -168,12 +168,27 @@ def resolve_precision(precision: str, use_cpu: bool) -> tuple[str, str]:
 
 
 def on_main(state: Any, work: Any) -> Any:
-    """``work()`` on the main process; every rank gets its result."""
-    result = [work() if state.is_main_process else None]
+    """``work()`` on the main process; every rank gets its result, or raises the ``DpoHubError`` it raised
+    (marked ``shown_elsewhere`` on the other ranks: the main process prints it, they only exit alike)."""
+    from dpo_hub.errors import DpoHubError
+
+    result: list[Any] = [None, None]
+    if state.is_main_process:
+        try:
+            result[0] = work()
+        except DpoHubError as err:
+            if state.num_processes == 1:
+                raise
+            result[1] = err
     if state.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
-        broadcast_object_list(result)
+        broadcast_object_list(result)  # the others wait here, not at a barrier the main never reaches
+    if result[1] is not None:
+        result[1].on_every_rank = True  # the ranks leave together once the main has said it (cli.launch)
+        if not state.is_main_process:
+            result[1].shown_elsewhere = True
+        raise result[1]
     return result[0]
 
 

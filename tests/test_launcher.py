@@ -42,8 +42,10 @@ def listing(folder: Path) -> set[str]:
         (CPU, ["--dpo.bta", "0.1"], 2, UNKNOWN_KEY),  # bad recipe key: 2
         (CPU, ["--data.kind", "preferences", "--data.dataset", "EMPTY"], 1, EMPTY_FILE),  # data: 1
         (DDP, ["--dpo.bta", "0.1"], 2, UNKNOWN_KEY),  # torchrun, 2 workers: no ChildFailedError report
+        # found by the main process alone: handed to the other rank (no gloo "connection closed" traceback)
+        (DDP, ["--data.kind", "preferences", "--data.dataset", "EMPTY"], 1, EMPTY_FILE),
     ],
-    ids=["key typo", "empty data file", "key typo, 2 processes"],
+    ids=["key typo", "empty data file", "key typo, 2 processes", "empty data file, 2 processes"],
 )
 def test_a_failed_worker_is_its_one_line_and_its_exit_code(tmp_path, config, argv, code, starts):
     empty = tmp_path / "empty.jsonl"

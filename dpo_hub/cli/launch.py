@@ -239,8 +239,14 @@ def _fail(err: DpoHubError, debug: bool) -> int:
     if debug:
         raise err
     every_rank = isinstance(err, (RecipeError, RunInterrupted))  # the same line on each: one rank says it
-    if not every_rank or os.environ.get("LOCAL_RANK", "0") == "0":
+    if getattr(err, "shown_elsewhere", False):
+        pass  # the main process's error, handed to this rank (``runtime.on_main``): the main prints it
+    elif not every_rank or os.environ.get("LOCAL_RANK", "0") == "0":
         error_line(err)
+    if getattr(err, "on_every_rank", False):  # no rank exits (and gets the others stopped) before it is said
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
     return 2 if isinstance(err, RecipeError) else 130 if isinstance(err, RunInterrupted) else 1
 
 

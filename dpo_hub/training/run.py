@@ -521,8 +521,9 @@ def _prepare_once(
     Returns the data and (main process) the digest of its pairs."""
     import datasets
 
-    folder, digest = run.stage / "prepared", None
-    if state.is_main_process:
+    folder = run.stage / "prepared"
+
+    def prepare() -> str:
         recipe = run.recipe
         data = prepare_data(recipe.data, tokenizer, max_length=recipe.dpo.max_length)
         digest = checkpoints.data_digest(data)
@@ -541,7 +542,10 @@ def _prepare_once(
                 "sources": data.sources,
             },
         )
-    state.wait_for_everyone()
+        return digest
+
+    digest = on_main(state, prepare)  # a data error reaches every rank: one line, no peer traceback
+    digest = digest if state.is_main_process else None
     info = json.loads((folder / "info.json").read_text())
     splits = {
         n: datasets.load_from_disk(str(folder / n)) if (folder / n).exists() else None

@@ -18,10 +18,11 @@ import math
 import time
 from typing import Any
 
-import torch
+from transformers import TrainerCallback
 
 from dpo_hub import upstream
 from dpo_hub.compare.scoring import PairScores, Sequence, score_sequences
+from dpo_hub.training.reference import pair_keys
 
 log = logging.getLogger("dpo_hub")
 FROM_PASS = "comparison pass"
@@ -101,27 +102,28 @@ def trl_sequences(
 
 
 def run_reference(trainer: Any) -> tuple[list[tuple[float, float]] | None, str]:
-    """The reference log-probs trl's eval reads for each eval pair: trl's precomputed columns, or the
-    reference cache (pairs it does not know yet are computed as trl computes them); ``(None, "")`` without
-    either."""
+    """The reference log-probs trl's eval reads for each eval pair where the run has them already: trl's
+    precomputed columns, or the reference cache when it holds every eval pair (``(None, "")`` otherwise: the
+    pass's own base forward is then as cheap as computing them)."""
     dataset = trainer.eval_dataset
     if "ref_chosen_logps" in dataset.column_names:
-        return list(
-            zip(dataset["ref_chosen_logps"], dataset["ref_rejected_logps"])
-        ), "trl's precomputed reference"
+        known = list(zip(dataset["ref_chosen_logps"], dataset["ref_rejected_logps"]))
+        return known, "trl's precomputed reference log-probs"
     cache = trainer.reference_cache
     if cache is None:
         return None, ""
-    device, size, values = trainer.accelerator.device, trainer.args.per_device_eval_batch_size, []
+    size, batches = trainer.args.per_device_eval_batch_size, []
     columns = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
-    with trainer.levers_on(), torch.random.fork_rng(devices=[]):
-        for at in range(0, len(columns), size):
-            batch = trainer.data_collator([columns[i] for i in range(at, min(at + size, len(columns)))])
-            batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
-            filled = cache.fill(trainer.model, batch)
+    for at in range(0, len(columns), size):
+        batches.append(trainer.data_collator([columns[i] for i in range(at, min(at + size, len(columns)))]))
+        if any(key not in cache.values for key in pair_keys(batches[-1])):
+            return None, ""
+    values: list[tuple[float, float]] = []
+    with trainer.levers_on():
+        for batch in batches:
+            filled = cache.fill(trainer.model, batch)  # all known: counted as reused, nothing computed
             values += zip(filled["ref_chosen_logps"].tolist(), filled["ref_rejected_logps"].tolist())
-    cache.flush()
-    return values, "the run's reference log-probs (what trl's eval reads)"
+    return values, "the run's cached reference log-probs (what trl's eval reads)"
 
 
 def eval_metrics(trainer: Any, scores: PairScores, seconds: float) -> dict[str, float]:
@@ -168,6 +170,23 @@ def eval_after_training(trainer: Any) -> tuple[dict[str, float], PairScores | No
     metrics = eval_metrics(trainer, scores, time.perf_counter() - started)
     _log_as_trl(trainer, metrics)
     return metrics, scores, FROM_PASS
+
+
+class NoEvalAtLastStep(TrainerCallback):
+    """No trl evaluation at the last training step (``eval_strategy`` epoch or steps): the eval after
+    training, derived from the comparison's pass, takes its place at that step. Earlier ones are trl's."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        return self._skip_last(state, control)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        return self._skip_last(state, control)
+
+    @staticmethod
+    def _skip_last(state: Any, control: Any) -> Any:
+        if state.max_steps and state.global_step >= state.max_steps:
+            control.should_evaluate = False
+        return control
 
 
 def _log_as_trl(trainer: Any, metrics: dict[str, float]) -> None:

@@ -365,6 +365,8 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
     for line in plan.describe(run.plan, trainer.args.use_cpu):
         log.info(line)
     trainer.add_callback(plan.Progress())
+    if evaluate and evaluation.why_trl_evaluates(trainer) is None:  # the eval after training replaces it
+        trainer.add_callback(evaluation.NoEvalAtLastStep())
     if resume_from and checkpoints.is_final(resume_from):
         result = checkpoints.restore_final(trainer, resume_from)
     else:

@@ -46,6 +46,7 @@ def why_trl_evaluates(trainer: Any) -> str | None:
         (args.use_weighting, "dpo.use_weighting"),
         (trainer.aux_loss_enabled, "the model's router auxiliary loss"),
         (args.dataloader_drop_last, "dpo.dataloader_drop_last"),
+        (args.load_best_model_at_end, "dpo.load_best_model_at_end (it reads trl's eval at each save)"),
         (trainer.compute_metrics is not None, "a compute_metrics function"),
         (not _tokenized(trainer.eval_dataset), "the eval split is not trl's tokenised dataset"),
     )

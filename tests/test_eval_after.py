@@ -126,3 +126,20 @@ def test_a_run_scores_its_eval_split_once_after_training(tmp_path, monkeypatch):
         f"{len(after)} sequence forwards after training for {pairs} pairs: expected one pass (tuned chosen "
         "and rejected, base chosen for KL; base rejected from the reference cache)"
     )
+
+
+@pytest.mark.parametrize("mode", ["keep_start", "keep_end"])
+def test_pairs_are_trls_sequences_cut_as_its_collator_cuts_them(tmp_path, tokenizer, mode):
+    from trl.trainer.dpo_trainer import DataCollatorForPreference
+
+    dataset = tiny_trainer(tmp_path, tokenizer).eval_dataset
+    cut = 24  # shorter than every pair: each is truncated
+    collator = DataCollatorForPreference(pad_token_id=0, max_length=cut, truncation_mode=mode)
+    pairs, truncated = evaluation.trl_sequences(dataset, cut, mode)
+    assert truncated == len(dataset) == len(pairs)
+    for row, pair in enumerate(pairs):
+        batch = collator([dataset[row]])
+        for side, (ids, start) in enumerate(pair):
+            real = batch["attention_mask"][side].bool()
+            assert ids == batch["input_ids"][side][real].tolist()
+            assert start == int(batch["completion_mask"][side][real].argmax()), "the first answer token"

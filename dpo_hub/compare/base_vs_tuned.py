@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from dpo_hub.compare.report import Comparison, summarize, summarize_judge
-from dpo_hub.compare.scoring import adapter_off, context_length, score_pairs
+from dpo_hub.compare.scoring import PairScores, adapter_off, context_length, score_pairs
 from dpo_hub.config.presets import Generation
 from dpo_hub.data.adapters import ADAPTERS, Preferences, convert
 from dpo_hub.data.files import load_rows
@@ -109,12 +109,15 @@ def compare_model(
     source: str = "model",
     generations: list[dict[str, Any]] | None = None,
     prompt_text: Callable[[str], str] | None = None,
+    scores: PairScores | None = None,
 ) -> Comparison:
     """Compare a loaded PEFT model (tuned) with itself under ``adapter_off`` (base).
 
     ``pairs``: see ``load_pairs``; ``prompts`` replace ``generation.prompts`` (``[]``: none);
     ``generations``: rows already made by ``side_by_side``, reused instead of generating again;
-    ``prompt_text``: formats prompts as training did (see ``side_by_side``).
+    ``prompt_text``: formats prompts as training did (see ``side_by_side``); ``scores``: the pairs scored
+    already (a training run's eval split, ``dpo_hub.training.evaluation``), used instead of ``pairs``.
+    Forward passes run in the caller's precision (its autocast, else the weights' dtype).
     """
     if not hasattr(model, "disable_adapter"):
         raise CompareError(
@@ -123,16 +126,14 @@ def compare_model(
     generation = generation or Generation()
     if prompts is not None:
         generation = dataclasses.replace(generation, prompts=tuple(prompts))
-    pair_rows = load_pairs(pairs, tokenizer)
-    if not generation.prompts and not pair_rows:
+    pair_rows = load_pairs(pairs, tokenizer) if scores is None else []
+    if not generation.prompts and not pair_rows and scores is None:
         raise CompareError(f"{source}: nothing to compare; give at least one prompt or some preference pairs")
     if generations is None:
         generations = side_by_side(model, tokenizer, generation, prompt_text) if generation.prompts else []
-    preference, per_pair = (
-        summarize(score_pairs(model, tokenizer, pair_rows, batch_size, max_length), beta)
-        if pair_rows
-        else (None, [])
-    )
+    if scores is None and pair_rows:
+        scores = score_pairs(model, tokenizer, pair_rows, batch_size, max_length)
+    preference, per_pair = summarize(scores, beta) if scores is not None else (None, [])
     return Comparison(
         source=source,
         generations=generations,
@@ -147,6 +148,8 @@ def compare_model(
             "pairs": _describe(pairs),
             "scoring": "trl DPOTrainer style: response = completion + eos after the prompt; prompt and "
             "padding masked; adapter on = tuned, off = base",
+            "precision": scores.precision if scores is not None else None,
+            "base": scores.base_from if scores is not None else None,
         },
     )
 

@@ -197,7 +197,13 @@ def _title(c: Comparison) -> str:
         )
     if pairs and pairs.get("truncated"):
         held += f", {pairs['truncated']} truncated to max_length {c.settings.get('max_length')}"
-    return f"Base vs tuned: {c.source}; {held}; 95% CIs (Wilson for shares)"
+    precision = f"; scored in {c.settings['precision']}" if pairs and c.settings.get("precision") else ""
+    headline = (
+        f"\nreward accuracy {_ci(pairs['reward_accuracy'])} ({c.settings['headline']})"
+        if pairs and c.settings.get("headline")
+        else ""
+    )
+    return f"Base vs tuned: {c.source}; {held}{precision}; 95% CIs (Wilson for shares){headline}"
 
 
 def format_table(c: Comparison) -> str:

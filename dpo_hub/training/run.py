@@ -39,7 +39,7 @@ from dpo_hub.runtime import (
     wants_cpu,
 )
 from dpo_hub.sources.models import auto_defaults, load_adapter_model, load_model, load_tokenizer, resolve
-from dpo_hub.training import checkpoints, deepspeed_cpu, plan, topology, trackers
+from dpo_hub.training import checkpoints, deepspeed_cpu, evaluation, plan, topology, trackers
 from dpo_hub.training import reference as reference_logps
 from dpo_hub.training.levers import Lever, cpu_head, cpu_rows
 from dpo_hub.training.levers import model as speedups
@@ -72,6 +72,8 @@ class RunState:
     plan: plan.Plan | None = None
     staged: bool = False  # this run created its staging folder
     totals: checkpoints.RunTotals | None = None
+    eval_scores: Any = None  # the eval split's scoring pass after training, shared with the comparison
+    eval_after_from: str | None = None  # how the eval after training was obtained (evaluation.FROM_*)
 
     @property
     def saves(self) -> Path:
@@ -142,7 +144,7 @@ def _finish(
         trackers.finish_trackio(run.trainer, run.saves / "trackio", run.stage / "trackio")
         model = _model_for_generation(run.trainer, run.recipe, run.stage)
         with run.trainer.accelerator.autocast():  # the precision the run trained and evaluated in
-            generations, comparison = _compare(model, tokenizer, run.recipe, data, run.stage)
+            generations, comparison = _compare(model, tokenizer, run, data)
         metrics = _metrics(run, data, train_result, before, after, generations, comparison)
         _write_run_files(run.stage, run.recipe, metrics, generations)
         outputs.finalize(run.stage, run.output_dir)
@@ -153,7 +155,8 @@ def _finish(
             "the cause and rerun the same command, which resumes there and only evaluates and writes."
         ) from err
     checkpoints.discard(run.saves)  # the run is complete: nothing left to resume
-    log.info("saved %s in %.0f s%s", run.output_dir, time.time() - run.started, _eval_summary(before, after))
+    summary = _eval_summary(before, after, run.eval_after_from)
+    log.info("saved %s in %.0f s%s", run.output_dir, time.time() - run.started, summary)
 
 
 def resolve_recipe(recipe: Recipe) -> tuple[Recipe, list[str]]:
@@ -378,6 +381,8 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
     for line in plan.describe(run.plan, trainer.args.use_cpu):
         log.info(line)
     trainer.add_callback(plan.Progress())
+    if evaluate and evaluation.why_trl_evaluates(trainer) is None:  # the eval after training replaces it
+        trainer.add_callback(evaluation.NoEvalAtLastStep())
     if resume_from and checkpoints.is_final(resume_from):
         result = checkpoints.restore_final(trainer, resume_from)
     else:
@@ -387,7 +392,10 @@ def _fit(run: RunState, data: PreferenceData, resume_from: Path | None) -> tuple
             f"interrupted at step {callback.stopped_at}: a checkpoint is saved in {saves}. "
             "Run the same command again to resume from it."
         )
-    after = _pick(trainer.evaluate()) if evaluate else {}
+    after = {}
+    if evaluate:  # one process, sigmoid loss: from the comparison's scoring pass, not a second pass
+        metrics, run.eval_scores, run.eval_after_from = evaluation.eval_after_training(trainer)
+        after = _pick(metrics)
     log.info(
         "eval after training: %s", after or ("no eval split" if data.eval is None else "dpo.eval_strategy no")
     )
@@ -416,28 +424,38 @@ def _untrained_eval(trainer: Any) -> dict | None:
     return before
 
 
-def _compare(
-    model: Any, tokenizer: Any, recipe: Recipe, data: PreferenceData, stage: Path
-) -> tuple[list, Any]:
-    """Base vs tuned answers, and (with an eval split) the comparison files in the staging folder."""
+def _compare(model: Any, tokenizer: Any, run: RunState, data: PreferenceData) -> tuple[list, Any]:
+    """Base vs tuned answers, and (with an eval split) the comparison files in the staging folder: the eval
+    split as trl's eval sees it, in the run's precision; scored once with the eval after training where that
+    was derived from this pass (``training.evaluation``)."""
+    recipe, stage = run.recipe, run.stage
     prompt_text = prompt_formatter(recipe.data, tokenizer)  # generation prompts formatted as training's
     generations = side_by_side(model, tokenizer, recipe.generation, prompt_text)
     print("\n" + format_side_by_side(generations), flush=True)
     if data.eval is None:
         return generations, None
-    log.info("comparing base and tuned on the %d eval pairs", len(data.eval))
+    scores = run.eval_scores
+    if scores is None:
+        log.info("comparing base and tuned on the %d eval pairs", len(data.eval))
+        scores = evaluation.score_eval_split(run.trainer, model)
+    else:
+        log.info(
+            "comparing base and tuned on the %d eval pairs: the eval after training's pass", len(data.eval)
+        )
     comparison = compare_model(
         model,
         tokenizer,
-        data.eval,
         generation=recipe.generation,
         beta=recipe.dpo.beta,
         max_length=recipe.dpo.max_length,
         source=recipe.output_dir,
         generations=generations,
         prompt_text=prompt_text,
+        scores=scores,
     )
     comparison.settings["pairs"] = f"the run's eval split of {recipe.data.dataset}"
+    comparison.settings["eval_after_from"] = run.eval_after_from
+    comparison.settings["headline"] = _headline(run.eval_after_from)
     write_outputs(comparison, stage)
     print(format_table(comparison), flush=True)
     return generations, comparison
@@ -464,6 +482,7 @@ def _metrics(
         "stand_ins": notes if notes and not using_embedded else None,
         "eval_before": before,
         "eval_after": after,
+        "eval_after_from": run.eval_after_from,
         "train": {
             **run.totals.whole_run(train_result.metrics, trainer.state.global_step),  # over every start
             "global_step": trainer.state.global_step,
@@ -504,12 +523,27 @@ def _reference_metrics(cache: Any) -> dict:
     }
 
 
-def _eval_summary(before: dict, after: dict) -> str:
+def _headline(eval_after_from: str | None) -> str:
+    if eval_after_from is None:
+        return "the headline: no trl eval after training"
+    if eval_after_from == evaluation.FROM_PASS:
+        return evaluation.ONE_PASS
+    return (
+        f"the headline; trl's eval after training ran its own pass in the same precision: {eval_after_from}"
+    )
+
+
+def _eval_summary(before: dict, after: dict, eval_after_from: str | None) -> str:
     if not after:
         return " (no trl eval: see the comparison)"
+    how = (
+        "one pass: trl eval == comparison table"
+        if eval_after_from == evaluation.FROM_PASS
+        else "trl's own eval pass; the comparison table is the headline"
+    )
     return (
         f": eval loss {before['eval_loss']:.4f} -> {after['eval_loss']:.4f}, "
-        f"reward accuracy {after.get('eval_rewards/accuracies', float('nan')):.2f}"
+        f"reward accuracy {after.get('eval_rewards/accuracies', float('nan')):.3f} ({how})"
     )
 
 

@@ -21,6 +21,7 @@ import torch
 from conftest import RECIPE_MODULE, REPO, offline_env, read_metrics, run
 from safetensors.torch import load_file
 
+from dpo_hub.runtime import cpu_has_bf16
 from dpo_hub.training.checkpoints import MARKER, folder_for
 
 ARGS = [
@@ -57,10 +58,16 @@ def start_until(out: Path, env: dict, step: int, sig: int) -> subprocess.Complet
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-def own_cache(tmp: Path) -> dict:
+def own_cache(tmp: Path, **env: str) -> dict:
     """A reference cache of these runs only: in bf16 a pair's cached value depends (by rounding) on the batch
-    it was computed in, so values left by other tests would make runs differ by more than float noise."""
-    return offline_env(tmp, DPO_HUB_CACHE=str(tmp / "reference_cache"))
+    it was computed in, so values left by other tests would make runs differ by more than float noise. The
+    precision is the CPU's answer without the timing probe, which a loaded machine could answer differently
+    for the reference run and the interrupted one."""
+    return offline_env(
+        tmp,
+        DPO_HUB_CACHE=str(tmp / "reference_cache"),
+        **{"DPO_HUB_CPU_BF16": "1" if cpu_has_bf16() else "0", **env},
+    )
 
 
 def losses(metrics: dict) -> dict[int, float]:
@@ -178,7 +185,7 @@ def test_a_kill_after_the_last_step_resumes_without_training_another(tmp_path):
     trains nothing (transformers would train one step more: global_step 3 of max_steps 2), and reports the
     whole run's totals and the same weights as an uninterrupted run."""
     short = ["--dpo.max_steps", "2", "--data.limit", "24", "--generation.max_new_tokens", "2"]
-    env = own_cache(tmp_path)
+    env = own_cache(tmp_path, DPO_HUB_CPU_BF16="1")  # the first start runs in bf16 ...
     whole = run([*command(tmp_path / "whole"), *short], env)
     assert whole.returncode == 0, whole.stderr[-3000:]
     out = tmp_path / "run"
@@ -192,10 +199,12 @@ def test_a_kill_after_the_last_step_resumes_without_training_another(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=300)
     assert not out.exists()
-    resumed = run([*command(out), *short], env)
+    resumed = run([*command(out), *short], {**env, "DPO_HUB_CPU_BF16": "0"})  # ... the machine now says fp32
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "checkpoint-2 is the run's last step: nothing left to train" in resumed.stdout
     mine, theirs = read_metrics(out), read_metrics(tmp_path / "whole")
+    assert mine["precision"]["resolved"] == "bf16", "a resume continues in the first start's precision"
+    assert mine["precision"]["why"].startswith("as the run's first start"), mine["precision"]
     assert mine["train"]["global_step"] == 2 == theirs["train"]["global_step"]
     assert_whole_run_totals(mine, theirs, 2, 0.0)
     a, b = (

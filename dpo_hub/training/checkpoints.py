@@ -33,6 +33,7 @@ MARKER = "dpo_hub_complete.json"
 RECIPE_FILE = "recipe_fingerprint.txt"
 EVAL_BEFORE = "eval_before.json"
 DATA_FILE = "data_fingerprint.json"  # what the checkpoints were trained on
+PRECISION_FILE = "precision.json"  # what the first start's precision: auto resolved to; a resume keeps it
 TOTALS = "dpo_hub_totals.json"  # in each checkpoint: the run's totals up to it (RunTotals)
 TRAINER_FILES = ("README.md", "training_args.bin")  # what trl writes beside the checkpoints
 _STEP = re.compile(r"^checkpoint-(\d+)$")
@@ -112,7 +113,7 @@ def discard(folder: Path) -> None:
     for path in folder.iterdir():
         if path.is_dir() and (_STEP.match(path.name) or path.name in ("runs", "trackio")):
             shutil.rmtree(path, ignore_errors=True)
-        elif path.name in (RECIPE_FILE, EVAL_BEFORE, DATA_FILE, *TRAINER_FILES):
+        elif path.name in (RECIPE_FILE, EVAL_BEFORE, DATA_FILE, PRECISION_FILE, *TRAINER_FILES):
             path.unlink(missing_ok=True)
     if any(folder.iterdir()):
         log.warning("kept %s: it holds files dpo_hub did not write", folder)
@@ -194,6 +195,17 @@ def load_eval_before(folder: Path) -> dict | None:
 
 def save_eval_before(folder: Path, metrics: dict) -> None:
     (folder / EVAL_BEFORE).write_text(json.dumps(metrics))
+
+
+def load_precision(folder: Path) -> dict | None:
+    """The precision the run's first start resolved (``metrics.json``'s ``precision``), or None."""
+    path = folder / PRECISION_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def save_precision(folder: Path, precision: dict) -> None:
+    if not (folder / PRECISION_FILE).is_file():  # the first start's answer stands
+        (folder / PRECISION_FILE).write_text(json.dumps(precision))
 
 
 class RunTotals:

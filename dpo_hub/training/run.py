@@ -68,6 +68,7 @@ class RunState:
     started: float = field(default_factory=time.time)
     notes: list[str] = field(default_factory=list)  # fallbacks to the embedded default or stand-ins
     precision: dict = field(default_factory=dict)  # {"resolved": fp32|bf16|fp16, "why": ...}
+    kept_precision: dict | None = None  # a resume: what the first start resolved (checkpoints.PRECISION_FILE)
     trainer: Any = None
     plan: plan.Plan | None = None
     staged: bool = False  # this run created its staging folder
@@ -120,8 +121,10 @@ def _train(recipe: Recipe, output_dir: str | Path | None) -> Path:
             len(data.eval or []),
             sum(data.dropped.values()),
         )
+        run.kept_precision = checkpoints.load_precision(run.saves) if resume_from else None
         run.trainer = build_trainer(run.recipe, tokenizer, data, run.saves, accelerate, run)
         on_main(accelerate, lambda: checkpoints.prepare(run.saves, fingerprint, run.recipe.resume, digest))
+        on_main(accelerate, lambda: checkpoints.save_precision(run.saves, run.precision))
         accelerate.wait_for_everyone()
         before, train_result, after = _fit(run, data, resume_from)
     except BaseException:
@@ -195,7 +198,12 @@ def build_trainer(
     )
     with state.main_process_first():
         model = load_model(recipe.model)
-    precision, why, probe = on_main(state, lambda: choose_precision(recipe.dpo.precision, model, use_cpu))
+    kept = run.kept_precision if run is not None else None
+    if kept and kept.get("setting") == recipe.dpo.precision:  # a resume continues in its first precision
+        precision, why = kept["resolved"], f"as the run's first start: {kept['why']}"
+        probe = kept.get("probe")
+    else:
+        precision, why, probe = on_main(state, lambda: choose_precision(recipe.dpo.precision, model, use_cpu))
     if args.bf16 != (precision == "bf16"):  # the probe overruled the hardware's answer: rebuilt, re-checked
         args = dataclasses.replace(args, bf16=precision == "bf16")
     log.info("precision %s: %s (dpo.precision=%s)", precision, why, recipe.dpo.precision)

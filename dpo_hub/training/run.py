@@ -71,6 +71,7 @@ class RunState:
     plan: plan.Plan | None = None
     staged: bool = False  # this run created its staging folder
     totals: checkpoints.RunTotals | None = None
+    peak_memory: tuple[list[float], str] | None = None  # per rank, gathered once training has finished
 
     @property
     def saves(self) -> Path:
@@ -126,6 +127,7 @@ def _train(recipe: Recipe, output_dir: str | Path | None) -> Path:
             _undo_failed_start(run)
         raise
     run.trainer.save_model(str(run.stage))  # collective under FSDP/DeepSpeed; writes on the main process only
+    run.peak_memory = topology.peak_memory_per_rank(accelerate)  # collective: every rank's peak, to all
     if accelerate.is_main_process:
         _finish(run, tokenizer, data, train_result, before, after)
     accelerate.wait_for_everyone()
@@ -465,7 +467,9 @@ def _metrics(
             **({"sources": data.sources} if data.sources else {}),
         },
         "processes": run.accelerate.num_processes,
-        "distributed": topology.distributed(trainer.accelerator.state, _base_sharded(trainer)).to_dict(),
+        "distributed": topology.distributed(
+            trainer.accelerator.state, _base_sharded(trainer), run.peak_memory
+        ).to_dict(),
         "quantization": recipe.model.quantization,
         "effective_batch_size": effective_batch(trainer),
         "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,

@@ -71,7 +71,7 @@ def trained_run(tmp_path_factory, worker_id) -> tuple[Path, subprocess.Completed
 
 SMALL_ARGS = [
     "--model", "embedded", "--data.limit", "24", "--dpo.max_steps", "4", "--dpo.max_length", "64",
-    "--dpo.learning_rate", "1e-3", "--dpo.logging_steps", "1",
+    "--dpo.learning_rate", "1e-3", "--dpo.logging_steps", "1", "--dpo.save_steps", "2",
 ]  # fmt: skip
 SMALL_RUNS = {  # name: (accelerate config, extra flags); the same effective batch of 2 pairs in every one
     "single": ("cpu.yaml", ["--dpo.per_device_train_batch_size", "2"]),

@@ -1,10 +1,11 @@
 """Real multi-process runs under accelerate launch (gloo on CPU), and seeded reproducibility.
 
 Tolerances: 2 DDP ranks x batch 1 and 1 process x batch 2 train fp32 on the same pairs in the same order and
-differ only in summation order (gloo's averaged gradients vs one batched mean). Measured: eval loss and
-margins within ~2e-6 after 4 steps and within ~1e-5 after 51 steps; the bounds below are ~10x those. Before
-the fix of an eval before training under DDP (which left the model without its DDP wrapper, so the ranks
-never averaged their gradients) the 4-step DDP run ended at eval loss 0.691638 instead of 0.690856.
+differ only in summation order (gloo's averaged gradients vs one batched mean). Measured after 4 steps: eval
+loss, margins and rewards within 4e-6, per-step train losses within 8e-6 (ipo's loss is ~25); the bounds are
+2e-5 and 5e-5. Before the fix of an eval before training under DDP (which left the model without its DDP
+wrapper, so the ranks never averaged their gradients) the 4-step DDP run ended at eval loss 0.691638 instead
+of 0.690856, and the ipo run's step-4 loss was 4.3e-3 off.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def test_effective_batch_doubles_and_metrics_match_single_process(runs, trained_
     steps = [max(e.get("step", 0) for e in m["log_history"]) for m in (ddp, single)]
     assert steps == [51, 51]
     for key in ("eval_loss", "eval_rewards/margins"):
-        print(f"51 steps, {key}: DDP - one process = {ddp['eval_after'][key] - single['eval_after'][key]:.2e}")
+        difference = ddp["eval_after"][key] - single["eval_after"][key]
+        print(f"51 steps, {key}: DDP - one process = {difference:.2e}")
         assert ddp["eval_after"][key] == pytest.approx(single["eval_after"][key], abs=1e-4), key
     assert ddp["eval_after"]["eval_rewards/accuracies"] >= 0.6
 
@@ -95,7 +97,7 @@ def test_ddp_equals_one_process_with_and_without_an_eval_before_training(small_r
         assert "eval_model_preparation_time" in ddp_proc.stdout  # transformers prepared it for the eval
     assert ddp["train"]["global_step"] == one["train"]["global_step"] == 4
     losses = [[e["loss"] for e in m["log_history"] if "loss" in e] for m in (ddp, one)]
-    assert losses[0] == pytest.approx(losses[1], abs=1e-5)
+    assert losses[0] == pytest.approx(losses[1], abs=5e-5)
     assert ddp["eval_after"]["eval_rewards/margins"] > 1e-3  # trained: the comparison means something
     for key in ("eval_loss", "eval_rewards/margins", "eval_rewards/chosen", "eval_rewards/rejected"):
         assert ddp["eval_after"][key] == pytest.approx(one["eval_after"][key], abs=2e-5), key

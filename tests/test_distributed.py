@@ -5,7 +5,11 @@ differ only in summation order (gloo's averaged gradients vs one batched mean). 
 loss, margins and rewards within 4e-6, per-step train losses within 8e-6 (ipo's loss is ~25); the bounds are
 2e-5 and 5e-5. Before the fix of an eval before training under DDP (which left the model without its DDP
 wrapper, so the ranks never averaged their gradients) the 4-step DDP run ended at eval loss 0.691638 instead
-of 0.690856, and the ipo run's step-4 loss was 4.3e-3 off.
+of 0.690856, and the ipo run's step-4 loss was 4.3e-3 off. After 51 steps (102 train / 18 eval pairs) train
+losses agree within 1.5e-6 and eval loss within 1e-6 (bounds 1e-5), but trl's eval reward metrics differ by
+4.5e-4 (bound 1e-3): 18 eval pairs over 2 ranks x batch 2 leave the last batch short, accelerate repeats 2
+pairs to fill it, and trl's reward means count them (transformers' eval loss drops them; a likely cause, not
+checked pair by pair). The 4-step runs have 4 eval pairs, which divide evenly: margins agree within 4e-6.
 """
 
 from __future__ import annotations
@@ -78,10 +82,12 @@ def test_effective_batch_doubles_and_metrics_match_single_process(runs, trained_
     assert "effective batch 2 (per device 1 x 2 process(es) x accumulation 1)" in runs["ddp"][1].stdout
     steps = [max(e.get("step", 0) for e in m["log_history"]) for m in (ddp, single)]
     assert steps == [51, 51]
-    for key in ("eval_loss", "eval_rewards/margins"):
-        difference = ddp["eval_after"][key] - single["eval_after"][key]
-        print(f"51 steps, {key}: DDP - one process = {difference:.2e}")
-        assert ddp["eval_after"][key] == pytest.approx(single["eval_after"][key], abs=1e-4), key
+    losses = [[e["loss"] for e in m["log_history"] if "loss" in e] for m in (ddp, single)]
+    assert len(losses[0]) == 5 and losses[0] == pytest.approx(losses[1], abs=1e-5)  # measured 1.5e-6
+    assert ddp["eval_after"]["eval_loss"] == pytest.approx(single["eval_after"]["eval_loss"], abs=1e-5)
+    # measured 4.5e-4: trl's reward metrics also count the 2 pairs repeated to fill the last eval batch
+    key = "eval_rewards/margins"
+    assert ddp["eval_after"][key] == pytest.approx(single["eval_after"][key], abs=1e-3)
     assert ddp["eval_after"]["eval_rewards/accuracies"] >= 0.6
 
 

@@ -5,6 +5,7 @@ once by machine 0, with the same results as the 2-process single-machine run (``
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 
@@ -20,9 +21,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def two_machines(tmp_path_factory):
+def two_machines(tmp_path_factory, small_run):
     tmp = tmp_path_factory.mktemp("multi_node")
-    env = offline_env(tmp, CUDA_VISIBLE_DEVICES="", DPO_HUB_CACHE=str(tmp / "cache"))
+    # one process per "machine" would take every core (threads = cores / local processes): give each rank the
+    # threads of a cpu_ddp rank, so both runs sum in the same order and their numbers can be equal
+    threads = re.search(r"(\d+) CPU thread\(s\) each", small_run("ddp")[1].stdout).group(1)
+    env = offline_env(
+        tmp, CUDA_VISIBLE_DEVICES="", DPO_HUB_CACHE=str(tmp / "cache"), DPO_HUB_NUM_THREADS=threads
+    )
     out = tmp / "two_machines"
     flags = ["--main_process_ip", "127.0.0.1", "--main_process_port", str(_free_port())]
     second, main = (
@@ -42,6 +48,7 @@ def two_machines(tmp_path_factory):
             machine_1.communicate()
     assert machine_0.returncode == 0, machine_0.stdout[-3000:] + machine_0.stderr[-3000:]
     assert machine_1.returncode == 0, out_1[-3000:] + err_1[-3000:]
+    assert f"2 process(es), {threads} CPU thread(s) each" in machine_0.stdout
     return out, machine_0.stdout, out_1
 
 

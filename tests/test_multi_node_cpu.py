@@ -67,7 +67,10 @@ def test_same_results_as_two_processes_on_one_machine(two_machines, small_run):
     two, one = read_metrics(two_machines[0]), read_metrics(small_run("ddp")[0])
     assert one["distributed"]["machines"] == 1 and one["distributed"]["processes"] == 2
     assert two["train"]["global_step"] == one["train"]["global_step"] == 4
-    assert two["eval_after"] == one["eval_after"]  # same ranks, same gloo reductions: the same numbers
-    assert two["train"]["train_loss"] == one["train"]["train_loss"]
+    # same ranks, same pairs, same threads: equal up to the run-to-run noise of 2-rank gloo runs, which was
+    # measured at up to 7e-6 on eval rewards and 1e-6 on eval loss (the same cpu_ddp command run twice)
+    for key, value in one["eval_after"].items():
+        assert two["eval_after"][key] == pytest.approx(value, abs=2e-5), key
+    assert two["train"]["train_loss"] == pytest.approx(one["train"]["train_loss"], abs=1e-5)
     losses = [[e["loss"] for e in m["log_history"] if "loss" in e] for m in (two, one)]
-    assert len(losses[0]) == 4 and losses[0] == losses[1]
+    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], abs=1e-5)

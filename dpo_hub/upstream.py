@@ -78,6 +78,11 @@ ACCELERATE_VALIDATE_LAUNCH = Private(
     "_validate_launch_command",
     "launch checks: what an accelerate launch command line and its config file ask for",
 )
+ACCELERATE_PREPARED_MODELS = Private(
+    "accelerate.accelerator",
+    "Accelerator._models",
+    "DDP after an eval before training: a model prepared for evaluation only is wrapped for training",
+)
 ALL = (
     TRL_USE_TRITON,
     TRL_TILE_SIZE,
@@ -91,6 +96,7 @@ ALL = (
     ACCELERATE_LAUNCH_COMMAND,
     ACCELERATE_DEFAULT_CONFIG,
     ACCELERATE_VALIDATE_LAUNCH,
+    ACCELERATE_PREPARED_MODELS,
 )
 
 
@@ -154,3 +160,18 @@ def continue_token_count(trainer: Any, tokens: int) -> None:
 def tokens_counted(trainer: Any) -> int:
     """Training tokens trl has counted so far."""
     return getattr(trainer, "_total_train_tokens", 0)
+
+
+def forget_evaluation_prepare(accelerator: Any, model: Any) -> bool:
+    """Undo accelerate's record that ``model`` is prepared; returns whether there was one.
+
+    transformers' ``Trainer.evaluate`` before ``train`` prepares the model in evaluation mode (no DDP wrapper)
+    and accelerate marks it prepared (``model._is_accelerate_prepared``, ``Accelerator._models``); the
+    training ``prepare`` then returns it unwrapped, so gradients are never all-reduced and the ranks drift
+    apart (accelerate 1.16, transformers 5.25). Forgetting the mark lets training wrap it in DDP.
+    """
+    if not getattr(model, "_is_accelerate_prepared", False):
+        return False
+    model._is_accelerate_prepared = False
+    accelerator._models[:] = [m for m in accelerator._models if m is not model]
+    return True

@@ -69,6 +69,49 @@ def trained_run(tmp_path_factory, worker_id) -> tuple[Path, subprocess.Completed
     return out, subprocess.CompletedProcess(done["args"], 0, done["stdout"], done["stderr"])
 
 
+SMALL_ARGS = [
+    "--model", "embedded", "--data.limit", "24", "--dpo.max_steps", "4", "--dpo.max_length", "64",
+    "--dpo.learning_rate", "1e-3", "--dpo.logging_steps", "1", "--dpo.save_steps", "2",
+]  # fmt: skip
+SMALL_RUNS = {  # name: (accelerate config, extra flags); the same effective batch of 2 pairs in every one
+    "single": ("cpu.yaml", ["--dpo.per_device_train_batch_size", "2"]),
+    "ddp": ("cpu_ddp.yaml", []),
+    "fsdp": ("fsdp_cpu.yaml", []),
+    # ipo: no shortcut for the eval before training (only sigmoid has one), so it really runs first
+    "single_ipo": ("cpu.yaml", ["--dpo.per_device_train_batch_size", "2", "--dpo.loss_type", "ipo"]),
+    "ddp_ipo": ("cpu_ddp.yaml", ["--dpo.loss_type", "ipo"]),
+}
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory, worker_id):
+    """``small_run(name)``: the shipped recipe on ``SMALL_ARGS`` (4 steps) launched as ``SMALL_RUNS[name]``
+    says, once per test session and shared by the xdist workers (as ``trained_run``), each run with its own
+    reference cache. Returns (run folder, CompletedProcess); nothing may write to the folder."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if worker_id != "master" else base) / "small_runs"
+
+    def get(name: str) -> tuple[Path, subprocess.CompletedProcess]:
+        config, extra = SMALL_RUNS[name]
+        shared = root / name
+        shared.mkdir(parents=True, exist_ok=True)
+        out, record = shared / "run", shared / "process.json"
+        with FileLock(str(shared / ".lock")):
+            if not record.exists():
+                env = offline_env(shared, CUDA_VISIBLE_DEVICES="", DPO_HUB_CACHE=str(shared / "cache"))
+                command = [*accelerate_cmd(config), "-m", RECIPE_MODULE, "--output_dir", str(out)]
+                proc = run([*command, *SMALL_ARGS, *extra], env)
+                assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+                done = {"args": proc.args, "stdout": proc.stdout, "stderr": proc.stderr}
+                record.write_text(json.dumps(done))
+        done = json.loads(record.read_text())
+        return out, subprocess.CompletedProcess(done["args"], 0, done["stdout"], done["stderr"])
+
+    return get
+
+
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 

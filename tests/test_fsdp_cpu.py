@@ -14,47 +14,21 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import RECIPE_MODULE, accelerate_cmd, offline_env, read_metrics, run
-
-ARGS = [
-    "--model", "embedded", "--data.limit", "24", "--dpo.max_steps", "4", "--dpo.max_length", "64",
-    "--dpo.learning_rate", "1e-3", "--dpo.logging_steps", "1",
-]  # fmt: skip
+from conftest import read_metrics
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """The same recipe on 2 FSDP ranks (batch 1 each) and on 1 process (batch 2)."""
-    tmp = tmp_path_factory.mktemp("fsdp_cpu")
-    results = {}
-    for name, config, extra in (
-        ("fsdp", "fsdp_cpu.yaml", []),
-        ("single", "cpu.yaml", ["--dpo.per_device_train_batch_size", "2"]),
-    ):
-        out = tmp / name
-        env = offline_env(tmp, CUDA_VISIBLE_DEVICES="")
-        proc = run(
-            [*accelerate_cmd(config), "-m", RECIPE_MODULE, "--output_dir", str(out), *ARGS, *extra], env
-        )
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        results[name] = (out, proc)
-    return results
+def runs(small_run):
+    """The same recipe on 2 FSDP ranks (batch 1 each) and on 1 process (batch 2): conftest's shared runs."""
+    return {name: small_run(name) for name in ("fsdp", "single")}
 
 
 def test_base_is_sharded_about_half_per_rank(runs):
     out, proc = runs["fsdp"]
-    assert read_metrics(out)["distributed"] == {
-        "type": "FSDP",
-        "processes": 2,
-        "machines": 1,
-        "sharded": True,
-    }
-    assert read_metrics(runs["single"][0])["distributed"] == {
-        "type": "NO",
-        "processes": 1,
-        "machines": 1,
-        "sharded": False,
-    }
+    where = ("type", "processes", "machines", "sharded")
+    fsdp, single = (read_metrics(runs[name][0])["distributed"] for name in ("fsdp", "single"))
+    assert {k: fsdp[k] for k in where} == {"type": "FSDP", "processes": 2, "machines": 1, "sharded": True}
+    assert {k: single[k] for k in where} == {"type": "NO", "processes": 1, "machines": 1, "sharded": False}
     held = re.findall(r"FSDP rank (\d): holds (\d+) of (\d+) base parameters", proc.stdout)
     assert sorted(rank for rank, _, _ in held) == ["0", "1"], proc.stdout[-3000:]
     total = int(held[0][2])

@@ -284,6 +284,7 @@ def _hyperparameters(recipe: dict, metrics: dict) -> list[tuple[str, Any]]:
         ("effective batch", metrics.get("effective_batch_size")),
         ("processes", metrics.get("processes")),
         ("distributed", _distributed(metrics.get("distributed"))),
+        ("peak memory per rank", _peak_memory(metrics.get("distributed"))),
         ("quantization", metrics.get("quantization") or "none (full-precision base)"),
         ("train pairs", metrics["data"]["train_pairs"]),
         ("eval pairs", metrics["data"]["eval_pairs"]),
@@ -294,6 +295,11 @@ def _hyperparameters(recipe: dict, metrics: dict) -> list[tuple[str, Any]]:
 def _distributed(record: dict | None) -> str:
     """``metrics.json``'s ``distributed`` in words (runs before it was recorded: "not recorded")."""
     return Distributed(**record).describe() if record else "not recorded"
+
+
+def _peak_memory(record: dict | None) -> str:
+    """Each rank's peak memory in words, and what was measured."""
+    return Distributed(**record).describe_memory() if record else "not recorded"
 
 
 def model_license(base: str) -> str:

@@ -234,7 +234,7 @@ class RunTotals:
         totals = {
             "global_step": step,
             "tokens_seen": upstream.tokens_counted(self.trainer),
-            "train_loss_sum": getattr(self.trainer, "train_loss_sum", 0.0),
+            "train_loss_sum": float(getattr(self.trainer, "train_loss_sum", 0.0)),  # the one device sync
             "train_runtime": round(self.runtime + time.time() - self.started, 4),
         }
         (checkpoint / TOTALS).write_text(json.dumps(totals, indent=1))

@@ -75,6 +75,7 @@ class RunState:
     totals: checkpoints.RunTotals | None = None
     eval_scores: Any = None  # the eval split's scoring pass after training, shared with the comparison
     eval_after_from: str | None = None  # how the eval after training was obtained (evaluation.FROM_*)
+    peak_memory: tuple[list[float], str] | None = None  # per rank, gathered once training has finished
 
     @property
     def saves(self) -> Path:
@@ -132,6 +133,7 @@ def _train(recipe: Recipe, output_dir: str | Path | None) -> Path:
             _undo_failed_start(run)
         raise
     run.trainer.save_model(str(run.stage))  # collective under FSDP/DeepSpeed; writes on the main process only
+    run.peak_memory = topology.peak_memory_per_rank(accelerate)  # collective: every rank's peak, to all
     if accelerate.is_main_process:
         _finish(run, tokenizer, data, train_result, before, after)
     accelerate.wait_for_everyone()
@@ -508,7 +510,9 @@ def _metrics(
             **({"sources": data.sources} if data.sources else {}),
         },
         "processes": run.accelerate.num_processes,
-        "distributed": topology.distributed(trainer.accelerator.state, _base_sharded(trainer)).to_dict(),
+        "distributed": topology.distributed(
+            trainer.accelerator.state, _base_sharded(trainer), run.peak_memory
+        ).to_dict(),
         "quantization": recipe.model.quantization,
         "effective_batch_size": effective_batch(trainer),
         "per_device_train_batch_size": recipe.dpo.per_device_train_batch_size,

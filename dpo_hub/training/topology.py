@@ -40,6 +40,8 @@ class Distributed:
     processes: int
     machines: int
     sharded: bool  # the frozen base weights are split between the processes (FSDP, ZeRO-3)
+    peak_memory_mb: list[float] | None = None  # per rank, in rank order (PeakMemory.measure)
+    peak_memory_of: str | None = None  # what was measured: PEAK_RSS or PEAK_CUDA
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,6 +49,38 @@ class Distributed:
     def describe(self) -> str:
         where = f"{self.processes} process(es) on {self.machines} machine(s)"
         return f"{self.type}, {where}" + (", base weights sharded" if self.sharded else "")
+
+    def describe_memory(self) -> str:
+        """The peak memory per rank in words ("not recorded" for runs before it was)."""
+        if not self.peak_memory_mb:
+            return "not recorded"
+        ranks = " / ".join(f"{mb:.0f}" for mb in self.peak_memory_mb)
+        return f"{ranks} MB ({self.peak_memory_of})"
+
+
+PEAK_RSS = "peak RSS of each process (ru_maxrss): weights, activations, libraries and the Python heap"
+PEAK_CUDA = "torch.cuda.max_memory_allocated of each rank's GPU (tensors only)"
+
+
+def peak_memory_per_rank(state: Any) -> tuple[list[float], str]:
+    """Each rank's peak memory so far in MB, gathered in rank order, and what was measured (a collective:
+    every rank must call it). On a GPU the tensors torch allocated there; on the CPU the process's peak
+    resident memory, which includes the Python runtime and libraries (~0.5 GB before any model)."""
+    import resource
+
+    import torch
+
+    if state.device.type == "cuda":
+        mine, what = torch.cuda.max_memory_allocated(state.device) / 2**20, PEAK_CUDA
+    else:  # Linux reports kilobytes
+        mine, what = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10, PEAK_RSS
+    import torch.distributed as dist
+
+    if state.num_processes == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [round(mine, 1)], what
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return [round(mb, 1) for mb in everyone], what
 
 
 def has_accelerator() -> bool:
@@ -123,10 +157,12 @@ def cpu_config(request: LaunchRequest) -> str:
     return f"--config_file {CONFIGS}/cpu_ddp.yaml{flags}"
 
 
-def distributed(state: Any, sharded: bool) -> Distributed:
-    """The record of ``state`` (accelerate's), ``sharded`` as the trainer placed the weights."""
+def distributed(state: Any, sharded: bool, peak_memory: tuple[list[float], str] | None = None) -> Distributed:
+    """The record of ``state`` (accelerate's), ``sharded`` as the trainer placed the weights, and
+    ``peak_memory`` (:func:`peak_memory_per_rank`)."""
     processes, machines = launched_world()
     if processes != state.num_processes:  # not torchrun (mpirun, a notebook launcher): trust accelerate
         processes, machines = state.num_processes, 1
     kind = state.distributed_type.value
-    return Distributed(kind, processes, machines, sharded)
+    memory, what = peak_memory or (None, None)
+    return Distributed(kind, processes, machines, sharded, memory, what)

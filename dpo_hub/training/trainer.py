@@ -43,7 +43,9 @@ class DpoHubTrainer(DPOTrainer):
         self._depth = 0
         self._forwards = 0
         self._checked_reference = False
-        self.train_loss_sum = 0.0  # over the whole run: a resume starts from the checkpoint's (RunTotals)
+        # over the whole run, a tensor (no device sync per step): a resume starts from the checkpoint's
+        self.train_loss_sum: Any = 0.0  # (RunTotals converts it to a float where it is saved or read)
+        self._checked_wrapping = False
         if self.is_fsdp_enabled:
             self.add_callback(fsdp_cpu.ShardLog())
 
@@ -117,8 +119,17 @@ class DpoHubTrainer(DPOTrainer):
         return result
 
     def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> Any:
+        if not self._checked_wrapping:
+            self._checked_wrapping = True
+            if self._data_parallel() and self.accelerator.unwrap_model(model) is model:
+                raise RuntimeError(
+                    "the model reached training without its DistributedDataParallel wrapper: the ranks' "
+                    "gradients would not be averaged and each rank would train on its own shard of the data; "
+                    "this is a dpo_hub bug with the installed accelerate/transformers, please report it"
+                )
         loss = super().training_step(model, inputs, num_items_in_batch)
-        self.train_loss_sum += float(loss)  # what transformers sums into train_loss, kept across resumes
+        # what transformers sums into train_loss, kept across resumes; a tensor: no device sync every step
+        self.train_loss_sum = self.train_loss_sum + loss.detach()
         return loss
 
     def compute_loss_context_manager(self) -> Any:
@@ -134,6 +145,10 @@ class DpoHubTrainer(DPOTrainer):
         return stack
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
+        """trl's ``train``; under DDP a model that an eval before training left prepared for evaluation only
+        is wrapped for training (:func:`~dpo_hub.upstream.forget_evaluation_prepare`)."""
+        if self._data_parallel() and self.model_wrapped is self.model:
+            upstream.forget_evaluation_prepare(self.accelerator, self.model)
         with self.levers_on():
             return super().train(*args, **kwargs)
 
@@ -142,6 +157,11 @@ class DpoHubTrainer(DPOTrainer):
             return super().evaluate(*args, **kwargs)
 
     # --- helpers -------------------------------------------------------------------------------------------
+    def _data_parallel(self) -> bool:
+        """Several processes, each with the whole model (DDP): gradients are averaged by the DDP wrapper."""
+        sharded = self.is_fsdp_enabled or self.is_deepspeed_enabled
+        return self.accelerator.num_processes > 1 and not sharded
+
     @contextlib.contextmanager
     def levers_on(self) -> Iterator[None]:
         """The levers' trl globals and model wrappers, set for the block and restored after it

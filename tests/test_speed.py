@@ -85,7 +85,8 @@ def test_cached_reference_gives_trls_loss_and_is_reused(tmp_path, tokenizer, mon
 
 
 def test_completion_only_log_probs_equal_full_logits(tmp_path, tokenizer):
-    trainer = trainer_for(tmp_path, tokenizer)  # installs completion-only scoring on the CPU
+    # installs completion-only scoring on the CPU; fp32: the model is called here without the step's autocast
+    trainer = trainer_for(tmp_path, tokenizer, **{"dpo.precision": "fp32"})
     batch = first_batch(trainer)
     model = trainer.model.eval()
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
@@ -213,8 +214,9 @@ def test_trimmed_padding_gives_the_same_loss_and_gradients(tmp_path, tokenizer, 
     """Each row at its own length and the prompt once (CPU) against trl's padded batch: same loss and LoRA
     gradients, through peft's and trl's real calls, with fewer tokens through the model."""
     monkeypatch.setattr(cpu_rows, "SHARED_PREFIX_MIN", 1)
-    trimmed = trainer_for(tmp_path / "a", tokenizer)
-    padded = trainer_for(tmp_path / "b", tokenizer)
+    fp32 = {"dpo.precision": "fp32"}  # the model is called below without the step's autocast
+    trimmed = trainer_for(tmp_path / "a", tokenizer, **fp32)
+    padded = trainer_for(tmp_path / "b", tokenizer, **fp32)
     assert trimmed.levers["trim_padding"].active  # applied inside levers_on(); `padded` runs trl's own calls
     rows = [trimmed.train_dataset[i] for i in range(len(trimmed.train_dataset))]
     pair = next(r for r in rows if len(r["chosen_ids"]) != len(r["rejected_ids"]))  # padding to trim

@@ -200,6 +200,7 @@ def test_a_run_reports_each_lever(trained_run):
     expected = {
         *CPU_LEVERS,
         "bf16_saved_activations",
+        "bf16_base_weights",
         "gradient_checkpointing",
         "base_dropout_off",
         "fused_gelu",

@@ -321,6 +321,7 @@ def _bf16_base_weights(recipe: Recipe, trainer: DpoHubTrainer, args: Any, use_cp
     )
     if on:
         cast = speedups.store_frozen_weights_in_bf16(trainer.model)
+        trainer.weights_need_autocast = cast > 0
         on, why = cast > 0, f"{cast / 1e6:.1f}M frozen weights in bf16: {why}" if cast else "none in fp32"
     trainer.add_levers({"bf16_base_weights": Lever(on, why)})
 

@@ -43,6 +43,7 @@ class DpoHubTrainer(DPOTrainer):
         self._depth = 0
         self._forwards = 0
         self._checked_reference = False
+        self.weights_need_autocast = False  # set by the bf16_base_weights lever
         # over the whole run, a tensor (no device sync per step): a resume starts from the checkpoint's
         self.train_loss_sum: Any = 0.0  # (RunTotals converts it to a float where it is saved or read)
         self._checked_wrapping = False
@@ -101,6 +102,14 @@ class DpoHubTrainer(DPOTrainer):
     # --- trl's public methods ------------------------------------------------------------------------------
     def compute_loss(
         self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
+        if self.weights_need_autocast:  # bf16-stored base weights: whoever calls, the step's autocast
+            with self.accelerator.autocast():
+                return self._compute_loss_with_levers(model, inputs, return_outputs, num_items_in_batch)
+        return self._compute_loss_with_levers(model, inputs, return_outputs, num_items_in_batch)
+
+    def _compute_loss_with_levers(
+        self, model: Any, inputs: Any, return_outputs: bool, num_items_in_batch: Any
     ) -> Any:
         if self.reference_cache is None:
             return super().compute_loss(

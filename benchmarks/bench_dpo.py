@@ -373,14 +373,15 @@ def run_sides(work: Path, sides: list[str], steps: int, rounds: int, flip: int =
     """Each side in its own process, in turn, the order reversed every other round (and cell: ``flip``)."""
     runs: dict[str, list[dict]] = {side: [] for side in sides}
     for round_ in range(rounds):
-        # dpo_hub starts each round with an empty reference cache; dpo_hub_warm then reruns it on that
-        # cache, as a rerun or a sweep point (other beta, lr or LoRA settings) does
+        # each side starts each round with an empty reference cache; dpo_hub_warm then reruns dpo_hub on
+        # that side's cache, as a rerun or a sweep point (other beta, lr or LoRA settings) does
         order = sides if (round_ + flip) % 2 == 0 else list(reversed(sides))
         if "dpo_hub_warm" in order and "dpo_hub" in order:  # warm after cold in every round
             order = [s for s in order if s != "dpo_hub_warm"]
             order.insert(order.index("dpo_hub") + 1, "dpo_hub_warm")
         for side in order:
-            env = {**os.environ, "DPO_HUB_CACHE": str(work / f"cache-round{round_}")}
+            cache = "dpo_hub" if side == "dpo_hub_warm" else side  # every other side starts cold
+            env = {**os.environ, "DPO_HUB_CACHE": str(work / f"cache-round{round_}-{cache}")}
             proc = subprocess.run(
                 [sys.executable, str(HERE), "--child", side, "--work", str(work), "--steps", str(steps)],
                 capture_output=True,

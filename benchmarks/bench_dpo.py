@@ -601,6 +601,13 @@ def sweep(args: argparse.Namespace) -> None:
     print(f"machine: {result['machine']}", flush=True)
     for shape in shapes:
         for max_length in lengths:
+            context = SHAPES[shape][1].get("max_position_embeddings", 1024)  # GPT2Config(): 1024 positions
+            if max_length > context:
+                print(f"cell {shape} @ {max_length}: skipped, the model has {context} positions", flush=True)
+                result["cells"].append(
+                    {"shape": shape, "max_length": max_length, "skipped": f"{context} positions"}
+                )
+                continue
             with tempfile.TemporaryDirectory(prefix="bench_dpo_sweep_") as tmp:
                 work = Path(tmp)
                 spec = prepare_workdir(work, n_pairs=steps + 10, shape=shape, max_length=max_length)
@@ -632,6 +639,9 @@ def print_sweep(result: dict, sides: list[str]) -> None:
         "dpo_hub peak GB | memory ratio | precision (dpo_hub) |\n|---|---|---|---|---|---|---|---|---|"
     )
     for c in result["cells"]:
+        if "skipped" in c:
+            print(f"| {c['shape']} | {c['max_length']} | skipped: {c['skipped']} |||||||")
+            continue
         print(
             f"| {c['shape']} | {c['max_length']} | {c[trl]['tokens_per_s']:.0f} | "
             f"{c[ours]['tokens_per_s']:.0f} | **{c['speedup_vs_trl_best_tokens_per_s']:.2f}** | "
@@ -649,7 +659,7 @@ def plot_sweep(result: dict, sides: list[str], path: Path) -> None:
     fig, (speed, memory) = plt.subplots(1, 2, figsize=(11, 4.2))
     shapes = sorted({c["shape"] for c in result["cells"]}, key=list(SHAPES).index)
     for shape in shapes:
-        cells = [c for c in result["cells"] if c["shape"] == shape]
+        cells = [c for c in result["cells"] if c["shape"] == shape and "skipped" not in c]
         lengths = [c["max_length"] for c in cells]
         for side, style in zip(sides, ("--o", "-s")):
             speed.plot(lengths, [c[side]["tokens_per_s"] for c in cells], style, label=f"{shape} {side}")

@@ -65,7 +65,9 @@ def test_other_losses_and_settings_keep_trls_evaluate(tmp_path, tokenizer):
     metrics, scores, source = evaluation.eval_after_training(trainer)
     hook.remove()
     assert scores is None and source == f"{evaluation.FROM_TRL} (dpo.loss_type hinge)" and forwards
-    assert metrics["eval_loss"] == pytest.approx(1.0, abs=1e-6), "hinge at zero margin: trl's own number"
+    # zero margin up to fp32 noise (policy and cached reference summed in different batches: ~1e-6 seen);
+    # the sigmoid loss would give log 2 = 0.693
+    assert metrics["eval_loss"] == pytest.approx(1.0, abs=1e-4), "hinge at zero margin: trl's own number"
 
     weighted = tiny_trainer(tmp_path / "wpo", tokenizer, **{"dpo.use_weighting": True, "dpo.ld_alpha": 0.5})
     assert evaluation.why_trl_evaluates(weighted) == "dpo.ld_alpha 0.5; dpo.use_weighting"

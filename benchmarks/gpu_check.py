@@ -8,9 +8,9 @@ Run on a machine with 1+ NVIDIA GPUs (about 10 minutes at most; each run has a t
 Each row is one real ``accelerate launch`` of ``dpo_hub.recipes.gpt2_ultrafeedback`` with a shipped config;
 the table shows what metrics.json recorded (distributed type, processes, sharded, quantization, resolved
 precision, eval loss before -> after, reward accuracy), the wall time and the peak memory each GPU reached
-(nvidia-smi, sampled every 0.5 s). A run that fails shows its exit code and last error line instead. Without
-a GPU it stops with a message: the CPU paths are covered by the tests (test_fsdp_cpu, test_qlora_cpu,
-test_multi_node_cpu).
+(nvidia-smi, sampled every 0.5 s) and each rank's ``torch.cuda.max_memory_allocated`` (metrics.json). A run
+that fails shows its exit code and last error line instead. Without a GPU it stops with a message: the CPU
+paths are covered by the tests (test_fsdp_cpu, test_qlora_cpu, test_multi_node_cpu).
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def main() -> int:
     else:
         print(f"gpu_check: {gpus} GPU: DDP and FSDP need 2+, skipped", flush=True)
     columns = ["run", "config", "exit", "distributed", "quant", "precision", "eval loss", "acc", "wall s"]
-    columns.append("peak MiB/GPU")
+    columns += ["peak MiB/GPU (nvidia-smi)", "peak MB/rank (torch)"]
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     with tempfile.TemporaryDirectory() as tmp:
         for name, config, flags in runs:
@@ -122,10 +122,11 @@ def main() -> int:
             ok = row["exit"] == 0
             loss = f"{row.get('eval_before')} -> {row.get('eval_after')}" if ok else row["error"]
             peak = ", ".join(f"{i}: {m}" for i, m in sorted(row["peak_mib"].items()))
+            ranks = " / ".join(f"{mb:.0f}" for mb in dist.get("peak_memory_mb") or []) or "-"
             lines.append(
                 f"| {name} | {config} | {row['exit']} | {where if ok else '-'} | "
                 f"{row.get('quantization')} | {row.get('precision')} | {loss} | {row.get('accuracy')} | "
-                f"{row['wall_s']} | {peak} |"
+                f"{row['wall_s']} | {peak} | {ranks} |"
             )
     print("\n".join(lines))
     return 0

@@ -266,8 +266,6 @@ def test_no_silent_downgrade_on_a_cpu_machine(flags, fits, tmp_path):
     """A launch accelerate would quietly run as something else (GPU configs on the CPU, FSDP as DDP, 4
     processes as 1) or that cannot run here (ZeRO-3 on the CPU) stops before anything loads: one line (once,
     not per rank) naming the config that fits, exit 2, nothing written."""
-    from conftest import RECIPE_MODULE, offline_env, run
-
     if "deepspeed" in fits.lower() or "ZeRO" in fits:  # without deepspeed, accelerate launch refuses itself
         pytest.importorskip("deepspeed", reason="accelerate launch stops on a DeepSpeed config without it")
     if "ZERO3_CPU" in flags:  # what a user would write: the ZeRO-2 CPU config at stage 3
@@ -276,9 +274,26 @@ def test_no_silent_downgrade_on_a_cpu_machine(flags, fits, tmp_path):
             (CONFIG_DIR / "deepspeed_zero2_cpu.yaml").read_text().replace("zero_stage: 2", "zero_stage: 3")
         )
         flags = [str(zero3) if f == "ZERO3_CPU" else f for f in flags]
+    _assert_refused(flags, fits, tmp_path)
+
+
+def test_deepspeed_on_the_cpu_without_a_compiler_stops(tmp_path):
+    """deepspeed's CPU accelerator builds its shared-memory op on the first run: without a C++ compiler the
+    launch stops before anything loads, naming what is missing, instead of deep in deepspeed.initialize."""
+    pytest.importorskip("deepspeed", reason="accelerate launch stops on a DeepSpeed config without it")
+    flags = ["--config_file", str(CONFIG_DIR / "deepspeed_zero2_cpu.yaml")]
+    error = _assert_refused(flags, "/nonexistent/c++ is not on PATH", tmp_path, CXX="/nonexistent/c++")
+    assert "accelerate_configs/cpu_ddp.yaml" in error
+
+
+def _assert_refused(flags: list[str], fits: str, tmp_path, **env: str) -> str:
+    """Launch the recipe with ``flags``: it stops with one ``error:`` line containing ``fits``, before
+    anything loads or is written; returns that line."""
+    from conftest import RECIPE_MODULE, offline_env, run
+
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", *flags, "-m", RECIPE_MODULE]
-    env = offline_env(tmp_path, CUDA_VISIBLE_DEVICES="")  # no GPU, even on a machine that has one
+    env = offline_env(tmp_path, CUDA_VISIBLE_DEVICES="", **env)  # no GPU, even on a machine that has one
     args = ["--output_dir", str(out), "--model", "embedded", "--data.limit", "12"]
     proc = run([*cmd, *args], env, timeout=180)
     assert proc.returncode != 0
@@ -287,3 +302,4 @@ def test_no_silent_downgrade_on_a_cpu_machine(flags, fits, tmp_path):
     assert fits in errors[0] and "accelerate launch " in errors[0]
     assert "[dpo_hub] data:" not in proc.stdout and "rank 0 of world size" not in proc.stdout
     assert not out.exists() and not any(p.name.startswith(".out") for p in tmp_path.iterdir())
+    return errors[0]

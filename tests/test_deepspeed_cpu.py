@@ -2,8 +2,8 @@
 accelerate_configs/deepspeed_zero2_cpu.yaml`` (2 gloo ranks, deepspeed's CPU accelerator) against one process
 with the same effective batch (``cpu.yaml``, per-device batch 2).
 
-Outside CI (``scale_out``): deepspeed is the ``deepspeed`` extra, not dev, and its first CPU run JIT-builds
-its shared-memory all-reduce op (~100 s on 2 cores; later runs load it from ~/.cache/torch_extensions).
+In CI (deepspeed is in dev). The first CPU run on a machine JIT-builds deepspeed's shared-memory all-reduce op
+with ninja and a C++ compiler (~100 s on 2 cores); later runs load it from ~/.cache/torch_extensions.
 
 Tolerances: both runs are fp32 on the same pairs in the same order; ZeRO-2 keeps the whole base on each rank
 and averages the two ranks' LoRA gradients, so they differ only in summation order. Measured: eval loss and
@@ -18,7 +18,6 @@ import pytest
 from conftest import RECIPE_MODULE, accelerate_cmd, offline_env, read_metrics, run
 
 pytest.importorskip("deepspeed", reason="deepspeed (pip install 'dpo-hub[deepspeed]') runs ZeRO on the CPU")
-pytestmark = pytest.mark.scale_out
 
 ARGS = [
     "--model", "embedded", "--data.limit", "24", "--dpo.max_steps", "4", "--dpo.max_length", "64",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from typing import Any
 
 from dpo_hub.errors import RecipeError
@@ -26,6 +27,13 @@ log = logging.getLogger("dpo_hub")
 def wanted() -> bool:
     """Whether this process was launched for DeepSpeed (``accelerate launch`` with a DeepSpeed config)."""
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def missing_build_tools() -> list[str]:
+    """What deepspeed's CPU accelerator needs on ``PATH`` and lacks: a C++ compiler (``CXX`` or ``c++``) to
+    JIT-build its shared-memory op on the first run, and ninja, which torch runs on every load."""
+    compiler = os.environ.get("CXX") or "c++"
+    return [tool for tool in (compiler, "ninja") if shutil.which(tool.split()[0]) is None]
 
 
 def prepare_environment() -> None:

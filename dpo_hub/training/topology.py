@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dpo_hub.errors import RecipeError
+from dpo_hub.training import deepspeed_cpu
 
 CONFIGS = "accelerate_configs"
 
@@ -141,6 +142,13 @@ def _check_deepspeed_on_cpu(request: LaunchRequest) -> None:
             "1.16's fused LM head re-gathers the ZeRO-3 head from its saved tensors, which have lost "
             "DeepSpeed's ds_status (trl/kernels/chunked_logprob.py, backward); use --config_file "
             f"{CONFIGS}/deepspeed_zero2_cpu.yaml, or {CONFIGS}/fsdp_cpu.yaml to shard the base"
+        )
+    missing = deepspeed_cpu.missing_build_tools()
+    if missing:
+        raise RecipeError(
+            f"{request.command} runs DeepSpeed on the CPU, whose first run builds an op with a C++ compiler "
+            f"and ninja, and {' and '.join(missing)} is not on PATH; install them (e.g. apt-get install g++ "
+            f"ninja-build, or pip install ninja), or use --config_file {CONFIGS}/cpu_ddp.yaml"
         )
 
 

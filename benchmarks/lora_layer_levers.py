@@ -9,7 +9,8 @@ bf16 autocast, the frozen weights stored in bf16 (``dpo.bf16_base_weights``), pe
   Also each LoRA branch's scaling and sum folded into one ``addmm`` (``layer_lora_addmm``).
 * **torch.compile with length bucketing.** ``layer_lora`` eager against the same module under
   ``torch.compile(dynamic=False)`` at this one length (what a bucket would run): the speed-up per call, the
-  compile time of one shape, and how many calls a bucket needs to pay its compile back.
+  compile time of one shape, and how many calls a bucket needs to pay its compile back; and
+  ``torch.compile(dynamic=True)``, compiled at another length first (one graph for every length, no buckets).
 
 Variants alternate round by round; each figure is the median of ``--repeats``. Run:
     python benchmarks/lora_layer_levers.py [--batch 2] [--rows 1024] [--repeats 7] [--no-compile]
@@ -170,6 +171,10 @@ def main() -> None:
         compiled = torch.compile(lora, dynamic=False)
         compile_s = timed(lambda: step(compiled, x))  # the first call compiles forward and backward
         variants["layer_lora_compiled"] = lambda: step(compiled, x)
+        dynamic = torch.compile(lora, dynamic=True)  # one graph for every length: no buckets needed
+        other = torch.randn(args.batch, args.rows // 2 + 3, DIMS["hidden_size"], requires_grad=True)
+        dynamic_s = timed(lambda: step(dynamic, other))  # compiled at another length first
+        variants["layer_lora_compiled_dynamic"] = lambda: step(dynamic, x)
     for fn in variants.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -191,6 +196,10 @@ def main() -> None:
         print(
             f"torch.compile: {ms['layer_lora'] / ms['layer_lora_compiled']:.2f}x eager per call; "
             f"compile of one shape {compile_s:.1f} s (first call, forward+backward)"
+        )
+        print(
+            f"torch.compile(dynamic=True): {ms['layer_lora'] / ms['layer_lora_compiled_dynamic']:.2f}x eager "
+            f"per call; compile {dynamic_s:.1f} s, then no recompile for other lengths"
         )
         if saved > 0:
             calls = compile_s / saved

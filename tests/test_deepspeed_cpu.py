@@ -48,12 +48,14 @@ def runs(tmp_path_factory):
 
 def test_runs_as_deepspeed_zero2(runs):
     out, proc = runs["zero2"]
-    assert read_metrics(out)["distributed"] == {
+    distributed = read_metrics(out)["distributed"]
+    assert {k: distributed[k] for k in ("type", "processes", "machines", "sharded")} == {
         "type": "DEEPSPEED",
         "processes": 2,
         "machines": 1,
         "sharded": False,  # ZeRO-2 shards gradients and optimizer state, not the base
     }
+    assert len(distributed["peak_memory_mb"]) == 2 and "ru_maxrss" in distributed["peak_memory_of"]
     assert "[dpo_hub] DeepSpeed ZeRO-2 on the CPU over 2 gloo processes" in proc.stdout
     assert "all_gather_into_tensor` is deprecated" not in proc.stderr  # deepspeed's call: known noise
 

@@ -10,7 +10,9 @@ bf16 autocast, the frozen weights stored in bf16 (``dpo.bf16_base_weights``), pe
 * **torch.compile with length bucketing.** ``layer_lora`` eager against the same module under
   ``torch.compile(dynamic=False)`` at this one length (what a bucket would run): the speed-up per call, the
   compile time of one shape, and how many calls a bucket needs to pay its compile back; and
-  ``torch.compile(dynamic=True)``, compiled at another length first (one graph for every length, no buckets).
+  ``torch.compile(dynamic=True)``, compiled at another length first (one graph for every length, no buckets);
+  and two narrower scopes that would avoid compiling the KV-cache update of ``trim_padding``: the MLP alone,
+  and the block compiled around an eager attention.
 
 Variants alternate round by round; each figure is the median of ``--repeats``. Run:
     python benchmarks/lora_layer_levers.py [--batch 2] [--rows 1024] [--repeats 7] [--no-compile]
@@ -175,6 +177,19 @@ def main() -> None:
         other = torch.randn(args.batch, args.rows // 2 + 3, DIMS["hidden_size"], requires_grad=True)
         dynamic_s = timed(lambda: step(dynamic, other))  # compiled at another length first
         variants["layer_lora_compiled_dynamic"] = lambda: step(dynamic, x)
+        mlp_only = with_lora(Layer(), TARGETS)  # what dpo.compile_blocks compiles: the MLP, no KV cache
+        mlp_only.load_state_dict(lora.state_dict())
+        mlp_only = frozen_to_bf16(mlp_only)
+        mlp_only.layer.mlp.forward = torch.compile(mlp_only.layer.mlp.forward, dynamic=True)
+        step(mlp_only, other)
+        variants["layer_lora_mlp_compiled"] = lambda: step(mlp_only, x)
+        no_attn = with_lora(Layer(), TARGETS)  # the block compiled around an eager attention (its KV cache)
+        no_attn.load_state_dict(lora.state_dict())
+        no_attn = frozen_to_bf16(no_attn)
+        no_attn.layer.self_attn.forward = torch.compiler.disable(no_attn.layer.self_attn.forward)
+        no_attn.layer.forward = torch.compile(no_attn.layer.forward, dynamic=True)
+        step(no_attn, other)
+        variants["layer_lora_compiled_eager_attention"] = lambda: step(no_attn, x)
     for fn in variants.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -200,6 +215,11 @@ def main() -> None:
         print(
             f"torch.compile(dynamic=True): {ms['layer_lora'] / ms['layer_lora_compiled_dynamic']:.2f}x eager "
             f"per call; compile {dynamic_s:.1f} s, then no recompile for other lengths"
+        )
+        print(f"MLP alone compiled (dynamic): {ms['layer_lora'] / ms['layer_lora_mlp_compiled']:.2f}x eager")
+        print(
+            f"block compiled around an eager attention: "
+            f"{ms['layer_lora'] / ms['layer_lora_compiled_eager_attention']:.2f}x eager"
         )
         if saved > 0:
             calls = compile_s / saved

@@ -10,6 +10,7 @@ import contextlib
 import functools
 import importlib
 import importlib.util
+import itertools
 import logging
 import os
 import sys
@@ -180,16 +181,36 @@ def on_main(state: Any, work: Any) -> Any:
             if state.num_processes == 1:
                 raise
             result[1] = err
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        broadcast_object_list(result)  # the others wait here, not at a barrier the main never reaches
+    if state.num_processes > 1:  # the others wait here, not at a barrier the main never reaches
+        result = _from_main(state, result)
     if result[1] is not None:
         result[1].on_every_rank = True  # the ranks leave together once the main has said it (cli.launch)
         if not state.is_main_process:
             result[1].shown_elsewhere = True
         raise result[1]
     return result[0]
+
+
+_ON_MAIN_CALLS = itertools.count()  # every rank calls on_main in the same order: one store key per call
+
+
+def _from_main(state: Any, result: list[Any]) -> list[Any]:
+    """The main process's ``result`` on every rank, through the c10d store of the process group.
+
+    Not a gloo ``broadcast_object_list``: its work item holds Python-owned tensors, which gloo's worker
+    thread may still be freeing when a rank exits right after it (a data error found by the main); freeing
+    them needs the GIL, and during interpreter finalization that aborts the process (SIGABRT, ``terminate
+    called without an active exception``)."""
+    import pickle
+
+    from dpo_hub import upstream
+
+    store = upstream.get(upstream.TORCH_DEFAULT_STORE)()
+    key = f"dpo_hub/on_main/{next(_ON_MAIN_CALLS)}"
+    if state.is_main_process:
+        store.set(key, pickle.dumps(result))
+        return result
+    return pickle.loads(store.get(key))
 
 
 # bitsandbytes 0.50 on a CPU with AVX-512 BF16, as it is imported (backends/cpu/ops.py: ``if

@@ -1,4 +1,4 @@
-"""Every private name of trl, transformers and accelerate that dpo_hub uses, and nothing else.
+"""Every private name of trl, transformers, accelerate and torch that dpo_hub uses, and nothing else.
 
 A speed lever that needs one asks :func:`missing` first: when the installed version moved or renamed the
 name, the lever stays off with a reason naming it and the version, which the run logs and records in
@@ -83,6 +83,11 @@ ACCELERATE_PREPARED_MODELS = Private(
     "Accelerator._models",
     "DDP after an eval before training: a model prepared for evaluation only is wrapped for training",
 )
+TORCH_DEFAULT_STORE = Private(
+    "torch.distributed.distributed_c10d",
+    "_get_default_store",
+    "on_main: the main process's result or error reaches the other ranks through the process group's store",
+)
 ALL = (
     TRL_USE_TRITON,
     TRL_TILE_SIZE,
@@ -97,6 +102,7 @@ ALL = (
     ACCELERATE_DEFAULT_CONFIG,
     ACCELERATE_VALIDATE_LAUNCH,
     ACCELERATE_PREPARED_MODELS,
+    TORCH_DEFAULT_STORE,
 )
 
 

@@ -148,6 +148,13 @@ def _cpuinfo_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def missing_on_path(*tools: str) -> list[str]:
+    """The ``tools`` (commands, e.g. ``$CXX`` with its flags) whose program is not on ``PATH``."""
+    import shutil
+
+    return [tool for tool in tools if shutil.which(tool.split()[0]) is None]
+
+
 def resolve_precision(precision: str, use_cpu: bool) -> tuple[str, str]:
     """``dpo.precision`` -> (fp32 | bf16 | fp16, why); ``auto`` picks bf16 autocast where the hardware has it.
 

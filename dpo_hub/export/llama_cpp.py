@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dpo_hub.errors import ExportError
 from dpo_hub.export.converter import LLAMA_CPP_PYTHON, sdist
-from dpo_hub.runtime import cache_dir
+from dpo_hub.runtime import cache_dir, missing_on_path
 
 BUILT_FILE = "dpo_hub_build.json"  # written last: the build is complete (with its wall time)
 CMAKE_ARGS = (  # only the library the Python bindings load: no tools, tests, examples, server or llava
@@ -47,8 +47,7 @@ print("RESULT " + json.dumps(out))
 
 def missing_build_tools() -> list[str]:
     """The build tools llama.cpp needs that are not on ``PATH``."""
-    compilers = [os.environ.get("CC") or "cc", os.environ.get("CXX") or "c++"]
-    return [tool for tool in (*compilers, "cmake") if shutil.which(tool.split()[0]) is None]
+    return missing_on_path(os.environ.get("CC") or "cc", os.environ.get("CXX") or "c++", "cmake")
 
 
 def runtime_dir(jobs: int = 2) -> Path:

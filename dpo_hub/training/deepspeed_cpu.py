@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import Any
 
 from dpo_hub.errors import RecipeError
+from dpo_hub.runtime import missing_on_path
 
 log = logging.getLogger("dpo_hub")
 
@@ -32,8 +32,7 @@ def wanted() -> bool:
 def missing_build_tools() -> list[str]:
     """What deepspeed's CPU accelerator needs on ``PATH`` and lacks: a C++ compiler (``CXX`` or ``c++``) to
     JIT-build its shared-memory op on the first run, and ninja, which torch runs on every load."""
-    compiler = os.environ.get("CXX") or "c++"
-    return [tool for tool in (compiler, "ninja") if shutil.which(tool.split()[0]) is None]
+    return missing_on_path(os.environ.get("CXX") or "c++", "ninja")
 
 
 def prepare_environment() -> None:

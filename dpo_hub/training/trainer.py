@@ -103,10 +103,10 @@ class DpoHubTrainer(DPOTrainer):
     def compute_loss(
         self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
     ) -> Any:
-        if self.weights_need_autocast:  # bf16-stored base weights: whoever calls, the step's autocast
-            with self.accelerator.autocast():
-                return self._compute_loss_with_levers(model, inputs, return_outputs, num_items_in_batch)
-        return self._compute_loss_with_levers(model, inputs, return_outputs, num_items_in_batch)
+        # bf16-stored base weights: whoever calls, the step's autocast
+        autocast = self.accelerator.autocast() if self.weights_need_autocast else contextlib.nullcontext()
+        with autocast:
+            return self._compute_loss_with_levers(model, inputs, return_outputs, num_items_in_batch)
 
     def _compute_loss_with_levers(
         self, model: Any, inputs: Any, return_outputs: bool, num_items_in_batch: Any

@@ -20,6 +20,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _text(output: bytes | str | None) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
 @pytest.fixture(scope="module")
 def two_machines(tmp_path_factory, small_run):
     tmp = tmp_path_factory.mktemp("multi_node")
@@ -36,18 +40,25 @@ def two_machines(tmp_path_factory, small_run):
         + ["--output_dir", str(out), *SMALL_ARGS]
         for rank in (1, 0)
     )
-    machine_1 = subprocess.Popen(
-        second, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        machine_0 = run(main, env, timeout=300)
-        out_1, err_1 = machine_1.communicate(timeout=120)
-    finally:
-        if machine_1.poll() is None:  # machine 0 failed or timed out: do not leave machine 1 waiting
+    logs = [tmp / "machine_1.stdout", tmp / "machine_1.stderr"]
+    with logs[0].open("w") as stdout, logs[1].open("w") as stderr:  # files: a pipe nobody reads can fill up
+        machine_1 = subprocess.Popen(second, env=env, cwd=REPO, stdout=stdout, stderr=stderr)
+        try:
+            machine_0 = run(main, env, timeout=300)
+        except subprocess.TimeoutExpired as hung:  # keep what it printed: where it was when it hung
+            machine_0 = subprocess.CompletedProcess(
+                main, "killed after 300 s", *map(_text, (hung.stdout, hung.stderr))
+            )
+        try:
+            machine_1.wait(timeout=120)
+        except subprocess.TimeoutExpired:  # machine 0 failed or hung: do not leave machine 1 waiting
             machine_1.kill()
-            machine_1.communicate()
-    assert machine_0.returncode == 0, machine_0.stdout[-3000:] + machine_0.stderr[-3000:]
-    assert machine_1.returncode == 0, out_1[-3000:] + err_1[-3000:]
+            machine_1.wait()
+    out_1, err_1 = (log.read_text() for log in logs)
+    assert machine_0.returncode == 0 and machine_1.returncode == 0, (
+        f"machine 0 (exit {machine_0.returncode}):\n{machine_0.stdout[-2000:]}\n{machine_0.stderr[-2000:]}\n"
+        f"machine 1 (exit {machine_1.returncode}):\n{out_1[-2000:]}\n{err_1[-2000:]}"
+    )
     assert f"2 process(es), {threads} CPU thread(s) each" in machine_0.stdout
     return out, machine_0.stdout, out_1
 

@@ -179,6 +179,7 @@ def _run(base: Recipe, argv: list[str], debug: bool) -> int:
             print(f"pushed to {push_adapter(output_dir, recipe.push_to_hub)}", flush=True)
     except DpoHubError as err:
         return _fail(err, debug)
+    _leave_process_group()
     return 0
 
 
@@ -230,6 +231,7 @@ def _run_sweep(base: Recipe, rest: list[str], grids: list[str], output: str | No
             print(f"sweep: {folder / 'sweep.md'}", flush=True)
     except DpoHubError as err:
         return _fail(err, debug)
+    _leave_process_group()
     return 0
 
 
@@ -247,7 +249,19 @@ def _fail(err: DpoHubError, debug: bool) -> int:
         from accelerate import PartialState
 
         PartialState().wait_for_everyone()
+        _leave_process_group()
     return 2 if isinstance(err, RecipeError) else 130 if isinstance(err, RunInterrupted) else 1
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group (what ``Trainer.end`` does), once every collective of the run has finished on
+    this rank. Left to interpreter exit, gloo's worker threads can abort a rank that succeeded (SIGABRT,
+    ``terminate called without an active exception``): torchrun then fails that machine, and on a multi-node
+    job the other machine waits 300 s at torchrun's exit barrier. Not after an interrupt or a one-rank error:
+    a rank still inside a collective would block here."""
+    from accelerate import PartialState
+
+    PartialState().destroy_process_group()
 
 
 def error_line(err: BaseException) -> None:
